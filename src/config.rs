@@ -1,0 +1,383 @@
+//! `lethe.toml`: parsed strictly, validated against the connector definitions
+//! and workflows, with errors that name the file, the key and the reason.
+//!
+//! Secrets never appear in the file, only the names of environment variables.
+
+use crate::connectors::http::ProcessorSpec;
+use crate::connectors::{Category, Registry};
+use crate::domain::HumanDuration;
+use crate::engine::workflow::Workflows;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A config that failed to load. Always exit code 2.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    /// The file.
+    pub file: String,
+    /// The key (may be a line number for syntax errors).
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.reason)
+        } else {
+            write!(f, "{}: `{}`: {}", self.file, self.key, self.reason)
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// `sqlite://lethe.db` or `postgres://…`.
+    #[serde(default = "d_url")]
+    pub url: String,
+    /// The env var holding the identity encryption key (32 bytes, base64).
+    #[serde(default = "d_key_env")]
+    pub key_env: String,
+}
+
+fn d_url() -> String {
+    "sqlite://lethe.db".into()
+}
+fn d_key_env() -> String {
+    "LETHE_KEY".into()
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection { url: d_url(), key_env: d_key_env() }
+    }
+}
+
+/// `[intake]` (the HTTP server).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeSection {
+    /// Listen address.
+    #[serde(default = "d_listen")]
+    pub listen: String,
+    /// Env var with the webhook HMAC secret.
+    #[serde(default = "d_webhook")]
+    pub webhook_secret_env: String,
+    /// Env var with the API bearer token.
+    #[serde(default = "d_token")]
+    pub api_token_env: String,
+}
+
+fn d_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn d_webhook() -> String {
+    "LETHE_WEBHOOK_SECRET".into()
+}
+fn d_token() -> String {
+    "LETHE_API_TOKEN".into()
+}
+
+impl Default for IntakeSection {
+    fn default() -> Self {
+        IntakeSection { listen: d_listen(), webhook_secret_env: d_webhook(), api_token_env: d_token() }
+    }
+}
+
+/// `[worker]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSection {
+    /// Most steps in flight at once in this process.
+    #[serde(default = "d_conc")]
+    pub concurrency: u32,
+    /// How long a claimed step is leased before another worker may take it over.
+    #[serde(default = "d_lease")]
+    pub lease: HumanDuration,
+    /// Longest sleep when nothing is due (new requests from other processes are seen within it).
+    #[serde(default = "d_idle")]
+    pub idle_poll: HumanDuration,
+}
+
+fn d_conc() -> u32 {
+    64
+}
+fn d_lease() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+fn d_idle() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2))
+}
+
+impl Default for WorkerSection {
+    fn default() -> Self {
+        WorkerSection { concurrency: d_conc(), lease: d_lease(), idle_poll: d_idle() }
+    }
+}
+
+/// One `[[processor]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessorConfig {
+    /// The name used in reports (`newsletter`).
+    pub name: String,
+    /// A connector definition name.
+    pub connector: String,
+    /// The API base URL (defaults to the connector's).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Connector settings.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    /// Secret name → env var name.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// Override the connector's concurrency limit.
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    /// Override the connector's soft-delete window (e.g. Dropbox plans differ).
+    #[serde(default)]
+    pub soft_delete_window: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    connectors_dir: Option<PathBuf>,
+    #[serde(default)]
+    workflows_dir: Option<PathBuf>,
+    #[serde(default)]
+    export_dir: Option<PathBuf>,
+    #[serde(default)]
+    store: StoreSection,
+    #[serde(default)]
+    intake: IntakeSection,
+    #[serde(default)]
+    worker: WorkerSection,
+    #[serde(default, rename = "processor")]
+    processors: Vec<ProcessorConfig>,
+}
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from.
+    pub path: PathBuf,
+    /// `[store]`.
+    pub store: StoreSection,
+    /// `[intake]`.
+    pub intake: IntakeSection,
+    /// `[worker]`.
+    pub worker: WorkerSection,
+    /// Processors, in file order.
+    pub processors: Vec<ProcessorConfig>,
+    /// Where export files go.
+    pub export_dir: PathBuf,
+    /// Known connectors.
+    pub registry: Registry,
+    /// Known workflows.
+    pub workflows: Workflows,
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: String::new(),
+            reason: format!("cannot read: {e} (run `lethe init` to write an example)"),
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parse and validate config text; `path` is used for messages and relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let err = |key: &str, reason: String| ConfigError { file: file.clone(), key: key.to_string(), reason };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            err(&line.map(|l| format!("line {l}")).unwrap_or_default(), e.message().trim().to_string())
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let resolve = |p: &PathBuf| if p.is_absolute() { p.clone() } else { base.join(p) };
+        let registry = Registry::load(raw.connectors_dir.as_ref().map(resolve).as_deref())
+            .map_err(|e| ConfigError { file: e.file, key: e.key, reason: e.reason })?;
+        let workflows = Workflows::load(raw.workflows_dir.as_ref().map(resolve).as_deref())
+            .map_err(|e| ConfigError { file: e.file, key: e.key, reason: e.reason })?;
+
+        if !(raw.store.url.starts_with("sqlite:") || raw.store.url.starts_with("postgres://") || raw.store.url.starts_with("postgresql://")) {
+            return Err(err("store.url", format!("`{}` is neither sqlite://FILE nor postgres://…", raw.store.url)));
+        }
+        check_env_name(&raw.store.key_env).map_err(|r| err("store.key_env", r))?;
+        check_env_name(&raw.intake.webhook_secret_env).map_err(|r| err("intake.webhook_secret_env", r))?;
+        check_env_name(&raw.intake.api_token_env).map_err(|r| err("intake.api_token_env", r))?;
+        if raw.worker.concurrency == 0 {
+            return Err(err("worker.concurrency", "must be at least 1".into()));
+        }
+        if raw.worker.lease.get() < Duration::from_millis(200) {
+            return Err(err("worker.lease", "must be at least 200ms".into()));
+        }
+
+        let mut names = BTreeSet::new();
+        for (i, p) in raw.processors.iter().enumerate() {
+            let key = |k: &str| format!("processor[{i}].{k}");
+            if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(err(&key("name"), format!("`{}` must be letters, digits, `_` or `-`", p.name)));
+            }
+            if !names.insert(p.name.clone()) {
+                return Err(err(&key("name"), format!("`{}` is used by two processors", p.name)));
+            }
+            let Some(def) = registry.get(&p.connector) else {
+                return Err(err(
+                    &key("connector"),
+                    format!("unknown connector `{}` (known: {})", p.connector, registry.names().join(", ")),
+                ));
+            };
+            for s in &def.settings {
+                if !p.settings.contains_key(s) {
+                    return Err(err(&key("settings"), format!("connector `{}` needs setting `{s}`", def.name)));
+                }
+            }
+            for s in &def.secrets {
+                if !p.secrets.contains_key(s) {
+                    return Err(err(
+                        &key("secrets"),
+                        format!("connector `{}` needs secret `{s}` (the name of an env var, e.g. {s} = \"{}\")", def.name, s.to_uppercase()),
+                    ));
+                }
+            }
+            for (k, v) in &p.secrets {
+                check_env_name(v).map_err(|r| err(&key(&format!("secrets.{k}")), r))?;
+            }
+            let url = p.base_url.clone().or_else(|| def.default_base_url.clone());
+            let Some(url) = url else {
+                return Err(err(&key("base_url"), format!("missing, and connector `{}` has no default", def.name)));
+            };
+            match url::Url::parse(&url) {
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                _ => return Err(err(&key("base_url"), format!("`{url}` is not an http(s) URL"))),
+            }
+            if p.concurrency == Some(0) {
+                return Err(err(&key("concurrency"), "must be at least 1".into()));
+            }
+        }
+        for (wname, wf) in &workflows.by_name {
+            for (k, name) in wf.named_processors() {
+                if !names.contains(&name) {
+                    return Err(ConfigError {
+                        file: format!("workflow `{wname}`"),
+                        key: k,
+                        reason: format!("no processor named `{name}` in {file}"),
+                    });
+                }
+            }
+        }
+
+        Ok(Config {
+            path: path.to_path_buf(),
+            store: raw.store,
+            intake: raw.intake,
+            worker: raw.worker,
+            processors: raw.processors,
+            export_dir: raw.export_dir.as_ref().map(resolve).unwrap_or_else(|| base.join("exports")),
+            registry,
+            workflows,
+        })
+    }
+
+    /// The connector-facing description of a processor.
+    pub fn spec(&self, p: &ProcessorConfig) -> ProcessorSpec {
+        let def = self.registry.get(&p.connector);
+        ProcessorSpec {
+            name: p.name.clone(),
+            base_url: p
+                .base_url
+                .clone()
+                .or_else(|| def.and_then(|d| d.default_base_url.clone()))
+                .unwrap_or_default()
+                .trim_end_matches('/')
+                .to_string(),
+            settings: p.settings.clone(),
+            secrets: p.secrets.clone(),
+            concurrency: p.concurrency.or(def.map(|d| d.limits.concurrency)).unwrap_or(4),
+            soft_delete_window: p.soft_delete_window.map(|w| w.get()).or(def.and_then(|d| d.soft_delete_window.map(|w| w.get()))),
+        }
+    }
+
+    /// A processor's category.
+    pub fn category(&self, p: &ProcessorConfig) -> Category {
+        self.registry.get(&p.connector).map(|d| d.category).unwrap_or(Category::Other)
+    }
+}
+
+fn check_env_name(v: &str) -> Result<(), String> {
+    let ok = !v.is_empty()
+        && !v.starts_with(|c: char| c.is_ascii_digit())
+        && v.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{v}` is not an environment variable name (secrets go in the environment, not in this file)"))
+    }
+}
+
+/// The example written by `lethe init`.
+pub const EXAMPLE: &str = r#"# lethe configuration. Secrets are never written here: only the names of the
+# environment variables that hold them.
+
+[store]
+url = "sqlite://lethe.db"            # or "postgres://user@localhost/lethe"
+key_env = "LETHE_KEY"                # 32 random bytes, base64: openssl rand -base64 32
+
+[intake]
+listen = "127.0.0.1:8080"
+webhook_secret_env = "LETHE_WEBHOOK_SECRET"
+api_token_env = "LETHE_API_TOKEN"
+
+[[processor]]
+name = "newsletter"                  # used in reports
+connector = "mailchimp"              # a file in connectors/
+base_url = "https://us21.api.mailchimp.com/3.0"
+settings = { list_id = "a1b2c3" }
+secrets = { api_key = "MAILCHIMP_API_KEY" }
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let c = Config::parse(Path::new("lethe.toml"), EXAMPLE).unwrap();
+        assert_eq!(c.processors.len(), 1);
+        assert_eq!(c.spec(&c.processors[0]).concurrency, 8);
+    }
+
+    #[test]
+    fn an_unknown_connector_names_the_key() {
+        let t = EXAMPLE.replace("connector = \"mailchimp\"", "connector = \"mailchimpp\"");
+        let e = Config::parse(Path::new("lethe.toml"), &t).unwrap_err();
+        assert_eq!(e.key, "processor[0].connector");
+        assert!(e.reason.contains("mailchimpp"));
+    }
+
+    #[test]
+    fn a_secret_value_in_the_file_is_refused() {
+        let t = EXAMPLE.replace("\"MAILCHIMP_API_KEY\"", "\"0123abcd-us21\"");
+        let e = Config::parse(Path::new("lethe.toml"), &t).unwrap_err();
+        assert_eq!(e.key, "processor[0].secrets.api_key");
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_line() {
+        let e = Config::parse(Path::new("lethe.toml"), "[store]\nurl = \n").unwrap_err();
+        assert!(e.key.starts_with("line 2"), "{e}");
+    }
+}

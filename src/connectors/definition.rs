@@ -1,0 +1,464 @@
+//! Connector definitions: the TOML files in `connectors/`, parsed and validated.
+//!
+//! A definition is data a compliance reviewer can read: which calls erase a
+//! subject, which status codes mean what. Everything that can be checked without
+//! calling the processor is checked here, at load: templates compile, JSON
+//! Pointers are well-formed, status codes are real, required keys are present.
+//! An error names the file, the key and the reason.
+
+use crate::domain::HumanDuration;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The built-in definitions, embedded so the binary works from any directory.
+pub const BUILTIN: &[(&str, &str)] = &[("mailchimp.toml", include_str!("../../connectors/mailchimp.toml"))];
+
+/// A processor category.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    /// Newsletters, mailing lists.
+    MailingList,
+    /// Helpdesks.
+    Ticketing,
+    /// Invoicing, payments.
+    Accounting,
+    /// Web hosting panels.
+    Hosting,
+    /// File and object storage.
+    ObjectStorage,
+    /// Text messages.
+    Sms,
+    /// Anything else.
+    Other,
+}
+
+impl Category {
+    /// All categories.
+    pub const ALL: [Category; 7] = [
+        Category::MailingList,
+        Category::Ticketing,
+        Category::Accounting,
+        Category::Hosting,
+        Category::ObjectStorage,
+        Category::Sms,
+        Category::Other,
+    ];
+    /// The config / `--json` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::MailingList => "mailing_list",
+            Category::Ticketing => "ticketing",
+            Category::Accounting => "accounting",
+            Category::Hosting => "hosting",
+            Category::ObjectStorage => "object_storage",
+            Category::Sms => "sms",
+            Category::Other => "other",
+        }
+    }
+    /// Parse a name.
+    pub fn parse(s: &str) -> Option<Category> {
+        Category::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// One connector definition file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorDef {
+    /// The name processors refer to (`connector = "mailchimp"`).
+    pub name: String,
+    /// The processor category.
+    pub category: Category,
+    /// One line for people.
+    #[serde(default)]
+    pub description: String,
+    /// Where the API's documentation is.
+    #[serde(default)]
+    pub docs: Option<String>,
+    /// A native connector implemented in code (e.g. `s3`); the calls below are then unused.
+    #[serde(default)]
+    pub native: Option<String>,
+    /// The base URL used when a processor gives none.
+    #[serde(default)]
+    pub default_base_url: Option<String>,
+    /// Settings every processor using this connector must give.
+    #[serde(default)]
+    pub settings: Vec<String>,
+    /// Secrets (env var names in lethe.toml) every processor must give.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// The processor's recovery window after an erase that only soft-deletes.
+    #[serde(default)]
+    pub soft_delete_window: Option<HumanDuration>,
+    /// How requests authenticate.
+    #[serde(default)]
+    pub auth: Auth,
+    /// Default limits that keep below the processor's documented ones.
+    #[serde(default)]
+    pub limits: Limits,
+    /// How to read responses, for every call unless a call overrides it.
+    #[serde(default)]
+    pub responses: Responses,
+    /// The cheapest authenticated call, for `lethe check`.
+    #[serde(default)]
+    pub check: Option<Call>,
+    /// The actions.
+    #[serde(default)]
+    pub actions: Actions,
+}
+
+/// Authentication schemes.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, tag = "scheme", rename_all = "snake_case")]
+pub enum Auth {
+    /// No authentication.
+    #[default]
+    None,
+    /// HTTP Basic; both parts are templates.
+    Basic {
+        /// User name template.
+        username: String,
+        /// Password template.
+        password: String,
+    },
+    /// `Authorization: Bearer <token>`.
+    Bearer {
+        /// Token template.
+        token: String,
+    },
+    /// Any header(s), e.g. `Authorization: Zoho-oauthtoken …` plus `orgId`.
+    Header {
+        /// Header name to value template.
+        headers: BTreeMap<String, String>,
+    },
+}
+
+/// Default limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// At most this many calls in flight to one processor.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// Per-call timeout.
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_concurrency() -> u32 {
+    4
+}
+fn default_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30))
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { concurrency: default_concurrency(), timeout: default_timeout() }
+    }
+}
+
+/// How status codes and bodies are read.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Responses {
+    /// Statuses that mean success (default: any 2xx).
+    #[serde(default)]
+    pub success: Option<Vec<u16>>,
+    /// Statuses that mean "no such subject" (default: 404).
+    #[serde(default)]
+    pub not_found: Option<Vec<u16>>,
+    /// Statuses that mean throttling (default: 429).
+    #[serde(default)]
+    pub throttled: Option<Vec<u16>>,
+    /// Statuses that mean throttling only when the body is empty (Mailchimp's bodiless 403).
+    #[serde(default)]
+    pub throttled_without_body: Option<Vec<u16>>,
+    /// Further statuses to treat as transient (default: 408, 425, 5xx).
+    #[serde(default)]
+    pub transient: Option<Vec<u16>>,
+    /// JSON Pointers to the processor's error message, tried in order.
+    #[serde(default)]
+    pub error_message: Option<Vec<String>>,
+}
+
+impl Responses {
+    /// This call's rules, falling back to the connector's, then to the defaults.
+    pub fn merged(&self, fallback: &Responses) -> Responses {
+        Responses {
+            success: self.success.clone().or_else(|| fallback.success.clone()),
+            not_found: self.not_found.clone().or_else(|| fallback.not_found.clone()),
+            throttled: self.throttled.clone().or_else(|| fallback.throttled.clone()),
+            throttled_without_body: self
+                .throttled_without_body
+                .clone()
+                .or_else(|| fallback.throttled_without_body.clone()),
+            transient: self.transient.clone().or_else(|| fallback.transient.clone()),
+            error_message: self.error_message.clone().or_else(|| fallback.error_message.clone()),
+        }
+    }
+}
+
+/// The actions a connector can take.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Actions {
+    /// Does the processor hold anything for the subject?
+    pub lookup: Option<ActionDef>,
+    /// Collect the subject's data.
+    pub export: Option<ActionDef>,
+    /// Erase the subject.
+    pub erase: Option<ActionDef>,
+    /// After a recovery window: is it really gone? (default: `lookup`)
+    pub verify: Option<ActionDef>,
+    /// Permanently delete what a soft delete left (optional).
+    pub purge: Option<ActionDef>,
+}
+
+/// What an erase call achieves at this processor.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EraseEffect {
+    /// Gone for good.
+    #[default]
+    Erased,
+    /// Moved to a trash / deletion queue; purged after the recovery window.
+    SoftDeleted,
+    /// Kept on purpose (e.g. a suppression entry); `retained_reason` says why.
+    Retained,
+}
+
+/// One action: a sequence of calls.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionDef {
+    /// Identities the action needs; a subject with none of them is `not_found` here.
+    #[serde(default)]
+    pub requires: Vec<String>,
+    /// For `erase`: what a successful call sequence means.
+    #[serde(default)]
+    pub effect: EraseEffect,
+    /// For `effect = "retained"`: the basis, shown in reports.
+    #[serde(default)]
+    pub retained_reason: Option<String>,
+    /// The calls, in order. A call answering `not_found` ends the action as not found.
+    pub calls: Vec<Call>,
+}
+
+/// One HTTP call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Call {
+    /// A name for the call; the key of its data in an export.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// HTTP method.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Path template, appended to the processor's base URL.
+    pub path: String,
+    /// Query parameters (templates).
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// Extra headers (templates).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A JSON body template (rendered, then parsed as JSON before sending).
+    #[serde(default)]
+    pub json: Option<String>,
+    /// A form body (templates).
+    #[serde(default)]
+    pub form: Option<BTreeMap<String, String>>,
+    /// Response rules for this call.
+    #[serde(default)]
+    pub responses: Responses,
+    /// Values to keep for later calls: var name → JSON Pointer into the response.
+    #[serde(default)]
+    pub extract: BTreeMap<String, String>,
+    /// If an `extract` pointer finds nothing, the subject is not found here.
+    #[serde(default)]
+    pub missing_means_not_found: bool,
+    /// For an export call: a 404 means "no such data" (recorded as null), not "no subject".
+    #[serde(default)]
+    pub optional: bool,
+    /// JSON Pointer to the processor's reference id for the evidence.
+    #[serde(default)]
+    pub reference: Option<String>,
+}
+
+fn default_method() -> String {
+    "GET".to_string()
+}
+
+/// A definition that failed validation.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{file}: `{key}`: {reason}")]
+pub struct DefinitionError {
+    /// The file.
+    pub file: String,
+    /// The key.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// The identities a template may use.
+pub const IDENTITY_NAMES: [&str; 4] = ["email", "phone", "customer_id", "name"];
+
+const METHODS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
+
+impl ConnectorDef {
+    /// Parse and validate one definition file.
+    pub fn parse(file: &str, text: &str) -> Result<ConnectorDef, DefinitionError> {
+        let def: ConnectorDef = toml::from_str(text).map_err(|e| DefinitionError {
+            file: file.to_string(),
+            key: e.span().map(|s| describe_span(text, s)).unwrap_or_default(),
+            reason: e.message().to_string(),
+        })?;
+        def.validate(file)?;
+        Ok(def)
+    }
+
+    fn validate(&self, file: &str) -> Result<(), DefinitionError> {
+        let err = |key: &str, reason: String| DefinitionError { file: file.to_string(), key: key.to_string(), reason };
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            return Err(err("name", format!("`{}` must be lower-case letters, digits and `_`", self.name)));
+        }
+        if self.limits.concurrency == 0 {
+            return Err(err("limits.concurrency", "must be at least 1".into()));
+        }
+        let env = crate::connectors::template::environment();
+        if let Auth::Basic { username, password } = &self.auth {
+            check_template(&env, username).map_err(|r| err("auth.username", r))?;
+            check_template(&env, password).map_err(|r| err("auth.password", r))?;
+        }
+        if let Auth::Bearer { token } = &self.auth {
+            check_template(&env, token).map_err(|r| err("auth.token", r))?;
+        }
+        if let Auth::Header { headers } = &self.auth {
+            for (k, v) in headers {
+                check_template(&env, v).map_err(|r| err(&format!("auth.headers.{k}"), r))?;
+            }
+        }
+        check_responses(&self.responses).map_err(|(k, r)| err(&format!("responses.{k}"), r))?;
+        if let Some(c) = &self.check {
+            check_call(&env, c).map_err(|(k, r)| err(&format!("check.{k}"), r))?;
+        }
+        if self.native.is_none() {
+            if self.actions.erase.is_none() {
+                return Err(err("actions.erase", "missing: every connector must say how to erase".into()));
+            }
+            if self.actions.export.is_none() {
+                return Err(err("actions.export", "missing: every connector must say how to export".into()));
+            }
+        }
+        let named = [
+            ("lookup", &self.actions.lookup),
+            ("export", &self.actions.export),
+            ("erase", &self.actions.erase),
+            ("verify", &self.actions.verify),
+            ("purge", &self.actions.purge),
+        ];
+        for (name, action) in named {
+            let Some(a) = action else { continue };
+            if a.calls.is_empty() {
+                return Err(err(&format!("actions.{name}.calls"), "needs at least one call".into()));
+            }
+            for (i, r) in a.requires.iter().enumerate() {
+                if !IDENTITY_NAMES.contains(&r.as_str()) {
+                    return Err(err(
+                        &format!("actions.{name}.requires[{i}]"),
+                        format!("`{r}` is not an identity (expected one of {})", IDENTITY_NAMES.join(", ")),
+                    ));
+                }
+            }
+            if a.effect == EraseEffect::Retained && a.retained_reason.is_none() {
+                return Err(err(&format!("actions.{name}.retained_reason"), "required when effect = \"retained\"".into()));
+            }
+            if a.effect == EraseEffect::SoftDeleted && self.soft_delete_window.is_none() {
+                return Err(err("soft_delete_window", format!("required because actions.{name} soft-deletes")));
+            }
+            for (i, c) in a.calls.iter().enumerate() {
+                check_call(&env, c).map_err(|(k, r)| err(&format!("actions.{name}.calls[{i}].{k}"), r))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn describe_span(text: &str, span: std::ops::Range<usize>) -> String {
+    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    format!("line {line}")
+}
+
+fn check_template(env: &minijinja::Environment<'static>, t: &str) -> Result<(), String> {
+    env.template_from_str(t).map(|_| ()).map_err(|e| format!("template does not compile: {e}"))
+}
+
+fn check_pointer(p: &str) -> Result<(), String> {
+    if p.is_empty() || p.starts_with('/') {
+        Ok(())
+    } else {
+        Err(format!("`{p}` is not a JSON Pointer (it must start with `/`)"))
+    }
+}
+
+fn check_statuses(list: &Option<Vec<u16>>) -> Result<(), String> {
+    for s in list.iter().flatten() {
+        if !(100..=599).contains(s) {
+            return Err(format!("{s} is not an HTTP status code"));
+        }
+    }
+    Ok(())
+}
+
+fn check_responses(r: &Responses) -> Result<(), (String, String)> {
+    for (k, l) in [
+        ("success", &r.success),
+        ("not_found", &r.not_found),
+        ("throttled", &r.throttled),
+        ("throttled_without_body", &r.throttled_without_body),
+        ("transient", &r.transient),
+    ] {
+        check_statuses(l).map_err(|e| (k.to_string(), e))?;
+    }
+    for p in r.error_message.iter().flatten() {
+        check_pointer(p).map_err(|e| ("error_message".to_string(), e))?;
+    }
+    Ok(())
+}
+
+fn check_call(env: &minijinja::Environment<'static>, c: &Call) -> Result<(), (String, String)> {
+    let m = c.method.to_ascii_uppercase();
+    if !METHODS.contains(&m.as_str()) {
+        return Err(("method".into(), format!("`{}` is not one of {}", c.method, METHODS.join(", "))));
+    }
+    check_template(env, &c.path).map_err(|e| ("path".to_string(), e))?;
+    if !c.path.starts_with('/') {
+        return Err(("path".into(), "must start with `/`".into()));
+    }
+    for (k, v) in &c.query {
+        check_template(env, v).map_err(|e| (format!("query.{k}"), e))?;
+    }
+    for (k, v) in &c.headers {
+        check_template(env, v).map_err(|e| (format!("headers.{k}"), e))?;
+    }
+    if let Some(j) = &c.json {
+        check_template(env, j).map_err(|e| ("json".to_string(), e))?;
+    }
+    for (k, v) in c.form.iter().flatten() {
+        check_template(env, v).map_err(|e| (format!("form.{k}"), e))?;
+    }
+    if c.json.is_some() && c.form.is_some() {
+        return Err(("json".into(), "a call has either `json` or `form`, not both".into()));
+    }
+    for (k, p) in &c.extract {
+        check_pointer(p).map_err(|e| (format!("extract.{k}"), e))?;
+    }
+    if let Some(p) = &c.reference {
+        check_pointer(p).map_err(|e| ("reference".to_string(), e))?;
+    }
+    check_responses(&c.responses).map_err(|(k, e)| (format!("responses.{k}"), e))?;
+    Ok(())
+}

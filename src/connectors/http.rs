@@ -1,0 +1,533 @@
+//! The declarative HTTP connector: runs the calls a definition file describes.
+//!
+//! Each call's path, query, headers and body are rendered from templates with
+//! the subject, the processor's settings and secrets, and values extracted from
+//! earlier calls. The response is classified right here: success, not found,
+//! throttled (with `Retry-After`), transient or permanent — with a message that
+//! names the processor and, for rejected credentials, the env var to check.
+
+use super::definition::{ActionDef, Auth, Call, Category, ConnectorDef, EraseEffect, Responses};
+use super::{scrub, CallContext, Connector, ConnectorError, ErrorClass, Erase, Evidence, Export, Lookup, Verify};
+use crate::domain::Subject;
+use async_trait::async_trait;
+use minijinja::Environment;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// A configured processor, as connectors see it.
+#[derive(Debug, Clone)]
+pub struct ProcessorSpec {
+    /// The processor's name (`newsletter`).
+    pub name: String,
+    /// Base URL, without a trailing slash.
+    pub base_url: String,
+    /// Settings (list ids, subdomains…).
+    pub settings: BTreeMap<String, String>,
+    /// Secret name → the environment variable holding it.
+    pub secrets: BTreeMap<String, String>,
+    /// Concurrency limit.
+    pub concurrency: u32,
+    /// Recovery window after a soft delete.
+    pub soft_delete_window: Option<Duration>,
+}
+
+/// A connector driven by a definition file.
+pub struct HttpConnector {
+    spec: ProcessorSpec,
+    def: Arc<ConnectorDef>,
+    client: reqwest::Client,
+    env: Environment<'static>,
+}
+
+/// What running an action's calls produced.
+struct ActionRun {
+    not_found: bool,
+    data: Map<String, Value>,
+    evidence: Evidence,
+}
+
+const DEFAULT_ERROR_POINTERS: [&str; 6] = ["/detail", "/message", "/error/message", "/description", "/title", "/error"];
+
+impl HttpConnector {
+    /// Build a connector for one processor. `client` is shared, so connections are reused.
+    pub fn new(spec: ProcessorSpec, def: Arc<ConnectorDef>, client: reqwest::Client) -> Self {
+        HttpConnector { spec, def, client, env: super::template::environment() }
+    }
+
+    fn secret_values(&self) -> Result<BTreeMap<String, String>, ConnectorError> {
+        let mut out = BTreeMap::new();
+        for (name, var) in &self.spec.secrets {
+            match std::env::var(var) {
+                Ok(v) if !v.is_empty() => {
+                    out.insert(name.clone(), v);
+                }
+                _ => {
+                    return Err(ConnectorError::permanent(format!(
+                        "processor `{}`: environment variable {var} (secret `{name}`) is not set",
+                        self.spec.name
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn context(&self, cx: Option<&CallContext<'_>>, vars: &Map<String, Value>, secrets: &BTreeMap<String, String>) -> Value {
+        let subject = cx.map(|c| subject_value(c.subject)).unwrap_or(Value::Object(Map::new()));
+        serde_json::json!({
+            "settings": self.spec.settings,
+            "secrets": secrets,
+            "subject": subject,
+            "request": {
+                "id": cx.map(|c| c.request_id).unwrap_or(""),
+                "idempotency_key": cx.map(|c| c.idempotency_key).unwrap_or(""),
+            },
+            "vars": vars,
+        })
+    }
+
+    fn render(&self, what: &str, template: &str, ctx: &Value) -> Result<String, ConnectorError> {
+        self.env.render_str(template, ctx).map_err(|e| {
+            ConnectorError::permanent(format!(
+                "processor `{}`: connector `{}` could not render {what}: {e}",
+                self.spec.name, self.def.name
+            ))
+        })
+    }
+
+    fn secrets_hint(&self) -> String {
+        let vars: Vec<&str> = self.spec.secrets.values().map(|s| s.as_str()).collect();
+        if vars.is_empty() {
+            String::new()
+        } else {
+            format!(": check {}", vars.join(", "))
+        }
+    }
+
+    async fn send(&self, call: &Call, ctx: &Value, secrets: &BTreeMap<String, String>) -> Result<(u16, HeaderMap, String), ConnectorError> {
+        let path = self.render("the path", &call.path, ctx)?;
+        let url = format!("{}{}", self.spec.base_url, path);
+        let method = reqwest::Method::from_bytes(call.method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| ConnectorError::permanent(format!("bad method {}", call.method)))?;
+        let mut req = self.client.request(method, &url).timeout(self.def.limits.timeout.get());
+        let sctx = serde_json::json!({ "secrets": secrets, "settings": self.spec.settings });
+        match &self.def.auth {
+            Auth::None => {}
+            Auth::Basic { username, password } => {
+                req = req.basic_auth(self.render("auth.username", username, &sctx)?, Some(self.render("auth.password", password, &sctx)?));
+            }
+            Auth::Bearer { token } => {
+                req = req.bearer_auth(self.render("auth.token", token, &sctx)?);
+            }
+            Auth::Header { headers } => {
+                for (k, v) in headers {
+                    req = req.header(header_name(k)?, header_value(&self.render("an auth header", v, &sctx)?)?);
+                }
+            }
+        }
+        if !call.query.is_empty() {
+            let mut q = Vec::with_capacity(call.query.len());
+            for (k, v) in &call.query {
+                q.push((k.clone(), self.render("a query parameter", v, ctx)?));
+            }
+            req = req.query(&q);
+        }
+        for (k, v) in &call.headers {
+            req = req.header(header_name(k)?, header_value(&self.render("a header", v, ctx)?)?);
+        }
+        if let Some(j) = &call.json {
+            let body = self.render("the JSON body", j, ctx)?;
+            let parsed: Value = serde_json::from_str(&body).map_err(|e| {
+                ConnectorError::permanent(format!("connector `{}`: the JSON body template does not render to JSON: {e}", self.def.name))
+            })?;
+            req = req.json(&parsed);
+        }
+        if let Some(f) = &call.form {
+            let mut form = Vec::with_capacity(f.len());
+            for (k, v) in f {
+                form.push((k.clone(), self.render("a form field", v, ctx)?));
+            }
+            let body = form
+                .iter()
+                .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+                .collect::<Vec<_>>()
+                .join("&");
+            req = req.header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body);
+        }
+        let resp = req.send().await.map_err(|e| {
+            let e = e.without_url();
+            let what = if e.is_timeout() { "timed out" } else if e.is_connect() { "could not connect" } else { "request failed" };
+            ConnectorError::transient(format!("processor `{}`: {what} ({})", self.spec.name, host_of(&self.spec.base_url)))
+        })?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.text().await.map_err(|e| {
+            ConnectorError::transient(format!("processor `{}`: reading the response failed: {}", self.spec.name, e.without_url()))
+        })?;
+        Ok((status, headers, body))
+    }
+
+    /// Run an action's calls in order.
+    async fn run(&self, action: &ActionDef, cx: Option<&CallContext<'_>>) -> Result<ActionRun, ConnectorError> {
+        let secrets = self.secret_values()?;
+        let mut vars = Map::new();
+        let mut data = Map::new();
+        let mut evidence = Evidence::default();
+        let subject = cx.map(|c| c.subject);
+        for (i, call) in action.calls.iter().enumerate() {
+            let ctx = self.context(cx, &vars, &secrets);
+            let (status, headers, body) = self.send(call, &ctx, &secrets).await?;
+            let rules = call.responses.merged(&self.def.responses);
+            match classify(&rules, status, &body) {
+                Class::Success => {}
+                Class::NotFound if call.optional => {
+                    data.insert(call_name(call, i), Value::Null);
+                    continue;
+                }
+                Class::NotFound => {
+                    evidence.status = Some(status);
+                    return Ok(ActionRun { not_found: true, data, evidence });
+                }
+                Class::Error(class) => return Err(self.error(class, status, &headers, &body, &rules, subject)),
+            }
+            let json: Option<Value> = if body.trim().is_empty() { None } else { serde_json::from_str(&body).ok() };
+            if !call.extract.is_empty() || call.reference.is_some() {
+                let Some(doc) = &json else {
+                    return Err(ConnectorError {
+                        class: ErrorClass::Transient,
+                        message: format!(
+                            "processor `{}` answered HTTP {status} with a body that is not JSON; expected JSON to read the response",
+                            self.spec.name
+                        ),
+                        status: Some(status),
+                        retry_after: None,
+                    });
+                };
+                for (var, ptr) in &call.extract {
+                    match doc.pointer(ptr).filter(|v| !v.is_null()) {
+                        Some(v) => {
+                            vars.insert(var.clone(), v.clone());
+                        }
+                        None if call.missing_means_not_found => {
+                            evidence.status = Some(status);
+                            return Ok(ActionRun { not_found: true, data, evidence });
+                        }
+                        None => {
+                            return Err(ConnectorError {
+                                class: ErrorClass::Permanent,
+                                message: format!(
+                                    "processor `{}` answered HTTP {status} without `{ptr}` (needed for `{var}`); the API may have changed",
+                                    self.spec.name
+                                ),
+                                status: Some(status),
+                                retry_after: None,
+                            })
+                        }
+                    }
+                }
+                if let Some(ptr) = &call.reference {
+                    if let Some(v) = doc.pointer(ptr) {
+                        evidence.reference = Some(match v {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        });
+                    }
+                }
+            }
+            evidence.status = Some(status);
+            data.insert(call_name(call, i), json.unwrap_or_else(|| if body.is_empty() { Value::Null } else { Value::String(body) }));
+        }
+        Ok(ActionRun { not_found: false, data, evidence })
+    }
+
+    fn error(&self, class: ErrorClass, status: u16, headers: &HeaderMap, body: &str, rules: &Responses, subject: Option<&Subject>) -> ConnectorError {
+        let detail = error_detail(body, rules);
+        let detail = match subject {
+            Some(s) => scrub(&detail, s),
+            None => detail,
+        };
+        let detail = if detail.is_empty() { String::new() } else { format!(": {detail}") };
+        let p = &self.spec.name;
+        let message = match (class, status) {
+            (ErrorClass::Throttled, _) => format!("processor `{p}` is throttling (HTTP {status}){detail}"),
+            (ErrorClass::Transient, _) => format!("processor `{p}` is unavailable (HTTP {status}){detail}"),
+            (ErrorClass::Permanent, 401 | 403) => {
+                format!("credentials rejected by processor `{p}` (HTTP {status}{detail}){}", self.secrets_hint())
+            }
+            (ErrorClass::Permanent, _) => format!("processor `{p}` refused the request (HTTP {status}){detail}"),
+        };
+        ConnectorError { class, message, status: Some(status), retry_after: retry_after(headers) }
+    }
+
+    fn needs_missing_identity(&self, action: &ActionDef, subject: &Subject) -> Option<Evidence> {
+        if action.requires.is_empty() {
+            return None;
+        }
+        let v = subject_value(subject);
+        if action.requires.iter().any(|r| v.get(r).is_some()) {
+            return None;
+        }
+        Some(Evidence {
+            status: None,
+            reference: None,
+            note: Some(format!("the subject has no {} to look up at this processor", action.requires.join(" or "))),
+        })
+    }
+
+    fn action(&self, name: &str) -> Result<&ActionDef, ConnectorError> {
+        let a = match name {
+            "lookup" => self.def.actions.lookup.as_ref(),
+            "export" => self.def.actions.export.as_ref(),
+            "erase" => self.def.actions.erase.as_ref(),
+            "verify" => self.def.actions.verify.as_ref().or(self.def.actions.lookup.as_ref()),
+            "purge" => self.def.actions.purge.as_ref(),
+            _ => None,
+        };
+        a.ok_or_else(|| {
+            ConnectorError::permanent(format!("connector `{}` has no `{name}` action (processor `{}`)", self.def.name, self.spec.name))
+        })
+    }
+
+    async fn run_erase(&self, action: &ActionDef, cx: CallContext<'_>) -> Result<Erase, ConnectorError> {
+        if let Some(ev) = self.needs_missing_identity(action, cx.subject) {
+            return Ok(Erase::NotFound(ev));
+        }
+        let run = self.run(action, Some(&cx)).await?;
+        if run.not_found {
+            return Ok(Erase::NotFound(run.evidence));
+        }
+        Ok(match action.effect {
+            EraseEffect::Erased => Erase::Erased(run.evidence),
+            EraseEffect::SoftDeleted => Erase::SoftDeleted {
+                evidence: run.evidence,
+                window: self
+                    .spec
+                    .soft_delete_window
+                    .or(self.def.soft_delete_window.map(|w| w.get()))
+                    .unwrap_or(Duration::from_secs(30 * 86400)),
+            },
+            EraseEffect::Retained => {
+                let reason = action.retained_reason.clone().unwrap_or_default();
+                Erase::Retained { evidence: Evidence { note: Some(reason.clone()), ..run.evidence }, reason }
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl Connector for HttpConnector {
+    fn processor(&self) -> &str {
+        &self.spec.name
+    }
+    fn category(&self) -> Category {
+        self.def.category
+    }
+    fn concurrency(&self) -> u32 {
+        self.spec.concurrency
+    }
+    fn can_purge(&self) -> bool {
+        self.def.actions.purge.is_some()
+    }
+
+    async fn check(&self) -> Result<Evidence, ConnectorError> {
+        let call = self.def.check.as_ref().ok_or_else(|| {
+            ConnectorError::permanent(format!("connector `{}` defines no `check` call", self.def.name))
+        })?;
+        let action = ActionDef { requires: vec![], effect: EraseEffect::Erased, retained_reason: None, calls: vec![call.clone()] };
+        let run = self.run(&action, None).await?;
+        if run.not_found {
+            return Err(ConnectorError::permanent(format!(
+                "processor `{}`: the check call answered {} (not found): is base_url right?",
+                self.spec.name,
+                run.evidence.status.unwrap_or(0)
+            )));
+        }
+        Ok(run.evidence)
+    }
+
+    async fn lookup(&self, cx: CallContext<'_>) -> Result<Lookup, ConnectorError> {
+        let action = self.action("lookup")?;
+        if let Some(ev) = self.needs_missing_identity(action, cx.subject) {
+            return Ok(Lookup::NotFound(ev));
+        }
+        let run = self.run(action, Some(&cx)).await?;
+        Ok(if run.not_found { Lookup::NotFound(run.evidence) } else { Lookup::Found(run.evidence) })
+    }
+
+    async fn export(&self, cx: CallContext<'_>) -> Result<Export, ConnectorError> {
+        let action = self.action("export")?;
+        if let Some(ev) = self.needs_missing_identity(action, cx.subject) {
+            return Ok(Export::NotFound(ev));
+        }
+        let run = self.run(action, Some(&cx)).await?;
+        Ok(if run.not_found {
+            Export::NotFound(run.evidence)
+        } else {
+            Export::Data { data: Value::Object(run.data), evidence: run.evidence }
+        })
+    }
+
+    async fn erase(&self, cx: CallContext<'_>) -> Result<Erase, ConnectorError> {
+        let action = self.action("erase")?;
+        self.run_erase(action, cx).await
+    }
+
+    async fn verify(&self, cx: CallContext<'_>) -> Result<Verify, ConnectorError> {
+        let action = self.action("verify")?;
+        if let Some(ev) = self.needs_missing_identity(action, cx.subject) {
+            return Ok(Verify::Clean(ev));
+        }
+        let run = self.run(action, Some(&cx)).await?;
+        Ok(if run.not_found { Verify::Clean(run.evidence) } else { Verify::StillPresent(run.evidence) })
+    }
+
+    async fn purge(&self, cx: CallContext<'_>) -> Result<Erase, ConnectorError> {
+        let action = self.action("purge")?;
+        let mut a = action.clone();
+        a.effect = EraseEffect::Erased;
+        self.run_erase(&a, cx).await
+    }
+}
+
+enum Class {
+    Success,
+    NotFound,
+    Error(ErrorClass),
+}
+
+fn classify(rules: &Responses, status: u16, body: &str) -> Class {
+    let within = |l: &Option<Vec<u16>>| l.as_ref().is_some_and(|l| l.contains(&status));
+    let success = match &rules.success {
+        Some(l) => l.contains(&status),
+        None => (200..300).contains(&status),
+    };
+    if success {
+        return Class::Success;
+    }
+    let not_found = match &rules.not_found {
+        Some(l) => l.contains(&status),
+        None => status == 404,
+    };
+    if not_found {
+        return Class::NotFound;
+    }
+    let throttled = match &rules.throttled {
+        Some(l) => l.contains(&status),
+        None => status == 429,
+    };
+    if throttled || (within(&rules.throttled_without_body) && body.trim().is_empty()) {
+        return Class::Error(ErrorClass::Throttled);
+    }
+    if within(&rules.transient) || matches!(status, 408 | 425) || status >= 500 {
+        return Class::Error(ErrorClass::Transient);
+    }
+    Class::Error(ErrorClass::Permanent)
+}
+
+fn error_detail(body: &str, rules: &Responses) -> String {
+    let Ok(json) = serde_json::from_str::<Value>(body) else {
+        // Not JSON: a short, single-line excerpt, or nothing for HTML pages.
+        let t = body.trim();
+        if t.is_empty() || t.starts_with('<') {
+            return String::new();
+        }
+        return t.lines().next().unwrap_or("").chars().take(160).collect();
+    };
+    let pointers: Vec<&str> = match &rules.error_message {
+        Some(l) => l.iter().map(|s| s.as_str()).collect(),
+        None => DEFAULT_ERROR_POINTERS.to_vec(),
+    };
+    for p in pointers {
+        if let Some(Value::String(s)) = json.pointer(p) {
+            return s.chars().take(300).collect();
+        }
+    }
+    String::new()
+}
+
+/// `Retry-After` as seconds or as an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Some(Duration::from_secs_f64(secs.min(86400.0 * 7.0)));
+        }
+        return None;
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+fn subject_value(s: &Subject) -> Value {
+    let mut m = Map::new();
+    if let Some(e) = &s.email {
+        m.insert("email".into(), Value::String(e.expose().to_string()));
+    }
+    if let Some(p) = &s.phone {
+        m.insert("phone".into(), Value::String(p.expose().to_string()));
+    }
+    if let Some(c) = &s.customer_id {
+        m.insert("customer_id".into(), Value::String(c.expose().to_string()));
+    }
+    if let Some(n) = &s.name {
+        m.insert("name".into(), Value::String(n.expose().to_string()));
+    }
+    Value::Object(m)
+}
+
+fn call_name(call: &Call, i: usize) -> String {
+    call.name.clone().unwrap_or_else(|| format!("call_{i}"))
+}
+
+fn header_name(k: &str) -> Result<HeaderName, ConnectorError> {
+    HeaderName::from_bytes(k.as_bytes()).map_err(|_| ConnectorError::permanent(format!("`{k}` is not a valid header name")))
+}
+
+fn header_value(v: &str) -> Result<HeaderValue, ConnectorError> {
+    HeaderValue::from_str(v).map_err(|_| ConnectorError::permanent("a header value has characters HTTP does not allow"))
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn host_of(base: &str) -> String {
+    url::Url::parse(base)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| match u.port() {
+            Some(p) => format!("{h}:{p}"),
+            None => h.to_string(),
+        }))
+        .unwrap_or_else(|| "?".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("2"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        let later = SystemTime::now() + Duration::from_secs(120);
+        h.insert(RETRY_AFTER, HeaderValue::from_str(&httpdate::fmt_http_date(later)).unwrap());
+        let d = retry_after(&h).unwrap();
+        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn mailchimp_bodiless_403_is_throttling_but_403_with_body_is_not() {
+        let rules = Responses { throttled_without_body: Some(vec![403]), ..Default::default() };
+        assert!(matches!(classify(&rules, 403, ""), Class::Error(ErrorClass::Throttled)));
+        assert!(matches!(classify(&rules, 403, "{\"title\":\"Forbidden\"}"), Class::Error(ErrorClass::Permanent)));
+        assert!(matches!(classify(&rules, 503, ""), Class::Error(ErrorClass::Transient)));
+        assert!(matches!(classify(&rules, 404, ""), Class::NotFound));
+        assert!(matches!(classify(&rules, 204, ""), Class::Success));
+    }
+}

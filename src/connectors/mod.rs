@@ -1,0 +1,223 @@
+//! Connectors: the code and definitions that know one processor API each.
+//!
+//! A connector talks to one API and knows nothing of the saga: it answers
+//! "erased", "not found", "soft-deleted", or an error already *classified* as
+//! transient, throttled or permanent — the classification happens here, where
+//! the HTTP response is seen, so that the engine only decides what to do next.
+
+pub mod definition;
+pub mod http;
+pub mod registry;
+pub mod template;
+
+use crate::domain::Subject;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+pub use definition::{Category, ConnectorDef, DefinitionError};
+pub use registry::Registry;
+
+/// How an error should be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// Network trouble, a timeout, a 5xx: try again later.
+    Transient,
+    /// The processor asked us to slow down: try again later, without using up an attempt.
+    Throttled,
+    /// Retrying will not help (bad credentials, a refused request): a person must act.
+    Permanent,
+}
+
+impl ErrorClass {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::Throttled => "throttled",
+            ErrorClass::Permanent => "permanent",
+        }
+    }
+}
+
+/// A classified failure, with a message a person can act on. Never contains a raw identity.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ConnectorError {
+    /// Transient, throttled or permanent.
+    pub class: ErrorClass,
+    /// What went wrong and what to do about it.
+    pub message: String,
+    /// The HTTP status, when there was a response.
+    pub status: Option<u16>,
+    /// The processor's `Retry-After`, when it sent one.
+    pub retry_after: Option<Duration>,
+}
+
+impl ConnectorError {
+    /// A permanent error.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        ConnectorError { class: ErrorClass::Permanent, message: message.into(), status: None, retry_after: None }
+    }
+    /// A transient error.
+    pub fn transient(message: impl Into<String>) -> Self {
+        ConnectorError { class: ErrorClass::Transient, message: message.into(), status: None, retry_after: None }
+    }
+}
+
+/// What the processor said, kept as evidence in the certificate.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The HTTP status of the decisive call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// The processor's reference id, when its response had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// A remark (e.g. why something was retained).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Does the processor hold anything?
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// Yes.
+    Found(Evidence),
+    /// No.
+    NotFound(Evidence),
+}
+
+/// The result of an erase.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Erase {
+    /// Deleted for good.
+    Erased(Evidence),
+    /// Nothing there (or already erased).
+    NotFound(Evidence),
+    /// Moved to a trash or deletion queue; gone after `window`.
+    SoftDeleted {
+        /// What the processor said.
+        evidence: Evidence,
+        /// The recovery window.
+        window: Duration,
+    },
+    /// Kept on purpose.
+    Retained {
+        /// What the processor said.
+        evidence: Evidence,
+        /// The basis.
+        reason: String,
+    },
+}
+
+/// The result of an export.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Export {
+    /// The subject's data, as the processor returned it.
+    Data {
+        /// One JSON value per call, keyed by call name.
+        data: serde_json::Value,
+        /// What the processor said.
+        evidence: Evidence,
+    },
+    /// Nothing held.
+    NotFound(Evidence),
+}
+
+/// The result of a verify after a recovery window.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verify {
+    /// The processor no longer has the subject.
+    Clean(Evidence),
+    /// The data is still there.
+    StillPresent(Evidence),
+}
+
+/// What a connector call knows about the request it serves.
+#[derive(Debug, Clone, Copy)]
+pub struct CallContext<'a> {
+    /// The subject.
+    pub subject: &'a Subject,
+    /// The request id.
+    pub request_id: &'a str,
+    /// `request:processor:attempt`, sent where the API honours one.
+    pub idempotency_key: &'a str,
+}
+
+/// One processor API.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// The processor's name (from lethe.toml).
+    fn processor(&self) -> &str;
+    /// The category.
+    fn category(&self) -> Category;
+    /// The most calls to have in flight at once.
+    fn concurrency(&self) -> u32;
+    /// Whether a `purge` action exists for data a soft delete left behind.
+    fn can_purge(&self) -> bool;
+    /// The cheapest authenticated call: are we reachable and are credentials accepted?
+    async fn check(&self) -> Result<Evidence, ConnectorError>;
+    /// Does the processor hold anything for the subject?
+    async fn lookup(&self, cx: CallContext<'_>) -> Result<Lookup, ConnectorError>;
+    /// Collect the subject's data.
+    async fn export(&self, cx: CallContext<'_>) -> Result<Export, ConnectorError>;
+    /// Erase the subject.
+    async fn erase(&self, cx: CallContext<'_>) -> Result<Erase, ConnectorError>;
+    /// After a recovery window: is it gone?
+    async fn verify(&self, cx: CallContext<'_>) -> Result<Verify, ConnectorError>;
+    /// Permanently delete what a soft delete left.
+    async fn purge(&self, cx: CallContext<'_>) -> Result<Erase, ConnectorError>;
+}
+
+/// Replace every identity of `subject` that occurs in `text` by its masked form,
+/// so that a processor's error message echoing an email cannot leak into the store.
+pub fn scrub(text: &str, subject: &Subject) -> String {
+    let mut out = text.to_string();
+    let pairs: Vec<(String, String)> = [
+        subject.email.as_ref().map(|e| (e.expose().to_string(), e.masked())),
+        subject.phone.as_ref().map(|p| (p.expose().to_string(), p.masked())),
+        subject.customer_id.as_ref().map(|c| (c.expose().to_string(), c.masked())),
+        subject.name.as_ref().map(|n| (n.expose().to_string(), n.masked())),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for (raw, masked) in pairs {
+        if raw.is_empty() {
+            continue;
+        }
+        // Case-insensitive replacement (emails come back in any case).
+        let lower = out.to_lowercase();
+        let needle = raw.to_lowercase();
+        if lower.len() != out.len() {
+            out = out.replace(&raw, &masked);
+            continue;
+        }
+        let mut result = String::with_capacity(out.len());
+        let mut i = 0;
+        while let Some(pos) = lower[i..].find(&needle) {
+            result.push_str(&out[i..i + pos]);
+            result.push_str(&masked);
+            i += pos + needle.len();
+        }
+        result.push_str(&out[i..]);
+        out = result;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_masks_an_echoed_email_in_any_case() {
+        let s = Subject::parse(Some("jane@example.com"), Some("+442079460958"), None, None).unwrap();
+        let out = scrub("JANE@example.com is already a member; sms +442079460958", &s);
+        assert!(!out.to_lowercase().contains("jane@"), "{out}");
+        assert!(!out.contains("7946"), "{out}");
+        assert!(out.contains("j***@example.com"));
+    }
+}

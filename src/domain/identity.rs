@@ -1,0 +1,402 @@
+//! Subject identities, parsed and normalised at the edge.
+//!
+//! Every identity that enters lethe — from the CLI, a webhook or OpenDSR — goes
+//! through these constructors first. Past this point the engine only ever sees
+//! valid values, and the `Display`/`Debug` of each type is *masked* so that an
+//! identity cannot leak into a log line, a panic message or an event by accident.
+//! The raw value is reachable only through `expose()`, which makes every place
+//! that needs it (a connector building a request) easy to find.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why an identity was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdentityError {
+    /// The email is not of the form local@domain.tld.
+    #[error("invalid email: {0}")]
+    Email(&'static str),
+    /// The phone number is not E.164.
+    #[error("invalid phone: {0}")]
+    Phone(&'static str),
+    /// The customer id is empty or has characters we refuse.
+    #[error("invalid customer id: {0}")]
+    CustomerId(&'static str),
+    /// The name is empty or too long.
+    #[error("invalid name: {0}")]
+    Name(&'static str),
+    /// No identity at all was given.
+    #[error("no identity given: at least one of email, phone, customer_id is required")]
+    Empty,
+}
+
+/// A normalised email address (trimmed, lower-cased domain and local part).
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Email(String);
+
+impl Email {
+    /// Parse and normalise an email address.
+    pub fn parse(raw: &str) -> Result<Self, IdentityError> {
+        let s = raw.trim();
+        if s.is_empty() {
+            return Err(IdentityError::Email("empty"));
+        }
+        if s.len() > 254 {
+            return Err(IdentityError::Email("longer than 254 characters"));
+        }
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(IdentityError::Email("contains whitespace"));
+        }
+        let (local, domain) = s
+            .rsplit_once('@')
+            .ok_or(IdentityError::Email("missing '@'"))?;
+        if local.is_empty() {
+            return Err(IdentityError::Email("nothing before '@'"));
+        }
+        if local.len() > 64 {
+            return Err(IdentityError::Email("local part longer than 64 characters"));
+        }
+        if local.contains('@') || local.contains(['<', '>', '(', ')', ',', ';', ':', '"', '[', ']']) {
+            return Err(IdentityError::Email("local part has characters that need quoting"));
+        }
+        if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+            return Err(IdentityError::Email("misplaced '.' in local part"));
+        }
+        if !domain.contains('.') {
+            return Err(IdentityError::Email("domain has no '.'"));
+        }
+        for label in domain.split('.') {
+            if label.is_empty() {
+                return Err(IdentityError::Email("empty domain label"));
+            }
+            if label.len() > 63 {
+                return Err(IdentityError::Email("domain label longer than 63 characters"));
+            }
+            if label.starts_with('-') || label.ends_with('-') {
+                return Err(IdentityError::Email("domain label starts or ends with '-'"));
+            }
+            if !label.chars().all(|c| c.is_alphanumeric() || c == '-') {
+                return Err(IdentityError::Email("domain has characters other than letters, digits, '-'"));
+            }
+        }
+        Ok(Email(format!("{}@{}", local.to_lowercase(), domain.to_lowercase())))
+    }
+
+    /// The raw, normalised address. Only connectors building a request should need this.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// A masked form for display: `j***@example.com`.
+    pub fn masked(&self) -> String {
+        let (local, domain) = self.0.rsplit_once('@').unwrap_or(("", &self.0));
+        let first: String = local.chars().take(1).collect();
+        format!("{first}***@{domain}")
+    }
+}
+
+impl TryFrom<String> for Email {
+    type Error = IdentityError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Email::parse(&value)
+    }
+}
+impl From<Email> for String {
+    fn from(value: Email) -> Self {
+        value.0
+    }
+}
+impl fmt::Debug for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Email({})", self.masked())
+    }
+}
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+/// A phone number in E.164 form: `+` then 8 to 15 digits, no leading zero.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Phone(String);
+
+impl Phone {
+    /// Parse a phone number; spaces, dashes, dots and brackets are removed,
+    /// a leading `00` becomes `+`. A number without a country code is refused,
+    /// since guessing the country would erase the wrong person's messages.
+    pub fn parse(raw: &str) -> Result<Self, IdentityError> {
+        let mut s: String = raw
+            .trim()
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
+            .collect();
+        if let Some(rest) = s.strip_prefix("00") {
+            s = format!("+{rest}");
+        }
+        let digits = s
+            .strip_prefix('+')
+            .ok_or(IdentityError::Phone("must start with + and a country code (E.164)"))?;
+        if !digits.chars().all(|c| c.is_ascii_digit()) {
+            return Err(IdentityError::Phone("must contain only digits after +"));
+        }
+        if digits.starts_with('0') {
+            return Err(IdentityError::Phone("country code cannot start with 0"));
+        }
+        if !(8..=15).contains(&digits.len()) {
+            return Err(IdentityError::Phone("must have 8 to 15 digits"));
+        }
+        Ok(Phone(format!("+{digits}")))
+    }
+    /// The raw E.164 number.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// Masked: `+44*******89`.
+    pub fn masked(&self) -> String {
+        let n = self.0.len();
+        let head = &self.0[..3.min(n)];
+        let tail = &self.0[n.saturating_sub(2)..];
+        format!("{head}{}{tail}", "*".repeat(n.saturating_sub(5)))
+    }
+}
+impl TryFrom<String> for Phone {
+    type Error = IdentityError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Phone::parse(&value)
+    }
+}
+impl From<Phone> for String {
+    fn from(value: Phone) -> Self {
+        value.0
+    }
+}
+impl fmt::Debug for Phone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Phone({})", self.masked())
+    }
+}
+impl fmt::Display for Phone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+/// The controller's own customer id (e.g. `cus_123`).
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CustomerId(String);
+
+impl CustomerId {
+    /// Parse: 1–128 printable characters, no whitespace.
+    pub fn parse(raw: &str) -> Result<Self, IdentityError> {
+        let s = raw.trim();
+        if s.is_empty() {
+            return Err(IdentityError::CustomerId("empty"));
+        }
+        if s.len() > 128 {
+            return Err(IdentityError::CustomerId("longer than 128 characters"));
+        }
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(IdentityError::CustomerId("contains whitespace or control characters"));
+        }
+        Ok(CustomerId(s.to_string()))
+    }
+    /// The raw id.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// Masked: first two characters, then stars.
+    pub fn masked(&self) -> String {
+        let head: String = self.0.chars().take(2).collect();
+        format!("{head}***")
+    }
+}
+impl TryFrom<String> for CustomerId {
+    type Error = IdentityError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        CustomerId::parse(&value)
+    }
+}
+impl From<CustomerId> for String {
+    fn from(value: CustomerId) -> Self {
+        value.0
+    }
+}
+impl fmt::Debug for CustomerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CustomerId({})", self.masked())
+    }
+}
+
+/// A person's name, as given (trimmed, inner whitespace collapsed).
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Name(String);
+
+impl Name {
+    /// Parse: 1–200 characters, no control characters.
+    pub fn parse(raw: &str) -> Result<Self, IdentityError> {
+        let s = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+        if s.is_empty() {
+            return Err(IdentityError::Name("empty"));
+        }
+        if s.chars().count() > 200 {
+            return Err(IdentityError::Name("longer than 200 characters"));
+        }
+        if s.chars().any(|c| c.is_control()) {
+            return Err(IdentityError::Name("contains control characters"));
+        }
+        Ok(Name(s))
+    }
+    /// The raw name.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// Masked: initials only.
+    pub fn masked(&self) -> String {
+        self.0
+            .split(' ')
+            .filter_map(|w| w.chars().next())
+            .map(|c| format!("{c}."))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+impl TryFrom<String> for Name {
+    type Error = IdentityError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Name::parse(&value)
+    }
+}
+impl From<Name> for String {
+    fn from(value: Name) -> Self {
+        value.0
+    }
+}
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Name({})", self.masked())
+    }
+}
+
+/// Everything we know to identify one subject. At least one of email, phone or
+/// customer id is present (a name alone identifies nobody).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Subject {
+    /// Email address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<Email>,
+    /// Phone number (E.164).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<Phone>,
+    /// The controller's customer id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<CustomerId>,
+    /// Full name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Name>,
+}
+
+impl Subject {
+    /// Build a subject from raw strings, validating each and requiring one identifier.
+    pub fn parse(
+        email: Option<&str>,
+        phone: Option<&str>,
+        customer_id: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Self, IdentityError> {
+        let s = Subject {
+            email: email.map(Email::parse).transpose()?,
+            phone: phone.map(Phone::parse).transpose()?,
+            customer_id: customer_id.map(CustomerId::parse).transpose()?,
+            name: name.map(Name::parse).transpose()?,
+        };
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Require at least one identifying value.
+    pub fn validate(&self) -> Result<(), IdentityError> {
+        if self.email.is_none() && self.phone.is_none() && self.customer_id.is_none() {
+            return Err(IdentityError::Empty);
+        }
+        Ok(())
+    }
+
+    /// The masked form used everywhere a person reads (status, reports, events).
+    pub fn masked(&self) -> String {
+        let mut parts = vec![];
+        if let Some(e) = &self.email {
+            parts.push(e.masked());
+        }
+        if let Some(p) = &self.phone {
+            parts.push(p.masked());
+        }
+        if let Some(c) = &self.customer_id {
+            parts.push(c.masked());
+        }
+        if let Some(n) = &self.name {
+            parts.push(n.masked());
+        }
+        parts.join(", ")
+    }
+
+    /// The value used as the matching key (keyed-hashed before storage): the
+    /// email if present, else the phone, else the customer id.
+    pub fn match_key(&self) -> String {
+        if let Some(e) = &self.email {
+            format!("email:{}", e.expose())
+        } else if let Some(p) = &self.phone {
+            format!("phone:{}", p.expose())
+        } else if let Some(c) = &self.customer_id {
+            format!("customer_id:{}", c.expose())
+        } else {
+            String::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_is_normalised_to_lower_case_and_trimmed() {
+        let e = Email::parse("  Jane.Doe@Example.COM ").unwrap();
+        assert_eq!(e.expose(), "jane.doe@example.com");
+    }
+
+    #[test]
+    fn malformed_emails_are_refused_with_a_reason() {
+        for bad in ["", "jane", "jane@", "@example.com", "jane@example", "ja ne@example.com", "jane@exa_mple.com", "jane..d@example.com", "jane@-x.com"] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn email_display_and_debug_are_masked() {
+        let e = Email::parse("jane@example.com").unwrap();
+        assert_eq!(format!("{e}"), "j***@example.com");
+        assert!(!format!("{e:?}").contains("jane"));
+    }
+
+    #[test]
+    fn phone_is_e164() {
+        assert_eq!(Phone::parse("+44 20 7946-0958").unwrap().expose(), "+442079460958");
+        assert_eq!(Phone::parse("0044 20 7946 0958").unwrap().expose(), "+442079460958");
+        assert!(Phone::parse("020 7946 0958").is_err());
+        assert!(Phone::parse("+44abc").is_err());
+        assert!(Phone::parse("+1234").is_err());
+        assert!(!format!("{:?}", Phone::parse("+442079460958").unwrap()).contains("7946"));
+    }
+
+    #[test]
+    fn a_subject_needs_an_identifier_not_only_a_name() {
+        assert_eq!(Subject::parse(None, None, None, Some("Jane")), Err(IdentityError::Empty));
+        assert!(Subject::parse(Some("jane@example.com"), None, None, None).is_ok());
+    }
+}

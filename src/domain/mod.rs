@@ -1,0 +1,15 @@
+//! Validated domain types and the pure step saga. Imports nothing else of lethe's.
+
+pub mod duration;
+pub mod event;
+pub mod identity;
+pub mod request;
+pub mod step;
+
+#[cfg(test)]
+mod proptests;
+
+pub use duration::HumanDuration;
+pub use identity::{CustomerId, Email, IdentityError, Name, Phone, Subject};
+pub use request::{derive_status, due_date, extended_due_date, RequestKind, RequestStatus};
+pub use step::{Action, InvalidTransition, Outcome, Phase, StepEvent, StepState};

@@ -1,0 +1,311 @@
+//! The engine: plans requests into steps, and runs steps through the saga.
+//!
+//! Every state change is computed by the pure saga (`domain::step`) and written
+//! by the store as one [`ChangeSet`](crate::store::ChangeSet): the new state,
+//! the audit event and the request's derived status together. Nothing lives
+//! only in memory; a wait of 30 days is a `run_at` in a row.
+
+pub mod planner;
+pub mod worker;
+pub mod workflow;
+
+use crate::config::Config;
+use crate::connectors::{Connector, ConnectorError, Evidence};
+use crate::crypto::Keys;
+use crate::domain::{
+    due_date, extended_due_date, Phase, RequestKind, RequestStatus, StepEvent, StepState, Subject,
+};
+use crate::store::{ms, Applied, ChangeSet, RequestPatch, RequestRow, StepChange, Store, StoreError};
+use chrono::Utc;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{Notify, Semaphore};
+
+/// Engine failures, each mapped to an exit code at the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No such request.
+    #[error("no request with id `{0}`")]
+    NoRequest(String),
+    /// The input was refused.
+    #[error("{0}")]
+    Invalid(String),
+    /// The request was changed concurrently; try again.
+    #[error("request `{0}` changed while this command ran; try again")]
+    Conflict(String),
+}
+
+/// Optional parts of a new request.
+#[derive(Debug, Clone, Default)]
+pub struct SubmitOptions {
+    /// A workflow other than the kind's default.
+    pub workflow: Option<String>,
+    /// The intake form's id (idempotency).
+    pub external_id: Option<String>,
+    /// Status callback URL.
+    pub callback_url: Option<String>,
+}
+
+/// The result of a submit.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// The request.
+    pub request: RequestRow,
+    /// False when an existing request with the same external id was returned.
+    pub created: bool,
+}
+
+/// The orchestrator.
+pub struct Engine {
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Identity keys.
+    pub keys: Keys,
+    connectors: HashMap<String, Arc<dyn Connector>>,
+    limits: HashMap<String, Arc<Semaphore>>,
+    worker_id: String,
+    wake: Notify,
+}
+
+impl Engine {
+    /// Build the engine: one shared HTTP client (connections are reused), one
+    /// connector and one concurrency limit per processor.
+    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, keys: Keys) -> Result<Arc<Engine>, EngineError> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("lethe/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .build()
+            .map_err(|e| EngineError::Invalid(format!("cannot build the HTTP client: {e}")))?;
+        let mut connectors = HashMap::new();
+        let mut limits = HashMap::new();
+        for p in &config.processors {
+            let spec = config.spec(p);
+            let conc = spec.concurrency.max(1);
+            let c = config
+                .registry
+                .build(&p.connector, spec, client.clone())
+                .ok_or_else(|| EngineError::Invalid(format!("unknown connector `{}`", p.connector)))?;
+            connectors.insert(p.name.clone(), c);
+            limits.insert(p.name.clone(), Arc::new(Semaphore::new(conc as usize)));
+        }
+        let worker_id = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
+        Ok(Arc::new(Engine { config, store, keys, connectors, limits, worker_id, wake: Notify::new() }))
+    }
+
+    /// This worker's id, as written into leases.
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// The connector for a processor.
+    pub fn connector(&self, processor: &str) -> Option<&Arc<dyn Connector>> {
+        self.connectors.get(processor)
+    }
+
+    /// File a request: validate, plan, seal the identities, store it.
+    pub async fn submit(&self, kind: RequestKind, subject: Subject, opts: SubmitOptions) -> Result<Submitted, EngineError> {
+        subject.validate().map_err(|e| EngineError::Invalid(e.to_string()))?;
+        if let Some(ext) = &opts.external_id {
+            if let Some(existing) = self.store.find_by_external_id(ext).await? {
+                return Ok(Submitted { request: existing, created: false });
+            }
+        }
+        let (wf_name, wf) = self.config.workflows.pick(kind, opts.workflow.as_deref()).map_err(EngineError::Invalid)?;
+        let now = Utc::now();
+        let steps = planner::plan(&self.config, wf, kind, ms(now)).map_err(EngineError::Invalid)?;
+        let req = crate::store::NewRequest {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind,
+            workflow: wf_name.to_string(),
+            received_at: ms(now),
+            due_at: ms(due_date(now)),
+            external_id: opts.external_id.clone(),
+            subject_hash: self.keys.subject_hash(&subject),
+            subject_masked: subject.masked(),
+            identities: self.keys.seal(&subject),
+            callback_url: opts.callback_url,
+        };
+        match self.store.create_request(req, steps, ms(now)).await {
+            Ok(request) => {
+                self.wake.notify_one();
+                Ok(Submitted { request, created: true })
+            }
+            // A concurrent delivery of the same webhook won the race: return its request.
+            Err(StoreError::Duplicate(_)) if opts.external_id.is_some() => {
+                let ext = opts.external_id.as_deref().unwrap_or_default();
+                let request = self.store.find_by_external_id(ext).await?.ok_or_else(|| EngineError::Conflict(ext.to_string()))?;
+                Ok(Submitted { request, created: false })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A request by id.
+    pub async fn request(&self, id: &str) -> Result<RequestRow, EngineError> {
+        self.store.get_request(id).await?.ok_or_else(|| EngineError::NoRequest(id.to_string()))
+    }
+
+    /// Put failed steps (of one processor, or all) back to pending with fresh attempts.
+    pub async fn retry(&self, id: &str, processor: Option<&str>) -> Result<usize, EngineError> {
+        let req = self.request(id).await?;
+        let steps = self.store.steps(&req.id).await?;
+        if let Some(p) = processor {
+            if !steps.iter().any(|s| s.processor == p) {
+                return Err(EngineError::Invalid(format!("request `{id}` has no step at processor `{p}`")));
+            }
+        }
+        let now = ms(Utc::now());
+        let changes: Vec<StepChange> = steps
+            .iter()
+            .filter(|s| s.state == StepState::Failed && processor.is_none_or(|p| s.processor == p))
+            .filter_map(|s| {
+                let to = s.state.apply(StepEvent::Retry).ok()?;
+                Some(StepChange {
+                    step_id: s.id,
+                    from: s.state,
+                    lease_owner: None,
+                    to,
+                    phase: s.phase,
+                    outcome: None,
+                    run_at: now,
+                    attempts: Some(0),
+                    error: None,
+                    evidence: None,
+                    hold: None,
+                    grace_until: None,
+                    finished: false,
+                    event: "step.retried".into(),
+                    detail: serde_json::json!({"processor": s.processor, "from": "failed", "to": to.as_str()}),
+                })
+            })
+            .collect();
+        let n = changes.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        let cs = ChangeSet { request_id: req.id.clone(), now, steps: changes, request: RequestPatch::default(), events: vec![] };
+        match self.store.apply(cs).await? {
+            Applied::Done { .. } => {
+                self.wake.notify_one();
+                Ok(n)
+            }
+            _ => Err(EngineError::Conflict(id.to_string())),
+        }
+    }
+
+    /// Cancel a request: every step that has not acted is cancelled. Steps in a
+    /// recovery window already acted and are left to finish.
+    pub async fn cancel(&self, id: &str) -> Result<RequestStatus, EngineError> {
+        let req = self.request(id).await?;
+        if req.cancelled {
+            return Ok(RequestStatus::Cancelled);
+        }
+        if req.status == RequestStatus::Completed {
+            return Err(EngineError::Invalid(format!("request `{id}` is already completed; there is nothing to cancel")));
+        }
+        let now = ms(Utc::now());
+        let steps = self.store.steps(&req.id).await?;
+        let changes = steps
+            .iter()
+            .filter_map(|s| {
+                let to = s.state.apply(StepEvent::Cancel).ok()?;
+                Some(StepChange {
+                    step_id: s.id,
+                    from: s.state,
+                    lease_owner: None,
+                    to,
+                    phase: s.phase,
+                    outcome: None,
+                    run_at: s.run_at,
+                    attempts: None,
+                    error: None,
+                    evidence: None,
+                    hold: None,
+                    grace_until: None,
+                    finished: true,
+                    event: "step.cancelled".into(),
+                    detail: serde_json::json!({"processor": s.processor, "from": s.state.as_str(), "to": "cancelled"}),
+                })
+            })
+            .collect();
+        let cs = ChangeSet {
+            request_id: req.id.clone(),
+            now,
+            steps: changes,
+            request: RequestPatch { cancelled: Some(true), ..Default::default() },
+            events: vec![("request.cancelled".into(), serde_json::json!({}))],
+        };
+        match self.store.apply(cs).await? {
+            Applied::Done { status, .. } => Ok(status),
+            _ => Err(EngineError::Conflict(id.to_string())),
+        }
+    }
+
+    /// The one allowed deadline extension (+2 months), with its reason.
+    pub async fn extend(&self, id: &str, reason: &str) -> Result<RequestRow, EngineError> {
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(EngineError::Invalid("an extension needs a reason (Art. 12(3): the subject must be told why)".into()));
+        }
+        let req = self.request(id).await?;
+        if req.extended_reason.is_some() {
+            return Err(EngineError::Invalid(format!("request `{id}` was already extended once; GDPR allows one extension")));
+        }
+        let new_due = ms(extended_due_date(crate::store::from_ms(req.due_at)));
+        let cs = ChangeSet {
+            request_id: req.id.clone(),
+            now: ms(Utc::now()),
+            steps: vec![],
+            request: RequestPatch { extend_to: Some((new_due, reason.to_string())), ..Default::default() },
+            events: vec![("request.extended".into(), serde_json::json!({"from": req.due_at, "to": new_due, "reason": reason}))],
+        };
+        match self.store.apply(cs).await? {
+            Applied::Done { .. } => self.request(id).await,
+            Applied::AlreadyExtended => {
+                Err(EngineError::Invalid(format!("request `{id}` was already extended once; GDPR allows one extension")))
+            }
+            _ => Err(EngineError::Conflict(id.to_string())),
+        }
+    }
+
+    /// Call every processor's cheapest authenticated endpoint.
+    pub async fn check(&self) -> Vec<(String, Result<Evidence, ConnectorError>)> {
+        let futs = self.config.processors.iter().map(|p| {
+            let c = self.connectors.get(&p.name).cloned();
+            let name = p.name.clone();
+            async move {
+                match c {
+                    Some(c) => (name, c.check().await),
+                    None => (name.clone(), Err(ConnectorError::permanent(format!("processor `{name}` has no connector")))),
+                }
+            }
+        });
+        futures::future::join_all(futs).await
+    }
+
+    /// Wake a sleeping worker loop (a new request arrived in this process).
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+
+    fn phase_after(to: StepState, phase: Phase) -> Phase {
+        match to {
+            StepState::Grace => Phase::Verify,
+            StepState::Pending | StepState::Held => Phase::Act,
+            _ => phase,
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| "lethe".into())
+}

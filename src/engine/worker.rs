@@ -1,0 +1,418 @@
+//! The worker: claims due steps under a lease, calls the connector, and writes
+//! the result — new state, audit event, request status — in one transaction.
+//!
+//! It never polls in a tight loop: when nothing is due it sleeps until the
+//! earliest `run_at` in the store (capped by `idle_poll`, so work filed by
+//! another process is seen), or until this process files a request. While a
+//! call is in flight, a heartbeat extends the lease; a worker that dies stops
+//! heart-beating, its lease expires, and another worker takes the step over.
+
+use super::workflow::RetryPolicy;
+use super::{Engine, EngineError};
+use crate::connectors::{CallContext, ConnectorError, ErrorClass, Erase, Evidence, Export, Verify};
+use crate::domain::{Action, Outcome, Phase, StepEvent, StepState, Subject};
+use crate::store::{ms, Applied, ChangeSet, Millis, RequestPatch, StepChange, StepRow};
+use chrono::Utc;
+use serde_json::{json, Value};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Steps processed.
+    pub processed: u64,
+    /// Leases that had expired and were returned to pending.
+    pub released: u64,
+}
+
+/// The decision for one claimed step.
+struct Decision {
+    event: StepEvent,
+    outcome: Option<Outcome>,
+    run_at: Millis,
+    attempts: Option<i64>,
+    error: Option<(String, String)>,
+    evidence: Option<Value>,
+    grace_until: Option<Millis>,
+    kind: &'static str,
+    extra: Value,
+}
+
+impl Decision {
+    fn finished(outcome: Outcome, evidence: &Evidence, now: Millis) -> Decision {
+        Decision {
+            event: StepEvent::Finished,
+            outcome: Some(outcome),
+            run_at: now,
+            attempts: None,
+            error: None,
+            evidence: Some(serde_json::to_value(evidence).unwrap_or(Value::Null)),
+            grace_until: None,
+            kind: "step.done",
+            extra: json!({}),
+        }
+    }
+}
+
+impl Engine {
+    /// Process everything due now, then return (cron, scripts, tests).
+    pub async fn run_until_idle(self: &Arc<Self>) -> Result<RunSummary, EngineError> {
+        self.drive(true, std::future::pending::<()>()).await
+    }
+
+    /// Run until `shutdown` resolves; then stop claiming, finish in-flight steps and return.
+    pub async fn run(self: &Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<RunSummary, EngineError> {
+        self.drive(false, shutdown).await
+    }
+
+    async fn drive(self: &Arc<Self>, until_idle: bool, shutdown: impl Future<Output = ()>) -> Result<RunSummary, EngineError> {
+        tokio::pin!(shutdown);
+        let mut summary = RunSummary::default();
+        let mut tasks: JoinSet<Result<(), EngineError>> = JoinSet::new();
+        let cap = self.config.worker.concurrency as usize;
+        let lease = self.config.worker.lease.get();
+        let idle = self.config.worker.idle_poll.get();
+        let mut stopping = false;
+        loop {
+            // Reap finished tasks without waiting.
+            while let Some(r) = tasks.try_join_next() {
+                summary.processed += 1;
+                log_task_result(r);
+            }
+            if !stopping && tasks.len() < cap {
+                let now = Utc::now();
+                summary.released += self.store.release_expired_leases(ms(now)).await?;
+                let claimed = self
+                    .store
+                    .claim_due(&self.worker_id, ms(now), ms(now) + lease.as_millis() as i64, (cap - tasks.len()) as i64)
+                    .await?;
+                if !claimed.is_empty() {
+                    for step in claimed {
+                        let me = Arc::clone(self);
+                        tasks.spawn(async move { me.process(step).await });
+                    }
+                    continue;
+                }
+            }
+            if tasks.is_empty() && (until_idle || stopping) {
+                break;
+            }
+            // Sleep until something can change: a task finishes, the next run_at, a notify, or shutdown.
+            let sleep_for = if stopping {
+                Duration::from_secs(3600)
+            } else {
+                match self.store.next_wake().await? {
+                    Some(at) => Duration::from_millis((at - ms(Utc::now())).clamp(1, idle.as_millis() as i64) as u64),
+                    None => idle,
+                }
+            };
+            tokio::select! {
+                Some(r) = tasks.join_next(), if !tasks.is_empty() => {
+                    summary.processed += 1;
+                    log_task_result(r);
+                }
+                _ = tokio::time::sleep(sleep_for) => {}
+                _ = self.wake.notified() => {}
+                _ = &mut shutdown, if !stopping => {
+                    tracing::info!(in_flight = tasks.len(), "shutting down: no new claims; finishing in-flight steps");
+                    stopping = true;
+                }
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Run one claimed step and record the result.
+    async fn process(self: Arc<Self>, step: StepRow) -> Result<(), EngineError> {
+        let now0 = ms(Utc::now());
+        let heartbeat = self.spawn_heartbeat(step.id);
+        let decision = self.decide(&step).await;
+        heartbeat.abort();
+        let decision = match decision {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(step = step.id, processor = %step.processor, error = %e, "step could not be run");
+                return Err(e);
+            }
+        };
+        let now = ms(Utc::now()).max(now0);
+        let to = StepState::Running.apply(decision.event).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let phase = Engine::phase_after(to, step.phase);
+        let phase = if decision.event == StepEvent::Transient { step.phase } else { phase };
+        let mut detail = json!({
+            "processor": step.processor,
+            "action": step.action.as_str(),
+            "phase": step.phase.as_str(),
+            "from": "running",
+            "to": to.as_str(),
+            "attempt": decision.attempts.unwrap_or(step.attempts),
+            "outcome": decision.outcome.map(|o| o.as_str()),
+            "evidence": decision.evidence,
+            "error_class": decision.error.as_ref().map(|e| e.1.clone()),
+            "error": decision.error.as_ref().map(|e| e.0.clone()),
+        });
+        if let (Value::Object(d), Value::Object(extra)) = (&mut detail, decision.extra) {
+            d.extend(extra);
+        }
+        let change = StepChange {
+            step_id: step.id,
+            from: StepState::Running,
+            lease_owner: Some(self.worker_id.clone()),
+            to,
+            phase,
+            outcome: decision.outcome,
+            run_at: decision.run_at,
+            attempts: decision.attempts,
+            error: decision.error,
+            evidence: decision.evidence,
+            hold: None,
+            grace_until: decision.grace_until,
+            finished: matches!(to, StepState::Done | StepState::Failed),
+            event: decision.kind.to_string(),
+            detail,
+        };
+        let cs = ChangeSet { request_id: step.request_id.clone(), now, steps: vec![change], request: RequestPatch::default(), events: vec![] };
+        match self.store.apply(cs).await? {
+            Applied::Done { status, .. } => {
+                tracing::info!(step = step.id, processor = %step.processor, state = %to, request_status = %status, "step recorded");
+            }
+            Applied::Conflict { .. } => {
+                // Our lease expired and another worker took the step over: its result wins.
+                tracing::warn!(step = step.id, processor = %step.processor, "lease lost before the result was written; result discarded");
+            }
+            other => tracing::warn!(step = step.id, ?other, "result not written"),
+        }
+        Ok(())
+    }
+
+    fn spawn_heartbeat(self: &Arc<Self>, step_id: i64) -> tokio::task::JoinHandle<()> {
+        let me = Arc::clone(self);
+        let lease = self.config.worker.lease.get();
+        tokio::spawn(async move {
+            let every = lease / 3;
+            loop {
+                tokio::time::sleep(every).await;
+                let until = ms(Utc::now()) + lease.as_millis() as i64;
+                match me.store.heartbeat(step_id, &me.worker_id, until).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => tracing::warn!(step = step_id, error = %e, "heartbeat failed"),
+                }
+            }
+        })
+    }
+
+    fn retry_policy(&self, workflow: &str) -> RetryPolicy {
+        self.config.workflows.by_name.get(workflow).map(|w| w.retry.clone()).unwrap_or_default()
+    }
+
+    /// Decide what happened to a claimed step (all I/O with the processor happens here).
+    async fn decide(&self, step: &StepRow) -> Result<Decision, EngineError> {
+        let req = self.request(&step.request_id).await?;
+        let policy = self.retry_policy(&req.workflow);
+        let Some(sealed) = req.identities.as_deref() else {
+            return Ok(failed(step, "the subject's identities were already destroyed; this step can no longer run".into(), None));
+        };
+        let subject = match self.keys.open(sealed) {
+            Ok(s) => s,
+            Err(e) => return Ok(failed(step, e.to_string(), None)),
+        };
+        let Some(connector) = self.connector(&step.processor).cloned() else {
+            return Ok(failed(
+                step,
+                format!("processor `{}` is no longer in {}; add it back or cancel the request", step.processor, self.config.path.display()),
+                None,
+            ));
+        };
+        let _permit = match self.limits.get(&step.processor) {
+            Some(sem) => Some(sem.clone().acquire_owned().await.map_err(|_| EngineError::Invalid("limiter closed".into()))?),
+            None => None,
+        };
+        let key = format!("{}:{}:{}", step.request_id, step.processor, step.attempts);
+        let cx = CallContext { subject: &subject, request_id: &step.request_id, idempotency_key: &key };
+        let now = ms(Utc::now());
+        let started = std::time::Instant::now();
+        let result = match (step.phase, step.action) {
+            (Phase::Act, Action::Erase) => connector.erase(cx).await.map(|e| self.on_erase(e, now)),
+            (Phase::Act, Action::Export) => match connector.export(cx).await {
+                Ok(Export::Data { data, evidence }) => self.write_export(step, &req.kind, data, evidence, now),
+                Ok(Export::NotFound(ev)) => Ok(Decision::finished(Outcome::NotFound, &ev, now)),
+                Err(e) => Err(e),
+            },
+            (Phase::Verify, _) => match connector.verify(cx).await {
+                Ok(Verify::Clean(ev)) => Ok(Decision::finished(Outcome::Purged, &ev, now)),
+                Ok(Verify::StillPresent(ev)) if connector.can_purge() => match connector.purge(cx).await {
+                    Ok(Erase::Erased(pev) | Erase::NotFound(pev)) => {
+                        let mut d = Decision::finished(Outcome::Purged, &pev, now);
+                        d.extra = json!({"purge": "permanent delete after the window", "verify_evidence": ev});
+                        Ok(d)
+                    }
+                    Ok(other) => Err(ConnectorError::permanent(format!(
+                        "processor `{}`: the purge call did not delete for good ({other:?})",
+                        step.processor
+                    ))),
+                    Err(e) => Err(e),
+                },
+                Ok(Verify::StillPresent(ev)) => Ok(failed(
+                    step,
+                    format!(
+                        "processor `{}` still holds the subject after its recovery window, and its connector has no permanent-delete action: delete it by hand, then `lethe retry`",
+                        step.processor
+                    ),
+                    Some(ev),
+                )),
+                Err(e) => Err(e),
+            },
+            (Phase::Remind, _) => Ok(failed(step, format!("processor `{}` has no manual task to remind", step.processor), None)),
+        };
+        tracing::debug!(step = step.id, elapsed_ms = started.elapsed().as_millis() as u64, "processor call finished");
+        Ok(match result {
+            Ok(d) => d,
+            Err(e) => on_error(step, &policy, e, &subject, now),
+        })
+    }
+
+    fn on_erase(&self, e: Erase, now: Millis) -> Decision {
+        match e {
+            Erase::Erased(ev) => Decision::finished(Outcome::Erased, &ev, now),
+            Erase::NotFound(ev) => Decision::finished(Outcome::NotFound, &ev, now),
+            Erase::Retained { evidence, reason } => {
+                let mut d = Decision::finished(Outcome::Retained, &evidence, now);
+                d.extra = json!({"retained_reason": reason});
+                d
+            }
+            Erase::SoftDeleted { evidence, window } => {
+                let until = now.saturating_add(window.as_millis().min(i64::MAX as u128) as i64);
+                Decision {
+                    event: StepEvent::SoftDeleted,
+                    outcome: None,
+                    run_at: until,
+                    attempts: None,
+                    error: None,
+                    evidence: Some(serde_json::to_value(&evidence).unwrap_or(Value::Null)),
+                    grace_until: Some(until),
+                    kind: "step.grace",
+                    extra: json!({"window_ms": window.as_millis() as u64, "verify_at": until}),
+                }
+            }
+        }
+    }
+
+    fn write_export(
+        &self,
+        step: &StepRow,
+        _kind: &crate::domain::RequestKind,
+        data: Value,
+        mut evidence: Evidence,
+        now: Millis,
+    ) -> Result<Decision, ConnectorError> {
+        use sha2::{Digest, Sha256};
+        let dir = self.config.export_dir.join(&step.request_id);
+        let io = |what: &str, e: std::io::Error| {
+            ConnectorError::transient(format!("cannot {what} the export file under {}: {e}", self.config.export_dir.display()))
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| io("create", e))?;
+        let doc = json!({
+            "request_id": step.request_id,
+            "processor": step.processor,
+            "connector": step.connector,
+            "category": step.category,
+            "exported_at": crate::store::from_ms(now).to_rfc3339(),
+            "data": data,
+        });
+        let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| ConnectorError::permanent(e.to_string()))?;
+        let path = dir.join(format!("{}.json", step.processor));
+        let tmp = dir.join(format!(".{}.json.tmp", step.processor));
+        std::fs::write(&tmp, &bytes).map_err(|e| io("write", e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io("write", e))?;
+        evidence.note = Some(format!("{} bytes, sha256 {}", bytes.len(), hex::encode(Sha256::digest(&bytes))));
+        let mut d = Decision::finished(Outcome::Exported, &evidence, now);
+        d.extra = json!({"file": format!("{}/{}.json", step.request_id, step.processor)});
+        Ok(d)
+    }
+}
+
+fn failed(step: &StepRow, message: String, evidence: Option<Evidence>) -> Decision {
+    let _ = step;
+    Decision {
+        event: StepEvent::Permanent,
+        outcome: None,
+        run_at: ms(Utc::now()),
+        attempts: None,
+        error: Some((message, ErrorClass::Permanent.as_str().to_string())),
+        evidence: evidence.map(|e| serde_json::to_value(e).unwrap_or(Value::Null)),
+        grace_until: None,
+        kind: "step.failed",
+        extra: json!({}),
+    }
+}
+
+fn on_error(step: &StepRow, policy: &RetryPolicy, e: ConnectorError, subject: &Subject, now: Millis) -> Decision {
+    let message = crate::connectors::scrub(&e.message, subject);
+    let evidence = e.status.map(|s| json!({"status": s}));
+    let retry_at = |d: Duration| now.saturating_add(d.as_millis().min(i64::MAX as u128) as i64);
+    match e.class {
+        ErrorClass::Throttled => {
+            // A throttled call was never processed: it does not use up an attempt.
+            let wait = e.retry_after.unwrap_or_else(|| policy.delay_after(1));
+            Decision {
+                event: StepEvent::Transient,
+                outcome: None,
+                run_at: retry_at(wait),
+                attempts: Some((step.attempts - 1).max(0)),
+                error: Some((message, e.class.as_str().into())),
+                evidence,
+                grace_until: None,
+                kind: "step.retry_wait",
+                extra: json!({"retry_in_ms": wait.as_millis() as u64}),
+            }
+        }
+        ErrorClass::Transient if step.attempts < policy.max_attempts as i64 => {
+            let wait = e.retry_after.unwrap_or_else(|| policy.delay_after(step.attempts.max(1) as u32));
+            Decision {
+                event: StepEvent::Transient,
+                outcome: None,
+                run_at: retry_at(wait),
+                attempts: None,
+                error: Some((message, e.class.as_str().into())),
+                evidence,
+                grace_until: None,
+                kind: "step.retry_wait",
+                extra: json!({"retry_in_ms": wait.as_millis() as u64}),
+            }
+        }
+        ErrorClass::Transient => Decision {
+            event: StepEvent::Permanent,
+            outcome: None,
+            run_at: now,
+            attempts: None,
+            error: Some((format!("gave up after {} attempts: {message}", step.attempts), "transient".into())),
+            evidence,
+            grace_until: None,
+            kind: "step.failed",
+            extra: json!({}),
+        },
+        ErrorClass::Permanent => Decision {
+            event: StepEvent::Permanent,
+            outcome: None,
+            run_at: now,
+            attempts: None,
+            error: Some((message, "permanent".into())),
+            evidence,
+            grace_until: None,
+            kind: "step.failed",
+            extra: json!({}),
+        },
+    }
+}
+
+fn log_task_result(r: Result<Result<(), EngineError>, tokio::task::JoinError>) {
+    match r {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "step failed to run"),
+        Err(e) => tracing::error!(error = %e, "step task panicked"),
+    }
+}

@@ -1,0 +1,332 @@
+//! Workflow files (`workflows/*.toml`): the policy for one kind of request —
+//! which processors take part and in which order, the retry policy, and the
+//! legal-hold rules. Built-in ones are embedded; `workflows_dir` adds or replaces.
+
+use crate::connectors::Category;
+use crate::domain::{HumanDuration, RequestKind};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// The built-in workflows.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("erasure.toml", include_str!("../../workflows/erasure.toml")),
+    ("export.toml", include_str!("../../workflows/export.toml")),
+];
+
+/// One workflow file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowDef {
+    /// The request kind this workflow serves.
+    pub kind: RequestKind,
+    /// For people.
+    #[serde(default)]
+    pub description: String,
+    /// How failed calls are retried.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// Ordered phases; a processor takes part in the first phase that selects it.
+    #[serde(default, rename = "phase")]
+    pub phases: Vec<PhaseDef>,
+    /// Legal holds applied at planning time.
+    #[serde(default, rename = "hold")]
+    pub holds: Vec<HoldRule>,
+}
+
+/// Retry policy: exponential backoff with jitter, capped.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// First delay.
+    #[serde(default = "d_initial")]
+    pub initial: HumanDuration,
+    /// Multiplier per attempt (≥ 1).
+    #[serde(default = "d_factor")]
+    pub factor: f32,
+    /// Longest delay.
+    #[serde(default = "d_cap")]
+    pub cap: HumanDuration,
+    /// Attempts before a step fails (throttled calls do not count).
+    #[serde(default = "d_max")]
+    pub max_attempts: u32,
+    /// Randomise delays so retries of many steps do not arrive together.
+    #[serde(default = "d_jitter")]
+    pub jitter: bool,
+}
+
+fn d_initial() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+fn d_factor() -> f32 {
+    2.0
+}
+fn d_cap() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3600))
+}
+fn d_max() -> u32 {
+    10
+}
+fn d_jitter() -> bool {
+    true
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { initial: d_initial(), factor: d_factor(), cap: d_cap(), max_attempts: d_max(), jitter: d_jitter() }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `attempt + 1`, after `attempt` attempts failed
+    /// (1-based). The schedule comes from `backon`.
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        use backon::BackoffBuilder;
+        let mut b = backon::ExponentialBuilder::default()
+            .with_min_delay(self.initial.get())
+            .with_max_delay(self.cap.get())
+            .with_factor(self.factor)
+            .with_max_times(attempt.max(1) as usize);
+        if self.jitter {
+            b = b.with_jitter();
+        }
+        b.build().nth(attempt.saturating_sub(1) as usize).unwrap_or(self.cap.get())
+    }
+}
+
+/// One phase.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseDef {
+    /// For people.
+    pub name: String,
+    /// `"*"`, `"category:NAME"` or a processor name.
+    pub select: Vec<String>,
+}
+
+/// A legal-hold rule: matching processors are held for `duration` after receipt.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldRule {
+    /// Selectors, as in phases.
+    pub select: Vec<String>,
+    /// The legal basis, shown in reports ("legal obligation, HMRC: 6 years", Art. 17(3)(b)).
+    pub basis: String,
+    /// How long.
+    pub duration: HumanDuration,
+}
+
+/// A parsed selector.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Selector {
+    /// Every processor.
+    All,
+    /// Every processor of a category.
+    Category(Category),
+    /// One processor.
+    Processor(String),
+}
+
+impl Selector {
+    /// Parse `"*"`, `"category:NAME"`, or a processor name.
+    pub fn parse(s: &str) -> Result<Selector, String> {
+        if s == "*" {
+            return Ok(Selector::All);
+        }
+        if let Some(c) = s.strip_prefix("category:") {
+            let names: Vec<_> = Category::ALL.iter().map(|c| c.as_str()).collect();
+            return Category::parse(c)
+                .map(Selector::Category)
+                .ok_or_else(|| format!("unknown category `{c}` (expected one of {})", names.join(", ")));
+        }
+        if s.is_empty() {
+            return Err("empty selector".into());
+        }
+        Ok(Selector::Processor(s.to_string()))
+    }
+    /// Does it select this processor?
+    pub fn matches(&self, processor: &str, category: Category) -> bool {
+        match self {
+            Selector::All => true,
+            Selector::Category(c) => *c == category,
+            Selector::Processor(p) => p == processor,
+        }
+    }
+}
+
+/// A workflow that failed validation.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{file}: `{key}`: {reason}")]
+pub struct WorkflowError {
+    /// The file.
+    pub file: String,
+    /// The key.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl WorkflowDef {
+    /// Parse and validate.
+    pub fn parse(file: &str, text: &str) -> Result<WorkflowDef, WorkflowError> {
+        let err = |key: String, reason: String| WorkflowError { file: file.to_string(), key, reason };
+        let wf: WorkflowDef = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            err(line.map(|l| format!("line {l}")).unwrap_or_default(), e.message().to_string())
+        })?;
+        if wf.retry.factor < 1.0 || !wf.retry.factor.is_finite() {
+            return Err(err("retry.factor".into(), format!("{} must be at least 1", wf.retry.factor)));
+        }
+        if wf.retry.max_attempts == 0 {
+            return Err(err("retry.max_attempts".into(), "must be at least 1".into()));
+        }
+        if wf.retry.initial > wf.retry.cap {
+            return Err(err("retry.initial".into(), format!("{} is longer than retry.cap ({})", wf.retry.initial, wf.retry.cap)));
+        }
+        if wf.phases.is_empty() {
+            return Err(err("phase".into(), "at least one [[phase]] is needed (select = [\"*\"] takes every processor)".into()));
+        }
+        for (i, p) in wf.phases.iter().enumerate() {
+            if p.select.is_empty() {
+                return Err(err(format!("phase[{i}].select"), "selects nothing".into()));
+            }
+            for (j, s) in p.select.iter().enumerate() {
+                Selector::parse(s).map_err(|r| err(format!("phase[{i}].select[{j}]"), r))?;
+            }
+        }
+        for (i, h) in wf.holds.iter().enumerate() {
+            for (j, s) in h.select.iter().enumerate() {
+                Selector::parse(s).map_err(|r| err(format!("hold[{i}].select[{j}]"), r))?;
+            }
+            if h.basis.trim().is_empty() {
+                return Err(err(format!("hold[{i}].basis"), "a hold needs its legal basis".into()));
+            }
+        }
+        Ok(wf)
+    }
+
+    /// The phase index (wave) for a processor, or None if no phase selects it.
+    pub fn wave_of(&self, processor: &str, category: Category) -> Option<usize> {
+        self.phases.iter().position(|p| {
+            p.select.iter().any(|s| Selector::parse(s).is_ok_and(|s| s.matches(processor, category)))
+        })
+    }
+
+    /// The hold rule applying to a processor, if any.
+    pub fn hold_for(&self, processor: &str, category: Category) -> Option<&HoldRule> {
+        self.holds
+            .iter()
+            .find(|h| h.select.iter().any(|s| Selector::parse(s).is_ok_and(|s| s.matches(processor, category))))
+    }
+
+    /// Processor names this workflow mentions, for cross-checking against the config.
+    pub fn named_processors(&self) -> Vec<(String, String)> {
+        let mut out = vec![];
+        for (i, p) in self.phases.iter().enumerate() {
+            for (j, s) in p.select.iter().enumerate() {
+                if let Ok(Selector::Processor(name)) = Selector::parse(s) {
+                    out.push((format!("phase[{i}].select[{j}]"), name));
+                }
+            }
+        }
+        for (i, h) in self.holds.iter().enumerate() {
+            for (j, s) in h.select.iter().enumerate() {
+                if let Ok(Selector::Processor(name)) = Selector::parse(s) {
+                    out.push((format!("hold[{i}].select[{j}]"), name));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Workflows by name (file stem).
+#[derive(Debug, Clone, Default)]
+pub struct Workflows {
+    /// By name.
+    pub by_name: BTreeMap<String, WorkflowDef>,
+}
+
+impl Workflows {
+    /// Load the built-in workflows, then every `*.toml` in `dir`.
+    pub fn load(dir: Option<&Path>) -> Result<Workflows, WorkflowError> {
+        let mut w = Workflows::default();
+        for (file, text) in BUILTIN {
+            let name = file.trim_end_matches(".toml");
+            w.by_name.insert(name.to_string(), WorkflowDef::parse(&format!("workflows/{file} (built in)"), text)?);
+        }
+        if let Some(dir) = dir {
+            let rd = std::fs::read_dir(dir).map_err(|e| WorkflowError {
+                file: dir.display().to_string(),
+                key: "workflows_dir".into(),
+                reason: format!("cannot read directory: {e}"),
+            })?;
+            let mut paths: Vec<_> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            paths.sort();
+            for path in paths {
+                let file = path.display().to_string();
+                let text = std::fs::read_to_string(&path).map_err(|e| WorkflowError {
+                    file: file.clone(),
+                    key: String::new(),
+                    reason: format!("cannot read: {e}"),
+                })?;
+                let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+                w.by_name.insert(name, WorkflowDef::parse(&file, &text)?);
+            }
+        }
+        Ok(w)
+    }
+
+    /// The workflow to use: the named one, else the one named after the kind.
+    pub fn pick(&self, kind: RequestKind, name: Option<&str>) -> Result<(&str, &WorkflowDef), String> {
+        let want = name.unwrap_or(kind.as_str());
+        let (n, wf) = self
+            .by_name
+            .get_key_value(want)
+            .ok_or_else(|| format!("no workflow named `{want}` (known: {})", self.by_name.keys().cloned().collect::<Vec<_>>().join(", ")))?;
+        if wf.kind != kind {
+            return Err(format!("workflow `{want}` is for {} requests, not {kind}", wf.kind));
+        }
+        Ok((n.as_str(), wf))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_workflows_parse() {
+        let w = Workflows::load(None).unwrap();
+        assert!(w.pick(RequestKind::Erasure, None).is_ok());
+        assert!(w.pick(RequestKind::Export, None).is_ok());
+        assert!(w.pick(RequestKind::Export, Some("erasure")).is_err());
+    }
+
+    #[test]
+    fn the_retry_schedule_grows_and_is_capped() {
+        let p = RetryPolicy {
+            initial: HumanDuration::parse("1s").unwrap(),
+            factor: 2.0,
+            cap: HumanDuration::parse("5s").unwrap(),
+            max_attempts: 10,
+            jitter: false,
+        };
+        assert_eq!(p.delay_after(1), Duration::from_secs(1));
+        assert_eq!(p.delay_after(2), Duration::from_secs(2));
+        assert_eq!(p.delay_after(3), Duration::from_secs(4));
+        assert_eq!(p.delay_after(4), Duration::from_secs(5));
+        assert_eq!(p.delay_after(9), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_bad_selector_names_its_key() {
+        let e = WorkflowDef::parse("w.toml", "kind = \"erasure\"\n[[phase]]\nname = \"x\"\nselect = [\"category:mailinglist\"]\n").unwrap_err();
+        assert_eq!(e.key, "phase[0].select[0]");
+        assert!(e.reason.contains("mailinglist"));
+    }
+}

@@ -1,0 +1,505 @@
+//! SQL and row mapping shared by both backends.
+//!
+//! The statements use `$N` placeholders, which SQLite and PostgreSQL both
+//! accept, so each is written once. The `shared_store_fns!` macro stamps out the
+//! functions for a concrete connection type; the backends add what differs
+//! (claiming, the event-append lock, transaction start, migrations).
+
+use super::{EventRow, RequestRow, StepRow, StoreError};
+use crate::domain::{Phase, RequestStatus};
+use serde_json::Value;
+
+pub(super) const REQ_COLS: &str = "id, kind, workflow, status, cancelled, received_at, due_at, completed_at, extended_reason, \
+     external_id, subject_hash, subject_masked, identities, callback_url, updated_at";
+
+pub(super) const STEP_COLS: &str = "id, request_id, processor, connector, category, action, wave, state, phase, outcome, \
+     attempts, run_at, lease_owner, lease_expires_at, last_error, error_class, evidence, hold_basis, hold_until, \
+     grace_until, started_at, finished_at, updated_at";
+
+/// States a worker may claim once due.
+pub(super) const CLAIMABLE: &str = "('pending','retry_wait','grace','held','awaiting_confirmation')";
+
+/// A step is blocked while a step of a lower wave of its request is neither done nor held.
+pub(super) const NOT_BLOCKED: &str = "NOT EXISTS (SELECT 1 FROM steps d WHERE d.request_id = s.request_id \
+     AND d.wave < s.wave AND d.state NOT IN ('done','held'))";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct RawRequest {
+    id: String,
+    kind: String,
+    workflow: String,
+    status: String,
+    cancelled: i64,
+    received_at: i64,
+    due_at: i64,
+    completed_at: Option<i64>,
+    extended_reason: Option<String>,
+    external_id: Option<String>,
+    subject_hash: String,
+    subject_masked: String,
+    identities: Option<Vec<u8>>,
+    callback_url: Option<String>,
+    updated_at: i64,
+}
+
+fn corrupt(table: &'static str) -> impl Fn(String) -> StoreError {
+    move |reason| StoreError::Corrupt { table, reason }
+}
+
+impl RawRequest {
+    pub(super) fn into_row(self) -> Result<RequestRow, StoreError> {
+        Ok(RequestRow {
+            kind: self.kind.parse().map_err(corrupt("requests"))?,
+            status: self.status.parse().map_err(corrupt("requests"))?,
+            id: self.id,
+            workflow: self.workflow,
+            cancelled: self.cancelled != 0,
+            received_at: self.received_at,
+            due_at: self.due_at,
+            completed_at: self.completed_at,
+            extended_reason: self.extended_reason,
+            external_id: self.external_id,
+            subject_hash: self.subject_hash,
+            subject_masked: self.subject_masked,
+            identities: self.identities,
+            callback_url: self.callback_url,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct RawStep {
+    id: i64,
+    request_id: String,
+    processor: String,
+    connector: String,
+    category: String,
+    action: String,
+    wave: i64,
+    state: String,
+    phase: String,
+    outcome: Option<String>,
+    attempts: i64,
+    run_at: i64,
+    lease_owner: Option<String>,
+    lease_expires_at: Option<i64>,
+    last_error: Option<String>,
+    error_class: Option<String>,
+    evidence: Option<String>,
+    hold_basis: Option<String>,
+    hold_until: Option<i64>,
+    grace_until: Option<i64>,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    updated_at: i64,
+}
+
+impl RawStep {
+    pub(super) fn into_row(self) -> Result<StepRow, StoreError> {
+        let c = corrupt("steps");
+        Ok(StepRow {
+            action: self.action.parse().map_err(&c)?,
+            state: self.state.parse().map_err(&c)?,
+            phase: self.phase.parse::<Phase>().map_err(&c)?,
+            outcome: self.outcome.map(|o| o.parse()).transpose().map_err(&c)?,
+            evidence: self
+                .evidence
+                .map(|e| serde_json::from_str::<Value>(&e))
+                .transpose()
+                .map_err(|e| c(e.to_string()))?,
+            id: self.id,
+            request_id: self.request_id,
+            processor: self.processor,
+            connector: self.connector,
+            category: self.category,
+            wave: self.wave,
+            attempts: self.attempts,
+            run_at: self.run_at,
+            lease_owner: self.lease_owner,
+            lease_expires_at: self.lease_expires_at,
+            last_error: self.last_error,
+            error_class: self.error_class,
+            hold_basis: self.hold_basis,
+            hold_until: self.hold_until,
+            grace_until: self.grace_until,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct RawEvent {
+    seq: i64,
+    at: i64,
+    request_id: Option<String>,
+    step_id: Option<i64>,
+    kind: String,
+    detail: String,
+    prev_hash: String,
+    hash: String,
+}
+
+impl RawEvent {
+    pub(super) fn into_row(self) -> Result<EventRow, StoreError> {
+        Ok(EventRow {
+            detail: serde_json::from_str(&self.detail).map_err(|e| StoreError::Corrupt { table: "events", reason: e.to_string() })?,
+            seq: self.seq,
+            at: self.at,
+            request_id: self.request_id,
+            step_id: self.step_id,
+            kind: self.kind,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        })
+    }
+}
+
+/// An event waiting to be appended.
+pub(super) struct PendingEvent {
+    pub request_id: Option<String>,
+    pub step_id: Option<i64>,
+    pub kind: String,
+    pub detail: Value,
+}
+
+pub(super) fn closed(status: RequestStatus) -> bool {
+    matches!(status, RequestStatus::Completed | RequestStatus::CompletedWithExceptions)
+}
+
+/// Stamp out the shared store functions for one backend.
+///
+/// `$conn` is the connection type, `$pool` the pool type, `$lock` the statement
+/// that serialises event appends inside a transaction.
+macro_rules! shared_store_fns {
+    ($conn:ty, $pool:ty, $lock:expr) => {
+        use $crate::domain::event::{chain_hash, EventBody, GENESIS_HASH};
+        use $crate::domain::{derive_status, RequestStatus, StepState};
+        use $crate::store::common::{closed, PendingEvent, RawEvent, RawRequest, RawStep, REQ_COLS, STEP_COLS};
+        use $crate::store::{Applied, ChangeSet, EventRow, NewRequest, NewStep, RequestFilter, RequestRow, StepRow, StoreError};
+
+        pub(super) async fn append_events(conn: &mut $conn, now: i64, events: Vec<PendingEvent>) -> Result<(), StoreError> {
+            if events.is_empty() {
+                return Ok(());
+            }
+            sqlx::query($lock).execute(&mut *conn).await?;
+            let head: Option<(i64, String)> =
+                sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *conn).await?;
+            let (mut seq, mut prev) = head.unwrap_or((0, GENESIS_HASH.to_string()));
+            for ev in events {
+                seq += 1;
+                let hash = chain_hash(
+                    &prev,
+                    &EventBody {
+                        seq,
+                        at_ms: now,
+                        request_id: ev.request_id.as_deref(),
+                        step_id: ev.step_id,
+                        kind: &ev.kind,
+                        detail: &ev.detail,
+                    },
+                );
+                sqlx::query(
+                    "INSERT INTO events (seq, at, request_id, step_id, kind, detail, prev_hash, hash) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(seq)
+                .bind(now)
+                .bind(&ev.request_id)
+                .bind(ev.step_id)
+                .bind(&ev.kind)
+                .bind(ev.detail.to_string())
+                .bind(&prev)
+                .bind(&hash)
+                .execute(&mut *conn)
+                .await?;
+                prev = hash;
+            }
+            Ok(())
+        }
+
+        pub(super) async fn insert_request(
+            conn: &mut $conn,
+            req: &NewRequest,
+            steps: &[NewStep],
+            now: i64,
+        ) -> Result<(), StoreError> {
+            let states: Vec<StepState> = steps.iter().map(|s| s.state).collect();
+            let status = derive_status(false, &states);
+            sqlx::query(
+                "INSERT INTO requests (id, kind, workflow, status, cancelled, received_at, due_at, completed_at, \
+                 extended_reason, external_id, subject_hash, subject_masked, identities, callback_url, updated_at) \
+                 VALUES ($1, $2, $3, $4, 0, $5, $6, $7, NULL, $8, $9, $10, $11, $12, $13)",
+            )
+            .bind(&req.id)
+            .bind(req.kind.as_str())
+            .bind(&req.workflow)
+            .bind(status.as_str())
+            .bind(req.received_at)
+            .bind(req.due_at)
+            .bind(if closed(status) { Some(now) } else { None })
+            .bind(&req.external_id)
+            .bind(&req.subject_hash)
+            .bind(&req.subject_masked)
+            .bind(&req.identities)
+            .bind(&req.callback_url)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            for s in steps {
+                sqlx::query(
+                    "INSERT INTO steps (request_id, processor, connector, category, action, wave, state, phase, attempts, \
+                     run_at, hold_basis, hold_until, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'act', 0, $8, $9, $10, $11)",
+                )
+                .bind(&req.id)
+                .bind(&s.processor)
+                .bind(&s.connector)
+                .bind(&s.category)
+                .bind(s.action.as_str())
+                .bind(s.wave)
+                .bind(s.state.as_str())
+                .bind(s.run_at)
+                .bind(&s.hold_basis)
+                .bind(s.hold_until)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            }
+            let detail = serde_json::json!({
+                "kind": req.kind.as_str(),
+                "workflow": req.workflow,
+                "subject": req.subject_masked,
+                "due_at": req.due_at,
+                "external_id": req.external_id,
+                "steps": steps.iter().map(|s| serde_json::json!({
+                    "processor": s.processor,
+                    "action": s.action.as_str(),
+                    "state": s.state.as_str(),
+                    "hold_basis": s.hold_basis,
+                    "hold_until": s.hold_until,
+                })).collect::<Vec<_>>(),
+            });
+            append_events(
+                conn,
+                now,
+                vec![PendingEvent { request_id: Some(req.id.clone()), step_id: None, kind: "request.created".into(), detail }],
+            )
+            .await
+        }
+
+        pub(super) async fn get_request(pool: &$pool, id: &str) -> Result<Option<RequestRow>, StoreError> {
+            let sql = format!("SELECT {REQ_COLS} FROM requests WHERE id = $1");
+            let raw: Option<RawRequest> = sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?;
+            raw.map(RawRequest::into_row).transpose()
+        }
+
+        pub(super) async fn find_by_external_id(pool: &$pool, ext: &str) -> Result<Option<RequestRow>, StoreError> {
+            let sql = format!("SELECT {REQ_COLS} FROM requests WHERE external_id = $1");
+            let raw: Option<RawRequest> = sqlx::query_as(&sql).bind(ext).fetch_optional(pool).await?;
+            raw.map(RawRequest::into_row).transpose()
+        }
+
+        pub(super) async fn list_requests(pool: &$pool, f: &RequestFilter) -> Result<Vec<RequestRow>, StoreError> {
+            let sql = format!(
+                "SELECT {REQ_COLS} FROM requests WHERE ($1 IS NULL OR status = $1) \
+                 AND ($2 IS NULL OR (due_at < $2 AND status NOT IN ('completed','completed_with_exceptions','cancelled'))) \
+                 AND ($3 IS NULL OR received_at >= $3) AND ($4 IS NULL OR received_at < $4) \
+                 ORDER BY received_at DESC, id LIMIT $5"
+            );
+            let raw: Vec<RawRequest> = sqlx::query_as(&sql)
+                .bind(f.status.map(|s| s.as_str()))
+                .bind(f.overdue_at)
+                .bind(f.received_from)
+                .bind(f.received_to)
+                .bind(f.limit.unwrap_or(i64::MAX))
+                .fetch_all(pool)
+                .await?;
+            raw.into_iter().map(RawRequest::into_row).collect()
+        }
+
+        pub(super) async fn steps(pool: &$pool, request_id: &str) -> Result<Vec<StepRow>, StoreError> {
+            let sql = format!("SELECT {STEP_COLS} FROM steps WHERE request_id = $1 ORDER BY wave, processor");
+            let raw: Vec<RawStep> = sqlx::query_as(&sql).bind(request_id).fetch_all(pool).await?;
+            raw.into_iter().map(RawStep::into_row).collect()
+        }
+
+        pub(super) async fn release_expired(conn: &mut $conn, now: i64) -> Result<u64, StoreError> {
+            let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
+                "UPDATE steps SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
+                 WHERE state = 'running' AND lease_expires_at <= $1 RETURNING id, request_id, processor, attempts",
+            )
+            .bind(now)
+            .fetch_all(&mut *conn)
+            .await?;
+            let n = rows.len() as u64;
+            let events = rows
+                .into_iter()
+                .map(|(id, req, processor, attempts)| PendingEvent {
+                    request_id: Some(req),
+                    step_id: Some(id),
+                    kind: "step.lease_expired".into(),
+                    detail: serde_json::json!({"processor": processor, "attempts": attempts, "state": "pending"}),
+                })
+                .collect();
+            append_events(conn, now, events).await?;
+            Ok(n)
+        }
+
+        pub(super) async fn heartbeat(pool: &$pool, step_id: i64, worker: &str, until: i64) -> Result<bool, StoreError> {
+            let r = sqlx::query("UPDATE steps SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3 AND state = 'running'")
+                .bind(until)
+                .bind(step_id)
+                .bind(worker)
+                .execute(pool)
+                .await?;
+            Ok(r.rows_affected() == 1)
+        }
+
+        pub(super) async fn next_wake(pool: &$pool) -> Result<Option<i64>, StoreError> {
+            let sql = format!(
+                "SELECT MIN(t) FROM (SELECT MIN(s.run_at) AS t FROM steps s WHERE s.state IN {} AND {} \
+                 UNION ALL SELECT MIN(lease_expires_at) AS t FROM steps WHERE state = 'running') w",
+                $crate::store::common::CLAIMABLE,
+                $crate::store::common::NOT_BLOCKED
+            );
+            let v: (Option<i64>,) = sqlx::query_as(&sql).fetch_one(pool).await?;
+            Ok(v.0)
+        }
+
+        /// Apply a change set inside an open transaction. Returns the result and
+        /// whether to commit (false: roll back, nothing written).
+        pub(super) async fn apply_in(conn: &mut $conn, cs: ChangeSet) -> Result<(Applied, bool), StoreError> {
+            let cur: Option<(String, i64, Option<String>)> =
+                sqlx::query_as("SELECT status, cancelled, extended_reason FROM requests WHERE id = $1")
+                    .bind(&cs.request_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            let Some((prev_status, cancelled, extended)) = cur else {
+                return Ok((Applied::NoRequest, false));
+            };
+            let previous: RequestStatus =
+                prev_status.parse().map_err(|reason| StoreError::Corrupt { table: "requests", reason })?;
+            let mut events = Vec::new();
+            for c in &cs.steps {
+                let r = sqlx::query(
+                    "UPDATE steps SET state = $1, phase = $2, outcome = $3, run_at = $4, attempts = COALESCE($5, attempts), \
+                     last_error = $6, error_class = $7, evidence = COALESCE($8, evidence), \
+                     hold_basis = COALESCE($9, hold_basis), hold_until = COALESCE($10, hold_until), \
+                     grace_until = COALESCE($11, grace_until), finished_at = COALESCE($12, finished_at), \
+                     lease_owner = NULL, lease_expires_at = NULL, updated_at = $13 \
+                     WHERE id = $14 AND request_id = $15 AND state = $16 AND ($17 IS NULL OR lease_owner = $17)",
+                )
+                .bind(c.to.as_str())
+                .bind(c.phase.as_str())
+                .bind(c.outcome.map(|o| o.as_str()))
+                .bind(c.run_at)
+                .bind(c.attempts)
+                .bind(c.error.as_ref().map(|e| e.0.clone()))
+                .bind(c.error.as_ref().map(|e| e.1.clone()))
+                .bind(c.evidence.as_ref().map(|e| e.to_string()))
+                .bind(c.hold.as_ref().map(|h| h.0.clone()))
+                .bind(c.hold.as_ref().map(|h| h.1))
+                .bind(c.grace_until)
+                .bind(if c.finished { Some(cs.now) } else { None })
+                .bind(cs.now)
+                .bind(c.step_id)
+                .bind(&cs.request_id)
+                .bind(c.from.as_str())
+                .bind(&c.lease_owner)
+                .execute(&mut *conn)
+                .await?;
+                if r.rows_affected() != 1 {
+                    return Ok((Applied::Conflict { step_id: c.step_id }, false));
+                }
+                events.push(PendingEvent {
+                    request_id: Some(cs.request_id.clone()),
+                    step_id: Some(c.step_id),
+                    kind: c.event.clone(),
+                    detail: c.detail.clone(),
+                });
+            }
+            let mut cancelled = cancelled != 0;
+            if let Some(cn) = cs.request.cancelled {
+                cancelled = cn;
+                sqlx::query("UPDATE requests SET cancelled = $1 WHERE id = $2")
+                    .bind(cn as i64)
+                    .bind(&cs.request_id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            if let Some((due, reason)) = &cs.request.extend_to {
+                if extended.is_some() {
+                    return Ok((Applied::AlreadyExtended, false));
+                }
+                sqlx::query("UPDATE requests SET due_at = $1, extended_reason = $2 WHERE id = $3")
+                    .bind(due)
+                    .bind(reason)
+                    .bind(&cs.request_id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            for (kind, detail) in cs.events {
+                events.push(PendingEvent { request_id: Some(cs.request_id.clone()), step_id: None, kind, detail });
+            }
+            let states: Vec<(String,)> =
+                sqlx::query_as("SELECT state FROM steps WHERE request_id = $1").bind(&cs.request_id).fetch_all(&mut *conn).await?;
+            let states = states
+                .into_iter()
+                .map(|(s,)| s.parse::<StepState>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|reason| StoreError::Corrupt { table: "steps", reason })?;
+            let status = derive_status(cancelled, &states);
+            sqlx::query(
+                "UPDATE requests SET status = $1, updated_at = $2, \
+                 completed_at = CASE WHEN completed_at IS NULL AND $3 = 1 THEN $2 ELSE completed_at END WHERE id = $4",
+            )
+            .bind(status.as_str())
+            .bind(cs.now)
+            .bind(closed(status) as i64)
+            .bind(&cs.request_id)
+            .execute(&mut *conn)
+            .await?;
+            if status != previous {
+                events.push(PendingEvent {
+                    request_id: Some(cs.request_id.clone()),
+                    step_id: None,
+                    kind: "request.status".into(),
+                    detail: serde_json::json!({"from": previous.as_str(), "to": status.as_str()}),
+                });
+            }
+            append_events(conn, cs.now, events).await?;
+            Ok((Applied::Done { previous, status }, true))
+        }
+
+        pub(super) async fn events(pool: &$pool, after: i64, limit: i64) -> Result<Vec<EventRow>, StoreError> {
+            let raw: Vec<RawEvent> = sqlx::query_as(
+                "SELECT seq, at, request_id, step_id, kind, detail, prev_hash, hash FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            raw.into_iter().map(RawEvent::into_row).collect()
+        }
+
+        pub(super) async fn request_events(pool: &$pool, request_id: &str) -> Result<Vec<EventRow>, StoreError> {
+            let raw: Vec<RawEvent> = sqlx::query_as(
+                "SELECT seq, at, request_id, step_id, kind, detail, prev_hash, hash FROM events WHERE request_id = $1 ORDER BY seq",
+            )
+            .bind(request_id)
+            .fetch_all(pool)
+            .await?;
+            raw.into_iter().map(RawEvent::into_row).collect()
+        }
+
+        pub(super) async fn step_counts(pool: &$pool) -> Result<Vec<(String, String, i64)>, StoreError> {
+            Ok(sqlx::query_as("SELECT processor, state, COUNT(*) FROM steps GROUP BY processor, state ORDER BY processor, state")
+                .fetch_all(pool)
+                .await?)
+        }
+    };
+}
+
+pub(super) use shared_store_fns;

@@ -1,0 +1,359 @@
+//! The store: requests, steps and the audit chain, in SQLite or PostgreSQL.
+//!
+//! One [`Store`] trait, two backends. The store keeps rows and decides nothing:
+//! the engine computes every state change with the pure saga in `domain` and
+//! hands the store a [`ChangeSet`], which it applies in one transaction —
+//! compare-and-set on each step's expected state (and lease owner), the
+//! request's derived status, and the audit events, all or nothing.
+//!
+//! All SQL lives in this module. Both backends share the statements in
+//! `common.rs` (`$N` placeholders work in both); only claiming, locking and
+//! migrations differ.
+
+mod common;
+pub mod postgres;
+pub mod sqlite;
+
+use crate::domain::{Action, Outcome, Phase, RequestKind, RequestStatus, StepState};
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+/// Convert a time to milliseconds.
+pub fn ms(t: DateTime<Utc>) -> Millis {
+    t.timestamp_millis()
+}
+
+/// Convert milliseconds to a time.
+pub fn from_ms(m: Millis) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(m).single().unwrap_or_default()
+}
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or answered with an error.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A row held a value lethe does not understand (a newer schema, or a hand edit).
+    #[error("corrupt row in `{table}`: {reason}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A unique key already exists.
+    #[error("duplicate: {0}")]
+    Duplicate(String),
+    /// Migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate(d.message().to_string()),
+            _ => StoreError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// A request to insert.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    /// UUID.
+    pub id: String,
+    /// Erasure or export.
+    pub kind: RequestKind,
+    /// Workflow name.
+    pub workflow: String,
+    /// Received.
+    pub received_at: Millis,
+    /// Due.
+    pub due_at: Millis,
+    /// The intake form's id, for idempotent webhooks.
+    pub external_id: Option<String>,
+    /// Keyed hash of the subject's matching key.
+    pub subject_hash: String,
+    /// Masked identities for display.
+    pub subject_masked: String,
+    /// Sealed identities.
+    pub identities: Vec<u8>,
+    /// Where status callbacks go.
+    pub callback_url: Option<String>,
+}
+
+/// A step to insert.
+#[derive(Debug, Clone)]
+pub struct NewStep {
+    /// Processor name.
+    pub processor: String,
+    /// Connector name.
+    pub connector: String,
+    /// Category name.
+    pub category: String,
+    /// Erase or export.
+    pub action: Action,
+    /// Ordering: a step runs after every step of a lower wave is done (or held).
+    pub wave: i64,
+    /// Initial state (pending, or held).
+    pub state: StepState,
+    /// When it is due.
+    pub run_at: Millis,
+    /// A hold's basis.
+    pub hold_basis: Option<String>,
+    /// A hold's end.
+    pub hold_until: Option<Millis>,
+}
+
+/// A request as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRow {
+    /// UUID.
+    pub id: String,
+    /// Kind.
+    pub kind: RequestKind,
+    /// Workflow name.
+    pub workflow: String,
+    /// Derived status, as of the last change.
+    pub status: RequestStatus,
+    /// Cancelled by `lethe cancel`.
+    pub cancelled: bool,
+    /// Received.
+    pub received_at: Millis,
+    /// Due.
+    pub due_at: Millis,
+    /// When it first became completed (or completed with exceptions).
+    pub completed_at: Option<Millis>,
+    /// Reason of the one extension, if any.
+    pub extended_reason: Option<String>,
+    /// Intake form id.
+    pub external_id: Option<String>,
+    /// Keyed hash of the subject.
+    pub subject_hash: String,
+    /// Masked identities.
+    pub subject_masked: String,
+    /// Sealed identities (None once shredded).
+    pub identities: Option<Vec<u8>>,
+    /// Callback URL.
+    pub callback_url: Option<String>,
+    /// Last change.
+    pub updated_at: Millis,
+}
+
+/// A step as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRow {
+    /// Id.
+    pub id: i64,
+    /// Request.
+    pub request_id: String,
+    /// Processor name.
+    pub processor: String,
+    /// Connector name.
+    pub connector: String,
+    /// Category.
+    pub category: String,
+    /// Action.
+    pub action: Action,
+    /// Wave.
+    pub wave: i64,
+    /// State.
+    pub state: StepState,
+    /// What to do when claimed.
+    pub phase: Phase,
+    /// Outcome once done.
+    pub outcome: Option<Outcome>,
+    /// Calls made (throttled ones excluded).
+    pub attempts: i64,
+    /// Due.
+    pub run_at: Millis,
+    /// Lease holder.
+    pub lease_owner: Option<String>,
+    /// Lease end.
+    pub lease_expires_at: Option<Millis>,
+    /// Last error message.
+    pub last_error: Option<String>,
+    /// Last error class.
+    pub error_class: Option<String>,
+    /// The processor's answer (status, reference).
+    pub evidence: Option<Value>,
+    /// Hold basis.
+    pub hold_basis: Option<String>,
+    /// Hold end.
+    pub hold_until: Option<Millis>,
+    /// End of the recovery window.
+    pub grace_until: Option<Millis>,
+    /// First claim.
+    pub started_at: Option<Millis>,
+    /// Reached done/failed/cancelled.
+    pub finished_at: Option<Millis>,
+    /// Last change.
+    pub updated_at: Millis,
+}
+
+/// One audit event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    /// Position in the chain.
+    pub seq: i64,
+    /// When.
+    pub at: Millis,
+    /// Request.
+    pub request_id: Option<String>,
+    /// Step.
+    pub step_id: Option<i64>,
+    /// Kind.
+    pub kind: String,
+    /// Details (never a raw identity).
+    pub detail: Value,
+    /// The previous event's hash.
+    pub prev_hash: String,
+    /// This event's hash.
+    pub hash: String,
+}
+
+/// A step state change, applied only if the step is still as expected.
+#[derive(Debug, Clone)]
+pub struct StepChange {
+    /// The step.
+    pub step_id: i64,
+    /// The state it must be in.
+    pub from: StepState,
+    /// If set, the lease owner it must have (for results of a claimed step).
+    pub lease_owner: Option<String>,
+    /// The new state.
+    pub to: StepState,
+    /// What to do at the next claim.
+    pub phase: Phase,
+    /// The outcome (set when `to` is done).
+    pub outcome: Option<Outcome>,
+    /// Next due time.
+    pub run_at: Millis,
+    /// New attempt count, if it changes.
+    pub attempts: Option<i64>,
+    /// Error to record (None clears it).
+    pub error: Option<(String, String)>,
+    /// Evidence to record (None keeps the old).
+    pub evidence: Option<Value>,
+    /// Hold to record.
+    pub hold: Option<(String, Millis)>,
+    /// Recovery window end to record.
+    pub grace_until: Option<Millis>,
+    /// Mark finished now.
+    pub finished: bool,
+    /// The audit event kind.
+    pub event: String,
+    /// The audit event detail.
+    pub detail: Value,
+}
+
+/// Changes to a request itself.
+#[derive(Debug, Clone, Default)]
+pub struct RequestPatch {
+    /// Mark cancelled.
+    pub cancelled: Option<bool>,
+    /// A new due date, only if the request has not been extended yet.
+    pub extend_to: Option<(Millis, String)>,
+}
+
+/// Everything that changes together, in one transaction.
+#[derive(Debug, Clone)]
+pub struct ChangeSet {
+    /// The request.
+    pub request_id: String,
+    /// Now.
+    pub now: Millis,
+    /// Step changes.
+    pub steps: Vec<StepChange>,
+    /// Request changes.
+    pub request: RequestPatch,
+    /// Request-level events (kind, detail).
+    pub events: Vec<(String, Value)>,
+}
+
+/// The result of applying a change set.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// Written.
+    Done {
+        /// Status before.
+        previous: RequestStatus,
+        /// Status after.
+        status: RequestStatus,
+    },
+    /// A step was not in the expected state (or lease): nothing was written.
+    Conflict {
+        /// The step that did not match.
+        step_id: i64,
+    },
+    /// The request does not exist.
+    NoRequest,
+    /// The request was already extended once: nothing was written.
+    AlreadyExtended,
+}
+
+/// Filters for listing requests.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFilter {
+    /// Only this status.
+    pub status: Option<RequestStatus>,
+    /// Only requests due before this time and not closed.
+    pub overdue_at: Option<Millis>,
+    /// Received at or after.
+    pub received_from: Option<Millis>,
+    /// Received before.
+    pub received_to: Option<Millis>,
+    /// At most this many (newest first).
+    pub limit: Option<i64>,
+}
+
+/// The store.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Bring the schema up to date.
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// Is the database reachable?
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Insert a request with its steps and a `request.created` event.
+    async fn create_request(&self, req: NewRequest, steps: Vec<NewStep>, now: Millis) -> Result<RequestRow, StoreError>;
+    /// A request by id.
+    async fn get_request(&self, id: &str) -> Result<Option<RequestRow>, StoreError>;
+    /// A request by its intake form id.
+    async fn find_by_external_id(&self, external_id: &str) -> Result<Option<RequestRow>, StoreError>;
+    /// Requests, newest first.
+    async fn list_requests(&self, filter: &RequestFilter) -> Result<Vec<RequestRow>, StoreError>;
+    /// A request's steps, by wave then processor.
+    async fn steps(&self, request_id: &str) -> Result<Vec<StepRow>, StoreError>;
+    /// Lease up to `limit` due steps to `worker` until `lease_until`.
+    async fn claim_due(&self, worker: &str, now: Millis, lease_until: Millis, limit: i64) -> Result<Vec<StepRow>, StoreError>;
+    /// Return steps whose lease expired to `pending`, with an event each.
+    async fn release_expired_leases(&self, now: Millis) -> Result<u64, StoreError>;
+    /// Extend a lease; false if the worker no longer holds it.
+    async fn heartbeat(&self, step_id: i64, worker: &str, lease_until: Millis) -> Result<bool, StoreError>;
+    /// The earliest `run_at` (or lease expiry) of anything claimable, if any.
+    async fn next_wake(&self) -> Result<Option<Millis>, StoreError>;
+    /// Apply a change set atomically.
+    async fn apply(&self, changes: ChangeSet) -> Result<Applied, StoreError>;
+    /// Audit events from `after_seq` (exclusive), at most `limit`.
+    async fn events(&self, after_seq: i64, limit: i64) -> Result<Vec<EventRow>, StoreError>;
+    /// A request's audit events.
+    async fn request_events(&self, request_id: &str) -> Result<Vec<EventRow>, StoreError>;
+    /// Counts of steps by (processor, state), for metrics and reports.
+    async fn step_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
+}
+
+/// Open the store named by a URL: `sqlite://FILE` (created if missing) or `postgres://…`.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(url).await?))
+    } else {
+        Ok(Arc::new(sqlite::SqliteStore::connect(url).await?))
+    }
+}
