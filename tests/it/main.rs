@@ -1,0 +1,9 @@
+//! Integration tests: the real binary, a real SQLite file or PostgreSQL schema,
+//! and processor fakes that answer like the real APIs.
+
+mod bad_input;
+mod fakes;
+mod helpers;
+mod lease;
+mod mailchimp;
+mod store_conformance;
