@@ -21,7 +21,12 @@ use std::sync::Arc;
 #[command(name = "lethe", version, about)]
 pub struct Cli {
     /// Config file (default: $LETHE_CONFIG, else ./lethe.toml).
-    #[arg(long, global = true, env = "LETHE_CONFIG", default_value = "lethe.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "LETHE_CONFIG",
+        default_value = "lethe.toml"
+    )]
     pub config: PathBuf,
     /// The verb.
     #[command(subcommand)]
@@ -166,7 +171,11 @@ pub struct Exit {
 /// Exit code for an error, by what caused it.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
-        if cause.is::<ConfigError>() || cause.is::<IdentityError>() || cause.is::<CryptoError>() || cause.is::<BadInput>() {
+        if cause.is::<ConfigError>()
+            || cause.is::<IdentityError>()
+            || cause.is::<CryptoError>()
+            || cause.is::<BadInput>()
+        {
             return 2;
         }
         if let Some(s) = cause.downcast_ref::<StoreError>() {
@@ -196,7 +205,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let daemon = matches!(cli.command, Command::Daemon);
     init_tracing(daemon);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -214,12 +226,18 @@ pub fn main() -> ExitCode {
 
 fn init_tracing(daemon: bool) {
     let default = if daemon { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    let store = store::open(&config.store.url).await.with_context(|| format!("opening the store ({})", redact_url(&config.store.url)))?;
+    let store = store::open(&config.store.url)
+        .await
+        .with_context(|| format!("opening the store ({})", redact_url(&config.store.url)))?;
     store.migrate().await.context("migrating the store")?;
     Ok(store)
 }
@@ -244,9 +262,14 @@ async fn engine(config: Config) -> anyhow::Result<Arc<Engine>> {
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     if let Command::Init { force } = &cli.command {
         if cli.config.exists() && !force {
-            return Err(BadInput(format!("{} already exists (use --force to overwrite)", cli.config.display())).into());
+            return Err(BadInput(format!(
+                "{} already exists (use --force to overwrite)",
+                cli.config.display()
+            ))
+            .into());
         }
-        std::fs::write(&cli.config, EXAMPLE).with_context(|| format!("writing {}", cli.config.display()))?;
+        std::fs::write(&cli.config, EXAMPLE)
+            .with_context(|| format!("writing {}", cli.config.display()))?;
         println!("wrote {}", cli.config.display());
         println!("next: export LETHE_KEY=\"$(openssl rand -base64 32)\" (keep it safe), set MAILCHIMP_API_KEY, then `lethe check`");
         return Ok(0);
@@ -264,11 +287,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 RequestCmd::Export(a) => (RequestKind::Export, a),
             };
             // Validate everything before the store is opened: bad input writes nothing.
-            let subject = Subject::parse(args.email.as_deref(), args.phone.as_deref(), args.customer_id.as_deref(), args.name.as_deref())?;
-            config.workflows.pick(kind, args.workflow.as_deref()).map_err(BadInput)?;
+            let subject = Subject::parse(
+                args.email.as_deref(),
+                args.phone.as_deref(),
+                args.customer_id.as_deref(),
+                args.name.as_deref(),
+            )?;
+            config
+                .workflows
+                .pick(kind, args.workflow.as_deref())
+                .map_err(BadInput)?;
             let e = engine(config).await?;
             let sub = e
-                .submit(kind, subject, SubmitOptions { workflow: args.workflow, external_id: args.external_id, callback_url: None })
+                .submit(
+                    kind,
+                    subject,
+                    SubmitOptions {
+                        workflow: args.workflow,
+                        external_id: args.external_id,
+                        callback_url: None,
+                    },
+                )
                 .await?;
             let steps = e.store.steps(&sub.request.id).await?;
             let view = RequestView::new(&sub.request, Some(&steps), Utc::now());
@@ -279,13 +318,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                     println!("(already filed with this external id)");
                 }
                 print!("{}", view.to_text());
-                println!("\nnext: `lethe run --until-idle` (or a running `lethe daemon`) carries it out");
+                println!(
+                    "\nnext: `lethe run --until-idle` (or a running `lethe daemon`) carries it out"
+                );
             }
             Ok(0)
         }
         Command::Status { id, json } => {
             let store = open_store(&config).await?;
-            let req = store.get_request(&id).await?.ok_or_else(|| BadInput(format!("no request with id `{id}`")))?;
+            let req = store
+                .get_request(&id)
+                .await?
+                .ok_or_else(|| BadInput(format!("no request with id `{id}`")))?;
             let steps = store.steps(&req.id).await?;
             let view = RequestView::new(&req, Some(&steps), Utc::now());
             if json {
@@ -293,19 +337,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             } else {
                 print!("{}", view.to_text());
             }
-            Ok(if req.status == RequestStatus::Failed { 1 } else { 0 })
+            Ok(if req.status == RequestStatus::Failed {
+                1
+            } else {
+                0
+            })
         }
-        Command::List { status, overdue, json } => {
-            let status = status.map(|s| s.parse::<RequestStatus>()).transpose().map_err(BadInput)?;
+        Command::List {
+            status,
+            overdue,
+            json,
+        } => {
+            let status = status
+                .map(|s| s.parse::<RequestStatus>())
+                .transpose()
+                .map_err(BadInput)?;
             let store = open_store(&config).await?;
             let now = Utc::now();
-            let filter = RequestFilter { status, overdue_at: overdue.then(|| store::ms(now)), ..Default::default() };
+            let filter = RequestFilter {
+                status,
+                overdue_at: overdue.then(|| store::ms(now)),
+                ..Default::default()
+            };
             let rows = store.list_requests(&filter).await?;
-            let views: Vec<RequestView> = rows.iter().map(|r| RequestView::new(r, None, now)).collect();
+            let views: Vec<RequestView> = rows
+                .iter()
+                .map(|r| RequestView::new(r, None, now))
+                .collect();
             if json {
                 println!("{}", serde_json::to_string_pretty(&views)?);
             } else {
-                println!("{:<36}  {:<8}  {:<26}  {:<10}  {:>9}  SUBJECT", "ID", "KIND", "STATUS", "DUE", "DAYS LEFT");
+                println!(
+                    "{:<36}  {:<8}  {:<26}  {:<10}  {:>9}  SUBJECT",
+                    "ID", "KIND", "STATUS", "DUE", "DAYS LEFT"
+                );
                 for v in &views {
                     println!(
                         "{:<36}  {:<8}  {:<26}  {:<10}  {:>9}  {}",
@@ -313,7 +378,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                         v.kind,
                         v.status,
                         &v.due_at[..10],
-                        if v.status == "completed" { "-".to_string() } else { v.days_left.to_string() },
+                        if v.status == "completed" {
+                            "-".to_string()
+                        } else {
+                            v.days_left.to_string()
+                        },
                         v.subject
                     );
                 }
@@ -322,8 +391,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Run { until_idle } => {
             let e = engine(config).await?;
-            let summary = if until_idle { e.run_until_idle().await? } else { e.run(shutdown_signal()).await? };
-            eprintln!("processed {} step(s); {} expired lease(s) released", summary.processed, summary.released);
+            let summary = if until_idle {
+                e.run_until_idle().await?
+            } else {
+                e.run(shutdown_signal()).await?
+            };
+            eprintln!(
+                "processed {} step(s); {} expired lease(s) released",
+                summary.processed, summary.released
+            );
             Ok(0)
         }
         Command::Daemon => {
@@ -337,7 +413,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             let e = engine(config).await?;
             let n = e.retry(&id, processor.as_deref()).await?;
             if n == 0 {
-                println!("nothing to retry: no failed step{}", processor.map(|p| format!(" at `{p}`")).unwrap_or_default());
+                println!(
+                    "nothing to retry: no failed step{}",
+                    processor.map(|p| format!(" at `{p}`")).unwrap_or_default()
+                );
             } else {
                 println!("{n} step(s) back to pending; `lethe run --until-idle` or the daemon picks them up");
             }
@@ -352,18 +431,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Extend { id, reason } => {
             let e = engine(config).await?;
             let req = e.extend(&id, &reason).await?;
-            println!("request {id}: due {} (extended once: {reason})", store::from_ms(req.due_at).to_rfc3339());
+            println!(
+                "request {id}: due {} (extended once: {reason})",
+                store::from_ms(req.due_at).to_rfc3339()
+            );
             Ok(0)
         }
-        Command::Audit { cmd: AuditCmd::Verify { json } } => {
+        Command::Audit {
+            cmd: AuditCmd::Verify { json },
+        } => {
             let store = open_store(&config).await?;
             let v = crate::audit::verify(store.as_ref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else if let Some(b) = &v.broken {
-                println!("BROKEN at event #{}: {} ({} events before it verified)", b.seq, b.reason, v.checked);
+                println!(
+                    "BROKEN at event #{}: {} ({} events before it verified)",
+                    b.seq, b.reason, v.checked
+                );
             } else {
-                println!("ok: {} events verified; head {}", v.checked, v.head.as_deref().unwrap_or("(empty)"));
+                println!(
+                    "ok: {} events verified; head {}",
+                    v.checked,
+                    v.head.as_deref().unwrap_or("(empty)")
+                );
             }
             Ok(if v.broken.is_some() { 1 } else { 0 })
         }
@@ -374,12 +465,18 @@ async fn check(config: Config, json: bool) -> anyhow::Result<u8> {
     // Config, connectors and workflows were validated by loading. Now reach each processor.
     let store = open_store(&config).await;
     let store_ok = store.as_ref().map(|_| ()).map_err(|e| format!("{e:#}"));
-    let keys = Keys::from_env(&config.store.key_env).map(|_| ()).map_err(|e| e.to_string());
+    let keys = Keys::from_env(&config.store.key_env)
+        .map(|_| ())
+        .map_err(|e| e.to_string());
     let store_arc: Arc<dyn Store> = match store {
         Ok(s) => s,
         Err(e) => return Err(e),
     };
-    let e = Engine::new(Arc::new(config), store_arc, Keys::from_base64("check", &Keys::generate_base64())?)?;
+    let e = Engine::new(
+        Arc::new(config),
+        store_arc,
+        Keys::from_base64("check", &Keys::generate_base64())?,
+    )?;
     let results = e.check().await;
     let ok = results.iter().all(|(_, r)| r.is_ok()) && keys.is_ok() && store_ok.is_ok();
     if json {

@@ -54,7 +54,10 @@ fn d_key_env() -> String {
 
 impl Default for StoreSection {
     fn default() -> Self {
-        StoreSection { url: d_url(), key_env: d_key_env() }
+        StoreSection {
+            url: d_url(),
+            key_env: d_key_env(),
+        }
     }
 }
 
@@ -85,7 +88,11 @@ fn d_token() -> String {
 
 impl Default for IntakeSection {
     fn default() -> Self {
-        IntakeSection { listen: d_listen(), webhook_secret_env: d_webhook(), api_token_env: d_token() }
+        IntakeSection {
+            listen: d_listen(),
+            webhook_secret_env: d_webhook(),
+            api_token_env: d_token(),
+        }
     }
 }
 
@@ -116,7 +123,11 @@ fn d_idle() -> HumanDuration {
 
 impl Default for WorkerSection {
     fn default() -> Self {
-        WorkerSection { concurrency: d_conc(), lease: d_lease(), idle_poll: d_idle() }
+        WorkerSection {
+            concurrency: d_conc(),
+            lease: d_lease(),
+            idle_poll: d_idle(),
+        }
     }
 }
 
@@ -200,23 +211,56 @@ impl Config {
     /// Parse and validate config text; `path` is used for messages and relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let err = |key: &str, reason: String| ConfigError { file: file.clone(), key: key.to_string(), reason };
+        let err = |key: &str, reason: String| ConfigError {
+            file: file.clone(),
+            key: key.to_string(),
+            reason,
+        };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            err(&line.map(|l| format!("line {l}")).unwrap_or_default(), e.message().trim().to_string())
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            err(
+                &line.map(|l| format!("line {l}")).unwrap_or_default(),
+                e.message().trim().to_string(),
+            )
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let resolve = |p: &PathBuf| if p.is_absolute() { p.clone() } else { base.join(p) };
+        let resolve = |p: &PathBuf| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                base.join(p)
+            }
+        };
         let registry = Registry::load(raw.connectors_dir.as_ref().map(resolve).as_deref())
-            .map_err(|e| ConfigError { file: e.file, key: e.key, reason: e.reason })?;
+            .map_err(|e| ConfigError {
+                file: e.file,
+                key: e.key,
+                reason: e.reason,
+            })?;
         let workflows = Workflows::load(raw.workflows_dir.as_ref().map(resolve).as_deref())
-            .map_err(|e| ConfigError { file: e.file, key: e.key, reason: e.reason })?;
+            .map_err(|e| ConfigError {
+                file: e.file,
+                key: e.key,
+                reason: e.reason,
+            })?;
 
-        if !(raw.store.url.starts_with("sqlite:") || raw.store.url.starts_with("postgres://") || raw.store.url.starts_with("postgresql://")) {
-            return Err(err("store.url", format!("`{}` is neither sqlite://FILE nor postgres://…", raw.store.url)));
+        if !(raw.store.url.starts_with("sqlite:")
+            || raw.store.url.starts_with("postgres://")
+            || raw.store.url.starts_with("postgresql://"))
+        {
+            return Err(err(
+                "store.url",
+                format!(
+                    "`{}` is neither sqlite://FILE nor postgres://…",
+                    raw.store.url
+                ),
+            ));
         }
         check_env_name(&raw.store.key_env).map_err(|r| err("store.key_env", r))?;
-        check_env_name(&raw.intake.webhook_secret_env).map_err(|r| err("intake.webhook_secret_env", r))?;
+        check_env_name(&raw.intake.webhook_secret_env)
+            .map_err(|r| err("intake.webhook_secret_env", r))?;
         check_env_name(&raw.intake.api_token_env).map_err(|r| err("intake.api_token_env", r))?;
         if raw.worker.concurrency == 0 {
             return Err(err("worker.concurrency", "must be at least 1".into()));
@@ -228,21 +272,39 @@ impl Config {
         let mut names = BTreeSet::new();
         for (i, p) in raw.processors.iter().enumerate() {
             let key = |k: &str| format!("processor[{i}].{k}");
-            if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                return Err(err(&key("name"), format!("`{}` must be letters, digits, `_` or `-`", p.name)));
+            if p.name.is_empty()
+                || !p
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(err(
+                    &key("name"),
+                    format!("`{}` must be letters, digits, `_` or `-`", p.name),
+                ));
             }
             if !names.insert(p.name.clone()) {
-                return Err(err(&key("name"), format!("`{}` is used by two processors", p.name)));
+                return Err(err(
+                    &key("name"),
+                    format!("`{}` is used by two processors", p.name),
+                ));
             }
             let Some(def) = registry.get(&p.connector) else {
                 return Err(err(
                     &key("connector"),
-                    format!("unknown connector `{}` (known: {})", p.connector, registry.names().join(", ")),
+                    format!(
+                        "unknown connector `{}` (known: {})",
+                        p.connector,
+                        registry.names().join(", ")
+                    ),
                 ));
             };
             for s in &def.settings {
                 if !p.settings.contains_key(s) {
-                    return Err(err(&key("settings"), format!("connector `{}` needs setting `{s}`", def.name)));
+                    return Err(err(
+                        &key("settings"),
+                        format!("connector `{}` needs setting `{s}`", def.name),
+                    ));
                 }
             }
             for s in &def.secrets {
@@ -258,11 +320,19 @@ impl Config {
             }
             let url = p.base_url.clone().or_else(|| def.default_base_url.clone());
             let Some(url) = url else {
-                return Err(err(&key("base_url"), format!("missing, and connector `{}` has no default", def.name)));
+                return Err(err(
+                    &key("base_url"),
+                    format!("missing, and connector `{}` has no default", def.name),
+                ));
             };
             match url::Url::parse(&url) {
                 Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-                _ => return Err(err(&key("base_url"), format!("`{url}` is not an http(s) URL"))),
+                _ => {
+                    return Err(err(
+                        &key("base_url"),
+                        format!("`{url}` is not an http(s) URL"),
+                    ))
+                }
             }
             if p.concurrency == Some(0) {
                 return Err(err(&key("concurrency"), "must be at least 1".into()));
@@ -286,7 +356,11 @@ impl Config {
             intake: raw.intake,
             worker: raw.worker,
             processors: raw.processors,
-            export_dir: raw.export_dir.as_ref().map(resolve).unwrap_or_else(|| base.join("exports")),
+            export_dir: raw
+                .export_dir
+                .as_ref()
+                .map(resolve)
+                .unwrap_or_else(|| base.join("exports")),
             registry,
             workflows,
         })
@@ -306,21 +380,31 @@ impl Config {
                 .to_string(),
             settings: p.settings.clone(),
             secrets: p.secrets.clone(),
-            concurrency: p.concurrency.or(def.map(|d| d.limits.concurrency)).unwrap_or(4),
-            soft_delete_window: p.soft_delete_window.map(|w| w.get()).or(def.and_then(|d| d.soft_delete_window.map(|w| w.get()))),
+            concurrency: p
+                .concurrency
+                .or(def.map(|d| d.limits.concurrency))
+                .unwrap_or(4),
+            soft_delete_window: p
+                .soft_delete_window
+                .map(|w| w.get())
+                .or(def.and_then(|d| d.soft_delete_window.map(|w| w.get()))),
         }
     }
 
     /// A processor's category.
     pub fn category(&self, p: &ProcessorConfig) -> Category {
-        self.registry.get(&p.connector).map(|d| d.category).unwrap_or(Category::Other)
+        self.registry
+            .get(&p.connector)
+            .map(|d| d.category)
+            .unwrap_or(Category::Other)
     }
 }
 
 fn check_env_name(v: &str) -> Result<(), String> {
     let ok = !v.is_empty()
         && !v.starts_with(|c: char| c.is_ascii_digit())
-        && v.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        && v.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
     if ok {
         Ok(())
     } else {

@@ -62,7 +62,11 @@ impl Keys {
         if raw.len() != 32 {
             return Err(CryptoError::BadKey(source.to_string()));
         }
-        Ok(Keys { enc: derive(&raw, b"lethe/identity-encryption/v1"), mac: derive(&raw, b"lethe/subject-hash/v1"), source: source.to_string() })
+        Ok(Keys {
+            enc: derive(&raw, b"lethe/identity-encryption/v1"),
+            mac: derive(&raw, b"lethe/subject-hash/v1"),
+            source: source.to_string(),
+        })
     }
 
     /// A fresh random key, base64 (for `lethe init` and the demo).
@@ -79,7 +83,11 @@ impl Keys {
         rand::thread_rng().fill_bytes(&mut nonce);
         let plain = serde_json::to_vec(subject).expect("a subject always serialises");
         let mut out = nonce.to_vec();
-        out.extend(cipher.encrypt(Nonce::from_slice(&nonce), plain.as_slice()).expect("encryption of a small buffer cannot fail"));
+        out.extend(
+            cipher
+                .encrypt(Nonce::from_slice(&nonce), plain.as_slice())
+                .expect("encryption of a small buffer cannot fail"),
+        );
         out
     }
 
@@ -102,7 +110,8 @@ impl Keys {
 
     /// The keyed hash of any string, hex.
     pub fn hash_str(&self, s: &str) -> String {
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.mac).expect("HMAC takes any key length");
+        let mut m =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.mac).expect("HMAC takes any key length");
         m.update(s.as_bytes());
         hex::encode(m.finalize().into_bytes())
     }

@@ -21,7 +21,10 @@ const SUBJECT: &str = "jane.doe@example.com";
 
 /// Run the demo; returns the exit code.
 pub async fn run() -> anyhow::Result<u8> {
-    let dir = std::env::temp_dir().join(format!("lethe-demo-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    let dir = std::env::temp_dir().join(format!(
+        "lethe-demo-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
     std::fs::create_dir_all(dir.join("workflows")).context("creating the demo directory")?;
 
     // Two simulated Mailchimp accounts: one healthy, one that fails twice with 503 first.
@@ -31,8 +34,12 @@ pub async fn run() -> anyhow::Result<u8> {
     let flaky = Mailchimp::new("demo-key-us21");
     flaky.add_member("events", SUBJECT);
     flaky.fail_next.store(2, Ordering::Relaxed);
-    let s1 = crate::sim::serve(healthy.router()).await.context("starting a simulated processor")?;
-    let s2 = crate::sim::serve(flaky.router()).await.context("starting a simulated processor")?;
+    let s1 = crate::sim::serve(healthy.router())
+        .await
+        .context("starting a simulated processor")?;
+    let s2 = crate::sim::serve(flaky.router())
+        .await
+        .context("starting a simulated processor")?;
 
     // The demo's secret lives only in this process's environment, as a real one would.
     std::env::set_var("DEMO_MAILCHIMP_KEY", "demo-key-us21");
@@ -90,24 +97,37 @@ select = ["category:mailing_list"]
     store.migrate().await?;
     let engine = Engine::new(Arc::new(config), store, keys)?;
 
-    println!("lethe demo — erasure of {} at 3 simulated Mailchimp audiences\n", Subject::parse(Some(SUBJECT), None, None, None)?.masked());
+    println!(
+        "lethe demo — erasure of {} at 3 simulated Mailchimp audiences\n",
+        Subject::parse(Some(SUBJECT), None, None, None)?.masked()
+    );
     let started = Instant::now();
     let sub = engine
-        .submit(RequestKind::Erasure, Subject::parse(Some(SUBJECT), None, None, None)?, SubmitOptions::default())
+        .submit(
+            RequestKind::Erasure,
+            Subject::parse(Some(SUBJECT), None, None, None)?,
+            SubmitOptions::default(),
+        )
         .await?;
     let id = sub.request.id.clone();
     let deadline = Instant::now() + Duration::from_secs(20);
     let req = loop {
         engine.run_until_idle().await?;
         let req = engine.request(&id).await?;
-        if req.status.is_closed() || req.status == crate::domain::RequestStatus::Failed || Instant::now() > deadline {
+        if req.status.is_closed()
+            || req.status == crate::domain::RequestStatus::Failed
+            || Instant::now() > deadline
+        {
             break req;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let elapsed = started.elapsed();
     let steps = engine.store.steps(&id).await?;
-    print!("{}", RequestView::new(&req, Some(&steps), Utc::now()).to_text());
+    print!(
+        "{}",
+        RequestView::new(&req, Some(&steps), Utc::now()).to_text()
+    );
     let audit = crate::audit::verify(engine.store.as_ref()).await?;
     println!(
         "\nfinished in {} ms (including {} ms of deliberate retry back-off)",
@@ -119,8 +139,25 @@ select = ["category:mailing_list"]
         healthy.has_member("customers", SUBJECT),
         flaky.has_member("events", SUBJECT)
     );
-    println!("audit chain: {} events, {}", audit.checked, if audit.broken.is_none() { "verified" } else { "BROKEN" });
+    println!(
+        "audit chain: {} events, {}",
+        audit.checked,
+        if audit.broken.is_none() {
+            "verified"
+        } else {
+            "BROKEN"
+        }
+    );
     println!("\nthe demo's files are in {}", dir.display());
-    println!("inspect: LETHE_KEY='{key}' lethe --config {} status {id}", config_path.display());
-    Ok(if req.status == crate::domain::RequestStatus::Completed && audit.broken.is_none() { 0 } else { 1 })
+    println!(
+        "inspect: LETHE_KEY='{key}' lethe --config {} status {id}",
+        config_path.display()
+    );
+    Ok(
+        if req.status == crate::domain::RequestStatus::Completed && audit.broken.is_none() {
+            0
+        } else {
+            1
+        },
+    )
 }

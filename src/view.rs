@@ -125,7 +125,14 @@ impl RequestView {
             if self.overdue {
                 format!("OVERDUE by {} days", -self.days_left)
             } else if self.completed_at.is_some() {
-                format!("closed {}", self.completed_at.as_deref().map(|c| &c[..16]).unwrap_or("").replace('T', " "))
+                format!(
+                    "closed {}",
+                    self.completed_at
+                        .as_deref()
+                        .map(|c| &c[..16])
+                        .unwrap_or("")
+                        .replace('T', " ")
+                )
             } else {
                 format!("{} days left", self.days_left)
             }
@@ -134,7 +141,10 @@ impl RequestView {
             out.push_str(&format!("extended once: {r}\n"));
         }
         if let Some(steps) = &self.steps {
-            out.push_str(&format!("\n{:<18} {:<15} {:<22} {:<10} {:>8}  {}\n", "PROCESSOR", "CATEGORY", "STATE", "OUTCOME", "ATTEMPTS", "DETAIL"));
+            out.push_str(&format!(
+                "\n{:<18} {:<15} {:<22} {:<10} {:>8}  {}\n",
+                "PROCESSOR", "CATEGORY", "STATE", "OUTCOME", "ATTEMPTS", "DETAIL"
+            ));
             for s in steps {
                 out.push_str(&format!(
                     "{:<18} {:<15} {:<22} {:<10} {:>8}  {}\n",
@@ -166,7 +176,10 @@ impl StepView {
             last_error: s.last_error.clone(),
             error_class: s.error_class.clone(),
             evidence: s.evidence.clone(),
-            hold: s.hold_basis.as_ref().map(|b| HoldView { basis: b.clone(), until: s.hold_until.map(ts) }),
+            hold: s.hold_basis.as_ref().map(|b| HoldView {
+                basis: b.clone(),
+                until: s.hold_until.map(ts),
+            }),
             grace_until: s.grace_until.map(ts),
             started_at: s.started_at.map(ts),
             finished_at: s.finished_at.map(ts),
@@ -176,13 +189,26 @@ impl StepView {
     /// One line of detail for the text table.
     pub fn detail(&self) -> String {
         match self.state.as_str() {
-            "retry_wait" => format!("retry at {}: {}", &self.run_at[11..19], self.last_error.as_deref().unwrap_or("")),
-            "failed" | "pending" if self.last_error.is_some() => self.last_error.clone().unwrap_or_default(),
+            "retry_wait" => format!(
+                "retry at {}: {}",
+                &self.run_at[11..19],
+                self.last_error.as_deref().unwrap_or("")
+            ),
+            "failed" | "pending" if self.last_error.is_some() => {
+                self.last_error.clone().unwrap_or_default()
+            }
             "held" => match &self.hold {
-                Some(h) => format!("held until {}: {}", h.until.as_deref().map(|u| &u[..10]).unwrap_or("released"), h.basis),
+                Some(h) => format!(
+                    "held until {}: {}",
+                    h.until.as_deref().map(|u| &u[..10]).unwrap_or("released"),
+                    h.basis
+                ),
                 None => "held".into(),
             },
-            "grace" => format!("soft-deleted; purge verified after {}", self.grace_until.as_deref().map(|u| &u[..16]).unwrap_or("?")),
+            "grace" => format!(
+                "soft-deleted; purge verified after {}",
+                self.grace_until.as_deref().map(|u| &u[..16]).unwrap_or("?")
+            ),
             _ => {
                 let ev = self.evidence.as_ref();
                 let status = ev.and_then(|e| e.get("status")).and_then(|s| s.as_u64());

@@ -40,12 +40,23 @@ pub async fn verify(store: &dyn Store) -> Result<Verification, StoreError> {
         }
         for ev in batch {
             after = ev.seq;
-            let fail = |reason: String| Verification { checked, head: None, broken: Some(Broken { seq: ev.seq, reason }) };
+            let fail = |reason: String| Verification {
+                checked,
+                head: None,
+                broken: Some(Broken {
+                    seq: ev.seq,
+                    reason,
+                }),
+            };
             if ev.seq != expected_seq {
-                return Ok(fail(format!("expected sequence number {expected_seq}: a row is missing or was inserted")));
+                return Ok(fail(format!(
+                    "expected sequence number {expected_seq}: a row is missing or was inserted"
+                )));
             }
             if ev.prev_hash != prev {
-                return Ok(fail("prev_hash does not match the previous row's hash".into()));
+                return Ok(fail(
+                    "prev_hash does not match the previous row's hash".into(),
+                ));
             }
             let body = EventBody {
                 seq: ev.seq,
@@ -56,12 +67,18 @@ pub async fn verify(store: &dyn Store) -> Result<Verification, StoreError> {
                 detail: &ev.detail,
             };
             if chain_hash(&prev, &body) != ev.hash {
-                return Ok(fail("the row's content does not match its hash: it was altered".into()));
+                return Ok(fail(
+                    "the row's content does not match its hash: it was altered".into(),
+                ));
             }
             prev = ev.hash.clone();
             expected_seq += 1;
             checked += 1;
         }
     }
-    Ok(Verification { checked, head: (checked > 0).then_some(prev), broken: None })
+    Ok(Verification {
+        checked,
+        head: (checked > 0).then_some(prev),
+        broken: None,
+    })
 }

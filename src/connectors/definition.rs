@@ -11,10 +11,15 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// The built-in definitions, embedded so the binary works from any directory.
-pub const BUILTIN: &[(&str, &str)] = &[("mailchimp.toml", include_str!("../../connectors/mailchimp.toml"))];
+pub const BUILTIN: &[(&str, &str)] = &[(
+    "mailchimp.toml",
+    include_str!("../../connectors/mailchimp.toml"),
+)];
 
 /// A processor category.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize, PartialOrd, Ord,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
     /// Newsletters, mailing lists.
@@ -155,7 +160,10 @@ fn default_timeout() -> HumanDuration {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { concurrency: default_concurrency(), timeout: default_timeout() }
+        Limits {
+            concurrency: default_concurrency(),
+            timeout: default_timeout(),
+        }
     }
 }
 
@@ -188,14 +196,26 @@ impl Responses {
     pub fn merged(&self, fallback: &Responses) -> Responses {
         Responses {
             success: self.success.clone().or_else(|| fallback.success.clone()),
-            not_found: self.not_found.clone().or_else(|| fallback.not_found.clone()),
-            throttled: self.throttled.clone().or_else(|| fallback.throttled.clone()),
+            not_found: self
+                .not_found
+                .clone()
+                .or_else(|| fallback.not_found.clone()),
+            throttled: self
+                .throttled
+                .clone()
+                .or_else(|| fallback.throttled.clone()),
             throttled_without_body: self
                 .throttled_without_body
                 .clone()
                 .or_else(|| fallback.throttled_without_body.clone()),
-            transient: self.transient.clone().or_else(|| fallback.transient.clone()),
-            error_message: self.error_message.clone().or_else(|| fallback.error_message.clone()),
+            transient: self
+                .transient
+                .clone()
+                .or_else(|| fallback.transient.clone()),
+            error_message: self
+                .error_message
+                .clone()
+                .or_else(|| fallback.error_message.clone()),
         }
     }
 }
@@ -321,9 +341,21 @@ impl ConnectorDef {
     }
 
     fn validate(&self, file: &str) -> Result<(), DefinitionError> {
-        let err = |key: &str, reason: String| DefinitionError { file: file.to_string(), key: key.to_string(), reason };
-        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
-            return Err(err("name", format!("`{}` must be lower-case letters, digits and `_`", self.name)));
+        let err = |key: &str, reason: String| DefinitionError {
+            file: file.to_string(),
+            key: key.to_string(),
+            reason,
+        };
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(err(
+                "name",
+                format!("`{}` must be lower-case letters, digits and `_`", self.name),
+            ));
         }
         if self.limits.concurrency == 0 {
             return Err(err("limits.concurrency", "must be at least 1".into()));
@@ -347,10 +379,16 @@ impl ConnectorDef {
         }
         if self.native.is_none() {
             if self.actions.erase.is_none() {
-                return Err(err("actions.erase", "missing: every connector must say how to erase".into()));
+                return Err(err(
+                    "actions.erase",
+                    "missing: every connector must say how to erase".into(),
+                ));
             }
             if self.actions.export.is_none() {
-                return Err(err("actions.export", "missing: every connector must say how to export".into()));
+                return Err(err(
+                    "actions.export",
+                    "missing: every connector must say how to export".into(),
+                ));
             }
         }
         let named = [
@@ -363,24 +401,37 @@ impl ConnectorDef {
         for (name, action) in named {
             let Some(a) = action else { continue };
             if a.calls.is_empty() {
-                return Err(err(&format!("actions.{name}.calls"), "needs at least one call".into()));
+                return Err(err(
+                    &format!("actions.{name}.calls"),
+                    "needs at least one call".into(),
+                ));
             }
             for (i, r) in a.requires.iter().enumerate() {
                 if !IDENTITY_NAMES.contains(&r.as_str()) {
                     return Err(err(
                         &format!("actions.{name}.requires[{i}]"),
-                        format!("`{r}` is not an identity (expected one of {})", IDENTITY_NAMES.join(", ")),
+                        format!(
+                            "`{r}` is not an identity (expected one of {})",
+                            IDENTITY_NAMES.join(", ")
+                        ),
                     ));
                 }
             }
             if a.effect == EraseEffect::Retained && a.retained_reason.is_none() {
-                return Err(err(&format!("actions.{name}.retained_reason"), "required when effect = \"retained\"".into()));
+                return Err(err(
+                    &format!("actions.{name}.retained_reason"),
+                    "required when effect = \"retained\"".into(),
+                ));
             }
             if a.effect == EraseEffect::SoftDeleted && self.soft_delete_window.is_none() {
-                return Err(err("soft_delete_window", format!("required because actions.{name} soft-deletes")));
+                return Err(err(
+                    "soft_delete_window",
+                    format!("required because actions.{name} soft-deletes"),
+                ));
             }
             for (i, c) in a.calls.iter().enumerate() {
-                check_call(&env, c).map_err(|(k, r)| err(&format!("actions.{name}.calls[{i}].{k}"), r))?;
+                check_call(&env, c)
+                    .map_err(|(k, r)| err(&format!("actions.{name}.calls[{i}].{k}"), r))?;
             }
         }
         Ok(())
@@ -393,14 +444,18 @@ fn describe_span(text: &str, span: std::ops::Range<usize>) -> String {
 }
 
 fn check_template(env: &minijinja::Environment<'static>, t: &str) -> Result<(), String> {
-    env.template_from_str(t).map(|_| ()).map_err(|e| format!("template does not compile: {e}"))
+    env.template_from_str(t)
+        .map(|_| ())
+        .map_err(|e| format!("template does not compile: {e}"))
 }
 
 fn check_pointer(p: &str) -> Result<(), String> {
     if p.is_empty() || p.starts_with('/') {
         Ok(())
     } else {
-        Err(format!("`{p}` is not a JSON Pointer (it must start with `/`)"))
+        Err(format!(
+            "`{p}` is not a JSON Pointer (it must start with `/`)"
+        ))
     }
 }
 
@@ -432,7 +487,10 @@ fn check_responses(r: &Responses) -> Result<(), (String, String)> {
 fn check_call(env: &minijinja::Environment<'static>, c: &Call) -> Result<(), (String, String)> {
     let m = c.method.to_ascii_uppercase();
     if !METHODS.contains(&m.as_str()) {
-        return Err(("method".into(), format!("`{}` is not one of {}", c.method, METHODS.join(", "))));
+        return Err((
+            "method".into(),
+            format!("`{}` is not one of {}", c.method, METHODS.join(", ")),
+        ));
     }
     check_template(env, &c.path).map_err(|e| ("path".to_string(), e))?;
     if !c.path.starts_with('/') {
@@ -451,7 +509,10 @@ fn check_call(env: &minijinja::Environment<'static>, c: &Call) -> Result<(), (St
         check_template(env, v).map_err(|e| (format!("form.{k}"), e))?;
     }
     if c.json.is_some() && c.form.is_some() {
-        return Err(("json".into(), "a call has either `json` or `form`, not both".into()));
+        return Err((
+            "json".into(),
+            "a call has either `json` or `form`, not both".into(),
+        ));
     }
     for (k, p) in &c.extract {
         check_pointer(p).map_err(|e| (format!("extract.{k}"), e))?;

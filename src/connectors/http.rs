@@ -7,7 +7,10 @@
 //! names the processor and, for rejected credentials, the env var to check.
 
 use super::definition::{ActionDef, Auth, Call, Category, ConnectorDef, EraseEffect, Responses};
-use super::{scrub, CallContext, Connector, ConnectorError, ErrorClass, Erase, Evidence, Export, Lookup, Verify};
+use super::{
+    scrub, CallContext, Connector, ConnectorError, Erase, ErrorClass, Evidence, Export, Lookup,
+    Verify,
+};
 use crate::domain::Subject;
 use async_trait::async_trait;
 use minijinja::Environment;
@@ -49,12 +52,24 @@ struct ActionRun {
     evidence: Evidence,
 }
 
-const DEFAULT_ERROR_POINTERS: [&str; 6] = ["/detail", "/message", "/error/message", "/description", "/title", "/error"];
+const DEFAULT_ERROR_POINTERS: [&str; 6] = [
+    "/detail",
+    "/message",
+    "/error/message",
+    "/description",
+    "/title",
+    "/error",
+];
 
 impl HttpConnector {
     /// Build a connector for one processor. `client` is shared, so connections are reused.
     pub fn new(spec: ProcessorSpec, def: Arc<ConnectorDef>, client: reqwest::Client) -> Self {
-        HttpConnector { spec, def, client, env: super::template::environment() }
+        HttpConnector {
+            spec,
+            def,
+            client,
+            env: super::template::environment(),
+        }
     }
 
     fn secret_values(&self) -> Result<BTreeMap<String, String>, ConnectorError> {
@@ -75,8 +90,15 @@ impl HttpConnector {
         Ok(out)
     }
 
-    fn context(&self, cx: Option<&CallContext<'_>>, vars: &Map<String, Value>, secrets: &BTreeMap<String, String>) -> Value {
-        let subject = cx.map(|c| subject_value(c.subject)).unwrap_or(Value::Object(Map::new()));
+    fn context(
+        &self,
+        cx: Option<&CallContext<'_>>,
+        vars: &Map<String, Value>,
+        secrets: &BTreeMap<String, String>,
+    ) -> Value {
+        let subject = cx
+            .map(|c| subject_value(c.subject))
+            .unwrap_or(Value::Object(Map::new()));
         serde_json::json!({
             "settings": self.spec.settings,
             "secrets": secrets,
@@ -107,24 +129,38 @@ impl HttpConnector {
         }
     }
 
-    async fn send(&self, call: &Call, ctx: &Value, secrets: &BTreeMap<String, String>) -> Result<(u16, HeaderMap, String), ConnectorError> {
+    async fn send(
+        &self,
+        call: &Call,
+        ctx: &Value,
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<(u16, HeaderMap, String), ConnectorError> {
         let path = self.render("the path", &call.path, ctx)?;
         let url = format!("{}{}", self.spec.base_url, path);
         let method = reqwest::Method::from_bytes(call.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| ConnectorError::permanent(format!("bad method {}", call.method)))?;
-        let mut req = self.client.request(method, &url).timeout(self.def.limits.timeout.get());
+        let mut req = self
+            .client
+            .request(method, &url)
+            .timeout(self.def.limits.timeout.get());
         let sctx = serde_json::json!({ "secrets": secrets, "settings": self.spec.settings });
         match &self.def.auth {
             Auth::None => {}
             Auth::Basic { username, password } => {
-                req = req.basic_auth(self.render("auth.username", username, &sctx)?, Some(self.render("auth.password", password, &sctx)?));
+                req = req.basic_auth(
+                    self.render("auth.username", username, &sctx)?,
+                    Some(self.render("auth.password", password, &sctx)?),
+                );
             }
             Auth::Bearer { token } => {
                 req = req.bearer_auth(self.render("auth.token", token, &sctx)?);
             }
             Auth::Header { headers } => {
                 for (k, v) in headers {
-                    req = req.header(header_name(k)?, header_value(&self.render("an auth header", v, &sctx)?)?);
+                    req = req.header(
+                        header_name(k)?,
+                        header_value(&self.render("an auth header", v, &sctx)?)?,
+                    );
                 }
             }
         }
@@ -136,12 +172,18 @@ impl HttpConnector {
             req = req.query(&q);
         }
         for (k, v) in &call.headers {
-            req = req.header(header_name(k)?, header_value(&self.render("a header", v, ctx)?)?);
+            req = req.header(
+                header_name(k)?,
+                header_value(&self.render("a header", v, ctx)?)?,
+            );
         }
         if let Some(j) = &call.json {
             let body = self.render("the JSON body", j, ctx)?;
             let parsed: Value = serde_json::from_str(&body).map_err(|e| {
-                ConnectorError::permanent(format!("connector `{}`: the JSON body template does not render to JSON: {e}", self.def.name))
+                ConnectorError::permanent(format!(
+                    "connector `{}`: the JSON body template does not render to JSON: {e}",
+                    self.def.name
+                ))
             })?;
             req = req.json(&parsed);
         }
@@ -155,23 +197,46 @@ impl HttpConnector {
                 .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
                 .collect::<Vec<_>>()
                 .join("&");
-            req = req.header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body);
+            req = req
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(body);
         }
         let resp = req.send().await.map_err(|e| {
             let e = e.without_url();
-            let what = if e.is_timeout() { "timed out" } else if e.is_connect() { "could not connect" } else { "request failed" };
-            ConnectorError::transient(format!("processor `{}`: {what} ({})", self.spec.name, host_of(&self.spec.base_url)))
+            let what = if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "could not connect"
+            } else {
+                "request failed"
+            };
+            ConnectorError::transient(format!(
+                "processor `{}`: {what} ({})",
+                self.spec.name,
+                host_of(&self.spec.base_url)
+            ))
         })?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.text().await.map_err(|e| {
-            ConnectorError::transient(format!("processor `{}`: reading the response failed: {}", self.spec.name, e.without_url()))
+            ConnectorError::transient(format!(
+                "processor `{}`: reading the response failed: {}",
+                self.spec.name,
+                e.without_url()
+            ))
         })?;
         Ok((status, headers, body))
     }
 
     /// Run an action's calls in order.
-    async fn run(&self, action: &ActionDef, cx: Option<&CallContext<'_>>) -> Result<ActionRun, ConnectorError> {
+    async fn run(
+        &self,
+        action: &ActionDef,
+        cx: Option<&CallContext<'_>>,
+    ) -> Result<ActionRun, ConnectorError> {
         let secrets = self.secret_values()?;
         let mut vars = Map::new();
         let mut data = Map::new();
@@ -189,11 +254,21 @@ impl HttpConnector {
                 }
                 Class::NotFound => {
                     evidence.status = Some(status);
-                    return Ok(ActionRun { not_found: true, data, evidence });
+                    return Ok(ActionRun {
+                        not_found: true,
+                        data,
+                        evidence,
+                    });
                 }
-                Class::Error(class) => return Err(self.error(class, status, &headers, &body, &rules, subject)),
+                Class::Error(class) => {
+                    return Err(self.error(class, status, &headers, &body, &rules, subject))
+                }
             }
-            let json: Option<Value> = if body.trim().is_empty() { None } else { serde_json::from_str(&body).ok() };
+            let json: Option<Value> = if body.trim().is_empty() {
+                None
+            } else {
+                serde_json::from_str(&body).ok()
+            };
             if !call.extract.is_empty() || call.reference.is_some() {
                 let Some(doc) = &json else {
                     return Err(ConnectorError {
@@ -238,28 +313,63 @@ impl HttpConnector {
                 }
             }
             evidence.status = Some(status);
-            data.insert(call_name(call, i), json.unwrap_or_else(|| if body.is_empty() { Value::Null } else { Value::String(body) }));
+            let value = match json {
+                Some(v) => v,
+                None if body.is_empty() => Value::Null,
+                None => Value::String(body),
+            };
+            data.insert(call_name(call, i), value);
         }
-        Ok(ActionRun { not_found: false, data, evidence })
+        Ok(ActionRun {
+            not_found: false,
+            data,
+            evidence,
+        })
     }
 
-    fn error(&self, class: ErrorClass, status: u16, headers: &HeaderMap, body: &str, rules: &Responses, subject: Option<&Subject>) -> ConnectorError {
+    fn error(
+        &self,
+        class: ErrorClass,
+        status: u16,
+        headers: &HeaderMap,
+        body: &str,
+        rules: &Responses,
+        subject: Option<&Subject>,
+    ) -> ConnectorError {
         let detail = error_detail(body, rules);
         let detail = match subject {
             Some(s) => scrub(&detail, s),
             None => detail,
         };
-        let detail = if detail.is_empty() { String::new() } else { format!(": {detail}") };
+        let detail = if detail.is_empty() {
+            String::new()
+        } else {
+            format!(": {detail}")
+        };
         let p = &self.spec.name;
         let message = match (class, status) {
-            (ErrorClass::Throttled, _) => format!("processor `{p}` is throttling (HTTP {status}){detail}"),
-            (ErrorClass::Transient, _) => format!("processor `{p}` is unavailable (HTTP {status}){detail}"),
-            (ErrorClass::Permanent, 401 | 403) => {
-                format!("credentials rejected by processor `{p}` (HTTP {status}{detail}){}", self.secrets_hint())
+            (ErrorClass::Throttled, _) => {
+                format!("processor `{p}` is throttling (HTTP {status}){detail}")
             }
-            (ErrorClass::Permanent, _) => format!("processor `{p}` refused the request (HTTP {status}){detail}"),
+            (ErrorClass::Transient, _) => {
+                format!("processor `{p}` is unavailable (HTTP {status}){detail}")
+            }
+            (ErrorClass::Permanent, 401 | 403) => {
+                format!(
+                    "credentials rejected by processor `{p}` (HTTP {status}{detail}){}",
+                    self.secrets_hint()
+                )
+            }
+            (ErrorClass::Permanent, _) => {
+                format!("processor `{p}` refused the request (HTTP {status}){detail}")
+            }
         };
-        ConnectorError { class, message, status: Some(status), retry_after: retry_after(headers) }
+        ConnectorError {
+            class,
+            message,
+            status: Some(status),
+            retry_after: retry_after(headers),
+        }
     }
 
     fn needs_missing_identity(&self, action: &ActionDef, subject: &Subject) -> Option<Evidence> {
@@ -273,7 +383,10 @@ impl HttpConnector {
         Some(Evidence {
             status: None,
             reference: None,
-            note: Some(format!("the subject has no {} to look up at this processor", action.requires.join(" or "))),
+            note: Some(format!(
+                "the subject has no {} to look up at this processor",
+                action.requires.join(" or ")
+            )),
         })
     }
 
@@ -282,16 +395,28 @@ impl HttpConnector {
             "lookup" => self.def.actions.lookup.as_ref(),
             "export" => self.def.actions.export.as_ref(),
             "erase" => self.def.actions.erase.as_ref(),
-            "verify" => self.def.actions.verify.as_ref().or(self.def.actions.lookup.as_ref()),
+            "verify" => self
+                .def
+                .actions
+                .verify
+                .as_ref()
+                .or(self.def.actions.lookup.as_ref()),
             "purge" => self.def.actions.purge.as_ref(),
             _ => None,
         };
         a.ok_or_else(|| {
-            ConnectorError::permanent(format!("connector `{}` has no `{name}` action (processor `{}`)", self.def.name, self.spec.name))
+            ConnectorError::permanent(format!(
+                "connector `{}` has no `{name}` action (processor `{}`)",
+                self.def.name, self.spec.name
+            ))
         })
     }
 
-    async fn run_erase(&self, action: &ActionDef, cx: CallContext<'_>) -> Result<Erase, ConnectorError> {
+    async fn run_erase(
+        &self,
+        action: &ActionDef,
+        cx: CallContext<'_>,
+    ) -> Result<Erase, ConnectorError> {
         if let Some(ev) = self.needs_missing_identity(action, cx.subject) {
             return Ok(Erase::NotFound(ev));
         }
@@ -311,7 +436,13 @@ impl HttpConnector {
             },
             EraseEffect::Retained => {
                 let reason = action.retained_reason.clone().unwrap_or_default();
-                Erase::Retained { evidence: Evidence { note: Some(reason.clone()), ..run.evidence }, reason }
+                Erase::Retained {
+                    evidence: Evidence {
+                        note: Some(reason.clone()),
+                        ..run.evidence
+                    },
+                    reason,
+                }
             }
         })
     }
@@ -334,9 +465,17 @@ impl Connector for HttpConnector {
 
     async fn check(&self) -> Result<Evidence, ConnectorError> {
         let call = self.def.check.as_ref().ok_or_else(|| {
-            ConnectorError::permanent(format!("connector `{}` defines no `check` call", self.def.name))
+            ConnectorError::permanent(format!(
+                "connector `{}` defines no `check` call",
+                self.def.name
+            ))
         })?;
-        let action = ActionDef { requires: vec![], effect: EraseEffect::Erased, retained_reason: None, calls: vec![call.clone()] };
+        let action = ActionDef {
+            requires: vec![],
+            effect: EraseEffect::Erased,
+            retained_reason: None,
+            calls: vec![call.clone()],
+        };
         let run = self.run(&action, None).await?;
         if run.not_found {
             return Err(ConnectorError::permanent(format!(
@@ -354,7 +493,11 @@ impl Connector for HttpConnector {
             return Ok(Lookup::NotFound(ev));
         }
         let run = self.run(action, Some(&cx)).await?;
-        Ok(if run.not_found { Lookup::NotFound(run.evidence) } else { Lookup::Found(run.evidence) })
+        Ok(if run.not_found {
+            Lookup::NotFound(run.evidence)
+        } else {
+            Lookup::Found(run.evidence)
+        })
     }
 
     async fn export(&self, cx: CallContext<'_>) -> Result<Export, ConnectorError> {
@@ -366,7 +509,10 @@ impl Connector for HttpConnector {
         Ok(if run.not_found {
             Export::NotFound(run.evidence)
         } else {
-            Export::Data { data: Value::Object(run.data), evidence: run.evidence }
+            Export::Data {
+                data: Value::Object(run.data),
+                evidence: run.evidence,
+            }
         })
     }
 
@@ -381,7 +527,11 @@ impl Connector for HttpConnector {
             return Ok(Verify::Clean(ev));
         }
         let run = self.run(action, Some(&cx)).await?;
-        Ok(if run.not_found { Verify::Clean(run.evidence) } else { Verify::StillPresent(run.evidence) })
+        Ok(if run.not_found {
+            Verify::Clean(run.evidence)
+        } else {
+            Verify::StillPresent(run.evidence)
+        })
     }
 
     async fn purge(&self, cx: CallContext<'_>) -> Result<Erase, ConnectorError> {
@@ -458,7 +608,10 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return None;
     }
     let when = httpdate::parse_http_date(v).ok()?;
-    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 fn subject_value(s: &Subject) -> Value {
@@ -483,11 +636,13 @@ fn call_name(call: &Call, i: usize) -> String {
 }
 
 fn header_name(k: &str) -> Result<HeaderName, ConnectorError> {
-    HeaderName::from_bytes(k.as_bytes()).map_err(|_| ConnectorError::permanent(format!("`{k}` is not a valid header name")))
+    HeaderName::from_bytes(k.as_bytes())
+        .map_err(|_| ConnectorError::permanent(format!("`{k}` is not a valid header name")))
 }
 
 fn header_value(v: &str) -> Result<HeaderValue, ConnectorError> {
-    HeaderValue::from_str(v).map_err(|_| ConnectorError::permanent("a header value has characters HTTP does not allow"))
+    HeaderValue::from_str(v)
+        .map_err(|_| ConnectorError::permanent("a header value has characters HTTP does not allow"))
 }
 
 fn urlencode(s: &str) -> String {
@@ -497,10 +652,12 @@ fn urlencode(s: &str) -> String {
 fn host_of(base: &str) -> String {
     url::Url::parse(base)
         .ok()
-        .and_then(|u| u.host_str().map(|h| match u.port() {
-            Some(p) => format!("{h}:{p}"),
-            None => h.to_string(),
-        }))
+        .and_then(|u| {
+            u.host_str().map(|h| match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_string(),
+            })
+        })
         .unwrap_or_else(|| "?".into())
 }
 
@@ -514,19 +671,37 @@ mod tests {
         h.insert(RETRY_AFTER, HeaderValue::from_static("2"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
         let later = SystemTime::now() + Duration::from_secs(120);
-        h.insert(RETRY_AFTER, HeaderValue::from_str(&httpdate::fmt_http_date(later)).unwrap());
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_str(&httpdate::fmt_http_date(later)).unwrap(),
+        );
         let d = retry_after(&h).unwrap();
-        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
     }
 
     #[test]
     fn mailchimp_bodiless_403_is_throttling_but_403_with_body_is_not() {
-        let rules = Responses { throttled_without_body: Some(vec![403]), ..Default::default() };
-        assert!(matches!(classify(&rules, 403, ""), Class::Error(ErrorClass::Throttled)));
-        assert!(matches!(classify(&rules, 403, "{\"title\":\"Forbidden\"}"), Class::Error(ErrorClass::Permanent)));
-        assert!(matches!(classify(&rules, 503, ""), Class::Error(ErrorClass::Transient)));
+        let rules = Responses {
+            throttled_without_body: Some(vec![403]),
+            ..Default::default()
+        };
+        assert!(matches!(
+            classify(&rules, 403, ""),
+            Class::Error(ErrorClass::Throttled)
+        ));
+        assert!(matches!(
+            classify(&rules, 403, "{\"title\":\"Forbidden\"}"),
+            Class::Error(ErrorClass::Permanent)
+        ));
+        assert!(matches!(
+            classify(&rules, 503, ""),
+            Class::Error(ErrorClass::Transient)
+        ));
         assert!(matches!(classify(&rules, 404, ""), Class::NotFound));
         assert!(matches!(classify(&rules, 204, ""), Class::Success));
     }

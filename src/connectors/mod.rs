@@ -58,11 +58,21 @@ pub struct ConnectorError {
 impl ConnectorError {
     /// A permanent error.
     pub fn permanent(message: impl Into<String>) -> Self {
-        ConnectorError { class: ErrorClass::Permanent, message: message.into(), status: None, retry_after: None }
+        ConnectorError {
+            class: ErrorClass::Permanent,
+            message: message.into(),
+            status: None,
+            retry_after: None,
+        }
     }
     /// A transient error.
     pub fn transient(message: impl Into<String>) -> Self {
-        ConnectorError { class: ErrorClass::Transient, message: message.into(), status: None, retry_after: None }
+        ConnectorError {
+            class: ErrorClass::Transient,
+            message: message.into(),
+            status: None,
+            retry_after: None,
+        }
     }
 }
 
@@ -176,10 +186,22 @@ pub trait Connector: Send + Sync {
 pub fn scrub(text: &str, subject: &Subject) -> String {
     let mut out = text.to_string();
     let pairs: Vec<(String, String)> = [
-        subject.email.as_ref().map(|e| (e.expose().to_string(), e.masked())),
-        subject.phone.as_ref().map(|p| (p.expose().to_string(), p.masked())),
-        subject.customer_id.as_ref().map(|c| (c.expose().to_string(), c.masked())),
-        subject.name.as_ref().map(|n| (n.expose().to_string(), n.masked())),
+        subject
+            .email
+            .as_ref()
+            .map(|e| (e.expose().to_string(), e.masked())),
+        subject
+            .phone
+            .as_ref()
+            .map(|p| (p.expose().to_string(), p.masked())),
+        subject
+            .customer_id
+            .as_ref()
+            .map(|c| (c.expose().to_string(), c.masked())),
+        subject
+            .name
+            .as_ref()
+            .map(|n| (n.expose().to_string(), n.masked())),
     ]
     .into_iter()
     .flatten()
@@ -214,8 +236,12 @@ mod tests {
 
     #[test]
     fn scrub_masks_an_echoed_email_in_any_case() {
-        let s = Subject::parse(Some("jane@example.com"), Some("+442079460958"), None, None).unwrap();
-        let out = scrub("JANE@example.com is already a member; sms +442079460958", &s);
+        let s =
+            Subject::parse(Some("jane@example.com"), Some("+442079460958"), None, None).unwrap();
+        let out = scrub(
+            "JANE@example.com is already a member; sms +442079460958",
+            &s,
+        );
         assert!(!out.to_lowercase().contains("jane@"), "{out}");
         assert!(!out.contains("7946"), "{out}");
         assert!(out.contains("j***@example.com"));

@@ -19,7 +19,10 @@ impl Registry {
     pub fn load(dir: Option<&Path>) -> Result<Registry, DefinitionError> {
         let mut reg = Registry::default();
         for (file, text) in BUILTIN {
-            reg.insert(ConnectorDef::parse(&format!("connectors/{file} (built in)"), text)?);
+            reg.insert(ConnectorDef::parse(
+                &format!("connectors/{file} (built in)"),
+                text,
+            )?);
         }
         if let Some(dir) = dir {
             let entries = std::fs::read_dir(dir).map_err(|e| DefinitionError {
@@ -60,7 +63,12 @@ impl Registry {
     }
 
     /// Build the connector for one processor.
-    pub fn build(&self, connector: &str, spec: ProcessorSpec, client: reqwest::Client) -> Option<Arc<dyn Connector>> {
+    pub fn build(
+        &self,
+        connector: &str,
+        spec: ProcessorSpec,
+        client: reqwest::Client,
+    ) -> Option<Arc<dyn Connector>> {
         let def = self.defs.get(connector)?.clone();
         Some(Arc::new(HttpConnector::new(spec, def, client)))
     }

@@ -42,7 +42,10 @@ mod tests {
     fn mailchimp_subscriber_hash_is_md5_of_lower_cased_email() {
         let env = environment();
         let out = env
-            .render_str("{{ email | lower | md5 }}", context! { email => "Urist.McVankab@FreddieMac.com" })
+            .render_str(
+                "{{ email | lower | md5 }}",
+                context! { email => "Urist.McVankab@FreddieMac.com" },
+            )
             .unwrap();
         // Computed independently: python3 -c "import hashlib; print(hashlib.md5(b'urist.mcvankab@freddiemac.com').hexdigest())"
         assert_eq!(out, "05b9d43160b5c68a327efe2a45c8b90c");
@@ -51,9 +54,14 @@ mod tests {
     #[test]
     fn urlencode_and_sha256_filters_work() {
         let env = environment();
-        assert_eq!(env.render_str("{{ q | urlencode }}", context! { q => "a+b@c.com" }).unwrap(), "a%2Bb%40c.com");
         assert_eq!(
-            env.render_str("{{ q | sha256 }}", context! { q => "abc" }).unwrap(),
+            env.render_str("{{ q | urlencode }}", context! { q => "a+b@c.com" })
+                .unwrap(),
+            "a%2Bb%40c.com"
+        );
+        assert_eq!(
+            env.render_str("{{ q | sha256 }}", context! { q => "abc" })
+                .unwrap(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
@@ -61,6 +69,11 @@ mod tests {
     #[test]
     fn an_undefined_value_is_an_error_not_an_empty_string() {
         let env = environment();
-        assert!(env.render_str("/members/{{ subject.emial }}", context! { subject => context!{ email => "x" } }).is_err());
+        assert!(env
+            .render_str(
+                "/members/{{ subject.emial }}",
+                context! { subject => context!{ email => "x" } }
+            )
+            .is_err());
     }
 }

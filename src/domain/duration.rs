@@ -17,7 +17,9 @@ impl HumanDuration {
     pub fn parse(s: &str) -> Result<Self, String> {
         humantime::parse_duration(s.trim())
             .map(HumanDuration)
-            .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. \"2s\", \"30d\", \"6y\""))
+            .map_err(|e| {
+                format!("`{s}` is not a duration ({e}); write e.g. \"2s\", \"30d\", \"6y\"")
+            })
     }
     /// The duration.
     pub fn get(self) -> Duration {
@@ -56,8 +58,14 @@ mod tests {
     use super::*;
     #[test]
     fn parses_days_years_seconds() {
-        assert_eq!(HumanDuration::parse("2s").unwrap().get(), Duration::from_secs(2));
-        assert_eq!(HumanDuration::parse("30d").unwrap().get(), Duration::from_secs(30 * 86400));
+        assert_eq!(
+            HumanDuration::parse("2s").unwrap().get(),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            HumanDuration::parse("30d").unwrap().get(),
+            Duration::from_secs(30 * 86400)
+        );
         assert!(HumanDuration::parse("6y").unwrap().get() > Duration::from_secs(6 * 365 * 86400));
         assert!(HumanDuration::parse("soon").is_err());
     }

@@ -86,18 +86,46 @@ mod tests {
     #[test]
     fn canonical_json_sorts_keys_at_every_level() {
         let mut s = String::new();
-        canonical_json(&json!({"b": 1, "a": {"d": [1, {"z": 0, "y": 1}], "c": "x"}}), &mut s);
+        canonical_json(
+            &json!({"b": 1, "a": {"d": [1, {"z": 0, "y": 1}], "c": "x"}}),
+            &mut s,
+        );
         assert_eq!(s, r#"{"a":{"c":"x","d":[1,{"y":1,"z":0}]},"b":1}"#);
     }
 
     #[test]
     fn any_change_to_an_event_changes_its_hash() {
         let d = json!({"outcome": "erased"});
-        let body = EventBody { seq: 1, at_ms: 5, request_id: Some("r"), step_id: Some(2), kind: "step.finished", detail: &d };
+        let body = EventBody {
+            seq: 1,
+            at_ms: 5,
+            request_id: Some("r"),
+            step_id: Some(2),
+            kind: "step.finished",
+            detail: &d,
+        };
         let h = chain_hash(GENESIS_HASH, &body);
         let d2 = json!({"outcome": "not_found"});
-        assert_ne!(h, chain_hash(GENESIS_HASH, &EventBody { detail: &d2, ..body.clone() }));
-        assert_ne!(h, chain_hash(GENESIS_HASH, &EventBody { seq: 2, ..body.clone() }));
+        assert_ne!(
+            h,
+            chain_hash(
+                GENESIS_HASH,
+                &EventBody {
+                    detail: &d2,
+                    ..body.clone()
+                }
+            )
+        );
+        assert_ne!(
+            h,
+            chain_hash(
+                GENESIS_HASH,
+                &EventBody {
+                    seq: 2,
+                    ..body.clone()
+                }
+            )
+        );
         assert_ne!(h, chain_hash(&h, &body));
     }
 }

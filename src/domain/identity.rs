@@ -57,8 +57,11 @@ impl Email {
         if local.len() > 64 {
             return Err(IdentityError::Email("local part longer than 64 characters"));
         }
-        if local.contains('@') || local.contains(['<', '>', '(', ')', ',', ';', ':', '"', '[', ']']) {
-            return Err(IdentityError::Email("local part has characters that need quoting"));
+        if local.contains('@') || local.contains(['<', '>', '(', ')', ',', ';', ':', '"', '[', ']'])
+        {
+            return Err(IdentityError::Email(
+                "local part has characters that need quoting",
+            ));
         }
         if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
             return Err(IdentityError::Email("misplaced '.' in local part"));
@@ -71,16 +74,24 @@ impl Email {
                 return Err(IdentityError::Email("empty domain label"));
             }
             if label.len() > 63 {
-                return Err(IdentityError::Email("domain label longer than 63 characters"));
+                return Err(IdentityError::Email(
+                    "domain label longer than 63 characters",
+                ));
             }
             if label.starts_with('-') || label.ends_with('-') {
                 return Err(IdentityError::Email("domain label starts or ends with '-'"));
             }
             if !label.chars().all(|c| c.is_alphanumeric() || c == '-') {
-                return Err(IdentityError::Email("domain has characters other than letters, digits, '-'"));
+                return Err(IdentityError::Email(
+                    "domain has characters other than letters, digits, '-'",
+                ));
             }
         }
-        Ok(Email(format!("{}@{}", local.to_lowercase(), domain.to_lowercase())))
+        Ok(Email(format!(
+            "{}@{}",
+            local.to_lowercase(),
+            domain.to_lowercase()
+        )))
     }
 
     /// The raw, normalised address. Only connectors building a request should need this.
@@ -136,9 +147,9 @@ impl Phone {
         if let Some(rest) = s.strip_prefix("00") {
             s = format!("+{rest}");
         }
-        let digits = s
-            .strip_prefix('+')
-            .ok_or(IdentityError::Phone("must start with + and a country code (E.164)"))?;
+        let digits = s.strip_prefix('+').ok_or(IdentityError::Phone(
+            "must start with + and a country code (E.164)",
+        ))?;
         if !digits.chars().all(|c| c.is_ascii_digit()) {
             return Err(IdentityError::Phone("must contain only digits after +"));
         }
@@ -200,7 +211,9 @@ impl CustomerId {
             return Err(IdentityError::CustomerId("longer than 128 characters"));
         }
         if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(IdentityError::CustomerId("contains whitespace or control characters"));
+            return Err(IdentityError::CustomerId(
+                "contains whitespace or control characters",
+            ));
         }
         Ok(CustomerId(s.to_string()))
     }
@@ -372,7 +385,17 @@ mod tests {
 
     #[test]
     fn malformed_emails_are_refused_with_a_reason() {
-        for bad in ["", "jane", "jane@", "@example.com", "jane@example", "ja ne@example.com", "jane@exa_mple.com", "jane..d@example.com", "jane@-x.com"] {
+        for bad in [
+            "",
+            "jane",
+            "jane@",
+            "@example.com",
+            "jane@example",
+            "ja ne@example.com",
+            "jane@exa_mple.com",
+            "jane..d@example.com",
+            "jane@-x.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be refused");
         }
     }
@@ -386,8 +409,14 @@ mod tests {
 
     #[test]
     fn phone_is_e164() {
-        assert_eq!(Phone::parse("+44 20 7946-0958").unwrap().expose(), "+442079460958");
-        assert_eq!(Phone::parse("0044 20 7946 0958").unwrap().expose(), "+442079460958");
+        assert_eq!(
+            Phone::parse("+44 20 7946-0958").unwrap().expose(),
+            "+442079460958"
+        );
+        assert_eq!(
+            Phone::parse("0044 20 7946 0958").unwrap().expose(),
+            "+442079460958"
+        );
         assert!(Phone::parse("020 7946 0958").is_err());
         assert!(Phone::parse("+44abc").is_err());
         assert!(Phone::parse("+1234").is_err());
@@ -396,7 +425,10 @@ mod tests {
 
     #[test]
     fn a_subject_needs_an_identifier_not_only_a_name() {
-        assert_eq!(Subject::parse(None, None, None, Some("Jane")), Err(IdentityError::Empty));
+        assert_eq!(
+            Subject::parse(None, None, None, Some("Jane")),
+            Err(IdentityError::Empty)
+        );
         assert!(Subject::parse(Some("jane@example.com"), None, None, None).is_ok());
     }
 }

@@ -43,7 +43,7 @@ proptest! {
         if st == RequestStatus::CompletedWithExceptions {
             prop_assert!(steps.iter().all(|s| matches!(s, StepState::Done | StepState::Held)));
         }
-        if steps.iter().any(|s| *s == StepState::Failed) && !cancelled {
+        if steps.contains(&StepState::Failed) && !cancelled {
             prop_assert_eq!(st, RequestStatus::Failed);
         }
     }

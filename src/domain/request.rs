@@ -38,7 +38,9 @@ impl FromStr for RequestKind {
         match s {
             "erasure" | "erase" => Ok(RequestKind::Erasure),
             "export" | "access" | "portability" => Ok(RequestKind::Export),
-            _ => Err(format!("unknown request kind `{s}` (expected `erasure` or `export`)")),
+            _ => Err(format!(
+                "unknown request kind `{s}` (expected `erasure` or `export`)"
+            )),
         }
     }
 }
@@ -86,7 +88,9 @@ impl RequestStatus {
     pub fn is_closed(self) -> bool {
         matches!(
             self,
-            RequestStatus::Completed | RequestStatus::CompletedWithExceptions | RequestStatus::Cancelled
+            RequestStatus::Completed
+                | RequestStatus::CompletedWithExceptions
+                | RequestStatus::Cancelled
         )
     }
 }
@@ -105,7 +109,10 @@ impl FromStr for RequestStatus {
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
                 let names: Vec<_> = RequestStatus::ALL.iter().map(|s| s.as_str()).collect();
-                format!("unknown status `{s}` (expected one of: {})", names.join(", "))
+                format!(
+                    "unknown status `{s}` (expected one of: {})",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -116,7 +123,7 @@ pub fn derive_status(cancelled: bool, steps: &[StepState]) -> RequestStatus {
     if cancelled {
         return RequestStatus::Cancelled;
     }
-    if steps.iter().any(|s| *s == S::Failed) {
+    if steps.contains(&S::Failed) {
         return RequestStatus::Failed;
     }
     if steps.iter().all(|s| *s == S::Done) {
@@ -125,10 +132,12 @@ pub fn derive_status(cancelled: bool, steps: &[StepState]) -> RequestStatus {
     if steps.iter().all(|s| matches!(s, S::Done | S::Held)) {
         return RequestStatus::CompletedWithExceptions;
     }
-    if steps
-        .iter()
-        .all(|s| matches!(s, S::Done | S::Held | S::Grace | S::AwaitingConfirmation | S::Cancelled))
-    {
+    if steps.iter().all(|s| {
+        matches!(
+            s,
+            S::Done | S::Held | S::Grace | S::AwaitingConfirmation | S::Cancelled
+        )
+    }) {
         return RequestStatus::Waiting;
     }
     RequestStatus::InProgress
@@ -155,19 +164,40 @@ mod tests {
     fn due_is_one_calendar_month_after_receipt() {
         let r = Utc.with_ymd_and_hms(2026, 1, 31, 9, 0, 0).unwrap();
         // No 31 February: the last day of the month.
-        assert_eq!(due_date(r), Utc.with_ymd_and_hms(2026, 2, 28, 9, 0, 0).unwrap());
+        assert_eq!(
+            due_date(r),
+            Utc.with_ymd_and_hms(2026, 2, 28, 9, 0, 0).unwrap()
+        );
         let r = Utc.with_ymd_and_hms(2026, 5, 2, 9, 0, 0).unwrap();
-        assert_eq!(due_date(r), Utc.with_ymd_and_hms(2026, 6, 2, 9, 0, 0).unwrap());
+        assert_eq!(
+            due_date(r),
+            Utc.with_ymd_and_hms(2026, 6, 2, 9, 0, 0).unwrap()
+        );
     }
 
     #[test]
     fn status_examples() {
         use StepState as S;
-        assert_eq!(derive_status(false, &[S::Done, S::Done]), RequestStatus::Completed);
-        assert_eq!(derive_status(false, &[S::Done, S::Held]), RequestStatus::CompletedWithExceptions);
-        assert_eq!(derive_status(false, &[S::Done, S::Grace]), RequestStatus::Waiting);
-        assert_eq!(derive_status(false, &[S::Done, S::RetryWait]), RequestStatus::InProgress);
-        assert_eq!(derive_status(false, &[S::Failed, S::Done]), RequestStatus::Failed);
+        assert_eq!(
+            derive_status(false, &[S::Done, S::Done]),
+            RequestStatus::Completed
+        );
+        assert_eq!(
+            derive_status(false, &[S::Done, S::Held]),
+            RequestStatus::CompletedWithExceptions
+        );
+        assert_eq!(
+            derive_status(false, &[S::Done, S::Grace]),
+            RequestStatus::Waiting
+        );
+        assert_eq!(
+            derive_status(false, &[S::Done, S::RetryWait]),
+            RequestStatus::InProgress
+        );
+        assert_eq!(
+            derive_status(false, &[S::Failed, S::Done]),
+            RequestStatus::Failed
+        );
         assert_eq!(derive_status(true, &[S::Done]), RequestStatus::Cancelled);
     }
 }

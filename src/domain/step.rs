@@ -95,9 +95,10 @@ impl StepState {
             (S::Held, E::HoldEnded) => S::Pending,
             (S::AwaitingConfirmation | S::Running, E::Confirm) => S::Done,
             (S::Failed, E::Retry) => S::Pending,
-            (S::Pending | S::RetryWait | S::Held | S::AwaitingConfirmation | S::Failed, E::Cancel) => {
-                S::Cancelled
-            }
+            (
+                S::Pending | S::RetryWait | S::Held | S::AwaitingConfirmation | S::Failed,
+                E::Cancel,
+            ) => S::Cancelled,
             (from, event) => return Err(InvalidTransition { from, event }),
         };
         Ok(next)
@@ -328,13 +329,19 @@ mod tests {
 
     #[test]
     fn grace_is_verified_by_claiming_and_never_cancelled() {
-        assert_eq!(StepState::Grace.apply(StepEvent::Claim).unwrap(), StepState::Running);
+        assert_eq!(
+            StepState::Grace.apply(StepEvent::Claim).unwrap(),
+            StepState::Running
+        );
         assert!(StepState::Grace.apply(StepEvent::Cancel).is_err());
     }
 
     #[test]
     fn failed_goes_back_to_pending_on_retry() {
-        assert_eq!(StepState::Failed.apply(StepEvent::Retry).unwrap(), StepState::Pending);
+        assert_eq!(
+            StepState::Failed.apply(StepEvent::Retry).unwrap(),
+            StepState::Pending
+        );
     }
 
     #[test]
@@ -346,5 +353,4 @@ mod tests {
             assert_eq!(o.as_str().parse::<Outcome>().unwrap(), o);
         }
     }
-
 }

@@ -15,7 +15,9 @@ use crate::crypto::Keys;
 use crate::domain::{
     due_date, extended_due_date, Phase, RequestKind, RequestStatus, StepEvent, StepState, Subject,
 };
-use crate::store::{ms, Applied, ChangeSet, RequestPatch, RequestRow, StepChange, Store, StoreError};
+use crate::store::{
+    ms, Applied, ChangeSet, RequestPatch, RequestRow, StepChange, Store, StoreError,
+};
 use chrono::Utc;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -75,7 +77,11 @@ pub struct Engine {
 impl Engine {
     /// Build the engine: one shared HTTP client (connections are reused), one
     /// connector and one concurrency limit per processor.
-    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, keys: Keys) -> Result<Arc<Engine>, EngineError> {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        keys: Keys,
+    ) -> Result<Arc<Engine>, EngineError> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("lethe/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(std::time::Duration::from_secs(90))
@@ -89,12 +95,22 @@ impl Engine {
             let c = config
                 .registry
                 .build(&p.connector, spec, client.clone())
-                .ok_or_else(|| EngineError::Invalid(format!("unknown connector `{}`", p.connector)))?;
+                .ok_or_else(|| {
+                    EngineError::Invalid(format!("unknown connector `{}`", p.connector))
+                })?;
             connectors.insert(p.name.clone(), c);
             limits.insert(p.name.clone(), Arc::new(Semaphore::new(conc as usize)));
         }
         let worker_id = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
-        Ok(Arc::new(Engine { config, store, keys, connectors, limits, worker_id, wake: Notify::new() }))
+        Ok(Arc::new(Engine {
+            config,
+            store,
+            keys,
+            connectors,
+            limits,
+            worker_id,
+            wake: Notify::new(),
+        }))
     }
 
     /// This worker's id, as written into leases.
@@ -108,14 +124,28 @@ impl Engine {
     }
 
     /// File a request: validate, plan, seal the identities, store it.
-    pub async fn submit(&self, kind: RequestKind, subject: Subject, opts: SubmitOptions) -> Result<Submitted, EngineError> {
-        subject.validate().map_err(|e| EngineError::Invalid(e.to_string()))?;
+    pub async fn submit(
+        &self,
+        kind: RequestKind,
+        subject: Subject,
+        opts: SubmitOptions,
+    ) -> Result<Submitted, EngineError> {
+        subject
+            .validate()
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
         if let Some(ext) = &opts.external_id {
             if let Some(existing) = self.store.find_by_external_id(ext).await? {
-                return Ok(Submitted { request: existing, created: false });
+                return Ok(Submitted {
+                    request: existing,
+                    created: false,
+                });
             }
         }
-        let (wf_name, wf) = self.config.workflows.pick(kind, opts.workflow.as_deref()).map_err(EngineError::Invalid)?;
+        let (wf_name, wf) = self
+            .config
+            .workflows
+            .pick(kind, opts.workflow.as_deref())
+            .map_err(EngineError::Invalid)?;
         let now = Utc::now();
         let steps = planner::plan(&self.config, wf, kind, ms(now)).map_err(EngineError::Invalid)?;
         let req = crate::store::NewRequest {
@@ -133,13 +163,23 @@ impl Engine {
         match self.store.create_request(req, steps, ms(now)).await {
             Ok(request) => {
                 self.wake.notify_one();
-                Ok(Submitted { request, created: true })
+                Ok(Submitted {
+                    request,
+                    created: true,
+                })
             }
             // A concurrent delivery of the same webhook won the race: return its request.
             Err(StoreError::Duplicate(_)) if opts.external_id.is_some() => {
                 let ext = opts.external_id.as_deref().unwrap_or_default();
-                let request = self.store.find_by_external_id(ext).await?.ok_or_else(|| EngineError::Conflict(ext.to_string()))?;
-                Ok(Submitted { request, created: false })
+                let request = self
+                    .store
+                    .find_by_external_id(ext)
+                    .await?
+                    .ok_or_else(|| EngineError::Conflict(ext.to_string()))?;
+                Ok(Submitted {
+                    request,
+                    created: false,
+                })
             }
             Err(e) => Err(e.into()),
         }
@@ -147,7 +187,10 @@ impl Engine {
 
     /// A request by id.
     pub async fn request(&self, id: &str) -> Result<RequestRow, EngineError> {
-        self.store.get_request(id).await?.ok_or_else(|| EngineError::NoRequest(id.to_string()))
+        self.store
+            .get_request(id)
+            .await?
+            .ok_or_else(|| EngineError::NoRequest(id.to_string()))
     }
 
     /// Put failed steps (of one processor, or all) back to pending with fresh attempts.
@@ -156,7 +199,9 @@ impl Engine {
         let steps = self.store.steps(&req.id).await?;
         if let Some(p) = processor {
             if !steps.iter().any(|s| s.processor == p) {
-                return Err(EngineError::Invalid(format!("request `{id}` has no step at processor `{p}`")));
+                return Err(EngineError::Invalid(format!(
+                    "request `{id}` has no step at processor `{p}`"
+                )));
             }
         }
         let now = ms(Utc::now());
@@ -188,7 +233,13 @@ impl Engine {
         if n == 0 {
             return Ok(0);
         }
-        let cs = ChangeSet { request_id: req.id.clone(), now, steps: changes, request: RequestPatch::default(), events: vec![] };
+        let cs = ChangeSet {
+            request_id: req.id.clone(),
+            now,
+            steps: changes,
+            request: RequestPatch::default(),
+            events: vec![],
+        };
         match self.store.apply(cs).await? {
             Applied::Done { .. } => {
                 self.wake.notify_one();
@@ -206,7 +257,9 @@ impl Engine {
             return Ok(RequestStatus::Cancelled);
         }
         if req.status == RequestStatus::Completed {
-            return Err(EngineError::Invalid(format!("request `{id}` is already completed; there is nothing to cancel")));
+            return Err(EngineError::Invalid(format!(
+                "request `{id}` is already completed; there is nothing to cancel"
+            )));
         }
         let now = ms(Utc::now());
         let steps = self.store.steps(&req.id).await?;
@@ -237,7 +290,10 @@ impl Engine {
             request_id: req.id.clone(),
             now,
             steps: changes,
-            request: RequestPatch { cancelled: Some(true), ..Default::default() },
+            request: RequestPatch {
+                cancelled: Some(true),
+                ..Default::default()
+            },
             events: vec![("request.cancelled".into(), serde_json::json!({}))],
         };
         match self.store.apply(cs).await? {
@@ -250,25 +306,35 @@ impl Engine {
     pub async fn extend(&self, id: &str, reason: &str) -> Result<RequestRow, EngineError> {
         let reason = reason.trim();
         if reason.is_empty() {
-            return Err(EngineError::Invalid("an extension needs a reason (Art. 12(3): the subject must be told why)".into()));
+            return Err(EngineError::Invalid(
+                "an extension needs a reason (Art. 12(3): the subject must be told why)".into(),
+            ));
         }
         let req = self.request(id).await?;
         if req.extended_reason.is_some() {
-            return Err(EngineError::Invalid(format!("request `{id}` was already extended once; GDPR allows one extension")));
+            return Err(EngineError::Invalid(format!(
+                "request `{id}` was already extended once; GDPR allows one extension"
+            )));
         }
         let new_due = ms(extended_due_date(crate::store::from_ms(req.due_at)));
         let cs = ChangeSet {
             request_id: req.id.clone(),
             now: ms(Utc::now()),
             steps: vec![],
-            request: RequestPatch { extend_to: Some((new_due, reason.to_string())), ..Default::default() },
-            events: vec![("request.extended".into(), serde_json::json!({"from": req.due_at, "to": new_due, "reason": reason}))],
+            request: RequestPatch {
+                extend_to: Some((new_due, reason.to_string())),
+                ..Default::default()
+            },
+            events: vec![(
+                "request.extended".into(),
+                serde_json::json!({"from": req.due_at, "to": new_due, "reason": reason}),
+            )],
         };
         match self.store.apply(cs).await? {
             Applied::Done { .. } => self.request(id).await,
-            Applied::AlreadyExtended => {
-                Err(EngineError::Invalid(format!("request `{id}` was already extended once; GDPR allows one extension")))
-            }
+            Applied::AlreadyExtended => Err(EngineError::Invalid(format!(
+                "request `{id}` was already extended once; GDPR allows one extension"
+            ))),
             _ => Err(EngineError::Conflict(id.to_string())),
         }
     }
@@ -281,7 +347,12 @@ impl Engine {
             async move {
                 match c {
                     Some(c) => (name, c.check().await),
-                    None => (name.clone(), Err(ConnectorError::permanent(format!("processor `{name}` has no connector")))),
+                    None => (
+                        name.clone(),
+                        Err(ConnectorError::permanent(format!(
+                            "processor `{name}` has no connector"
+                        ))),
+                    ),
                 }
             }
         });
@@ -306,6 +377,10 @@ fn hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
         .unwrap_or_else(|| "lethe".into())
 }

@@ -6,7 +6,12 @@ use crate::domain::{Action, RequestKind, StepState};
 use crate::store::{Millis, NewStep};
 
 /// The steps for a new request, or a message saying why there are none.
-pub fn plan(config: &Config, wf: &WorkflowDef, kind: RequestKind, now: Millis) -> Result<Vec<NewStep>, String> {
+pub fn plan(
+    config: &Config,
+    wf: &WorkflowDef,
+    kind: RequestKind,
+    now: Millis,
+) -> Result<Vec<NewStep>, String> {
     let action = match kind {
         RequestKind::Erasure => Action::Erase,
         RequestKind::Export => Action::Export,
@@ -14,7 +19,9 @@ pub fn plan(config: &Config, wf: &WorkflowDef, kind: RequestKind, now: Millis) -
     let mut steps = Vec::new();
     for p in &config.processors {
         let category = config.category(p);
-        let Some(wave) = wf.wave_of(&p.name, category) else { continue };
+        let Some(wave) = wf.wave_of(&p.name, category) else {
+            continue;
+        };
         let hold = match kind {
             // Holds defer erasure only: held data can still be exported to its subject.
             RequestKind::Erasure => wf.hold_for(&p.name, category),
@@ -22,7 +29,8 @@ pub fn plan(config: &Config, wf: &WorkflowDef, kind: RequestKind, now: Millis) -
         };
         let (state, run_at, hold_basis, hold_until) = match hold {
             Some(h) => {
-                let until = now.saturating_add(h.duration.get().as_millis().min(i64::MAX as u128) as i64);
+                let until =
+                    now.saturating_add(h.duration.get().as_millis().min(i64::MAX as u128) as i64);
                 (StepState::Held, until, Some(h.basis.clone()), Some(until))
             }
             None => (StepState::Pending, now, None, None),
@@ -41,7 +49,10 @@ pub fn plan(config: &Config, wf: &WorkflowDef, kind: RequestKind, now: Millis) -
     }
     if steps.is_empty() {
         return Err(if config.processors.is_empty() {
-            format!("no processors are configured: add a [[processor]] to {}", config.path.display())
+            format!(
+                "no processors are configured: add a [[processor]] to {}",
+                config.path.display()
+            )
         } else {
             "the workflow selects none of the configured processors".to_string()
         });

@@ -9,7 +9,7 @@
 
 use super::workflow::RetryPolicy;
 use super::{Engine, EngineError};
-use crate::connectors::{CallContext, ConnectorError, ErrorClass, Erase, Evidence, Export, Verify};
+use crate::connectors::{CallContext, ConnectorError, Erase, ErrorClass, Evidence, Export, Verify};
 use crate::domain::{Action, Outcome, Phase, StepEvent, StepState, Subject};
 use crate::store::{ms, Applied, ChangeSet, Millis, RequestPatch, StepChange, StepRow};
 use chrono::Utc;
@@ -64,11 +64,18 @@ impl Engine {
     }
 
     /// Run until `shutdown` resolves; then stop claiming, finish in-flight steps and return.
-    pub async fn run(self: &Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<RunSummary, EngineError> {
+    pub async fn run(
+        self: &Arc<Self>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<RunSummary, EngineError> {
         self.drive(false, shutdown).await
     }
 
-    async fn drive(self: &Arc<Self>, until_idle: bool, shutdown: impl Future<Output = ()>) -> Result<RunSummary, EngineError> {
+    async fn drive(
+        self: &Arc<Self>,
+        until_idle: bool,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<RunSummary, EngineError> {
         tokio::pin!(shutdown);
         let mut summary = RunSummary::default();
         let mut tasks: JoinSet<Result<(), EngineError>> = JoinSet::new();
@@ -87,7 +94,12 @@ impl Engine {
                 summary.released += self.store.release_expired_leases(ms(now)).await?;
                 let claimed = self
                     .store
-                    .claim_due(&self.worker_id, ms(now), ms(now) + lease.as_millis() as i64, (cap - tasks.len()) as i64)
+                    .claim_due(
+                        &self.worker_id,
+                        ms(now),
+                        ms(now) + lease.as_millis() as i64,
+                        (cap - tasks.len()) as i64,
+                    )
                     .await?;
                 if !claimed.is_empty() {
                     for step in claimed {
@@ -105,7 +117,9 @@ impl Engine {
                 Duration::from_secs(3600)
             } else {
                 match self.store.next_wake().await? {
-                    Some(at) => Duration::from_millis((at - ms(Utc::now())).clamp(1, idle.as_millis() as i64) as u64),
+                    Some(at) => Duration::from_millis(
+                        (at - ms(Utc::now())).clamp(1, idle.as_millis() as i64) as u64,
+                    ),
                     None => idle,
                 }
             };
@@ -139,9 +153,15 @@ impl Engine {
             }
         };
         let now = ms(Utc::now()).max(now0);
-        let to = StepState::Running.apply(decision.event).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let to = StepState::Running
+            .apply(decision.event)
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
         let phase = Engine::phase_after(to, step.phase);
-        let phase = if decision.event == StepEvent::Transient { step.phase } else { phase };
+        let phase = if decision.event == StepEvent::Transient {
+            step.phase
+        } else {
+            phase
+        };
         let mut detail = json!({
             "processor": step.processor,
             "action": step.action.as_str(),
@@ -174,7 +194,13 @@ impl Engine {
             event: decision.kind.to_string(),
             detail,
         };
-        let cs = ChangeSet { request_id: step.request_id.clone(), now, steps: vec![change], request: RequestPatch::default(), events: vec![] };
+        let cs = ChangeSet {
+            request_id: step.request_id.clone(),
+            now,
+            steps: vec![change],
+            request: RequestPatch::default(),
+            events: vec![],
+        };
         match self.store.apply(cs).await? {
             Applied::Done { status, .. } => {
                 tracing::info!(step = step.id, processor = %step.processor, state = %to, request_status = %status, "step recorded");
@@ -206,7 +232,12 @@ impl Engine {
     }
 
     fn retry_policy(&self, workflow: &str) -> RetryPolicy {
-        self.config.workflows.by_name.get(workflow).map(|w| w.retry.clone()).unwrap_or_default()
+        self.config
+            .workflows
+            .by_name
+            .get(workflow)
+            .map(|w| w.retry.clone())
+            .unwrap_or_default()
     }
 
     /// Decide what happened to a claimed step (all I/O with the processor happens here).
@@ -214,7 +245,12 @@ impl Engine {
         let req = self.request(&step.request_id).await?;
         let policy = self.retry_policy(&req.workflow);
         let Some(sealed) = req.identities.as_deref() else {
-            return Ok(failed(step, "the subject's identities were already destroyed; this step can no longer run".into(), None));
+            return Ok(failed(
+                step,
+                "the subject's identities were already destroyed; this step can no longer run"
+                    .into(),
+                None,
+            ));
         };
         let subject = match self.keys.open(sealed) {
             Ok(s) => s,
@@ -223,16 +259,29 @@ impl Engine {
         let Some(connector) = self.connector(&step.processor).cloned() else {
             return Ok(failed(
                 step,
-                format!("processor `{}` is no longer in {}; add it back or cancel the request", step.processor, self.config.path.display()),
+                format!(
+                    "processor `{}` is no longer in {}; add it back or cancel the request",
+                    step.processor,
+                    self.config.path.display()
+                ),
                 None,
             ));
         };
         let _permit = match self.limits.get(&step.processor) {
-            Some(sem) => Some(sem.clone().acquire_owned().await.map_err(|_| EngineError::Invalid("limiter closed".into()))?),
+            Some(sem) => Some(
+                sem.clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| EngineError::Invalid("limiter closed".into()))?,
+            ),
             None => None,
         };
         let key = format!("{}:{}:{}", step.request_id, step.processor, step.attempts);
-        let cx = CallContext { subject: &subject, request_id: &step.request_id, idempotency_key: &key };
+        let cx = CallContext {
+            subject: &subject,
+            request_id: &step.request_id,
+            idempotency_key: &key,
+        };
         let now = ms(Utc::now());
         let started = std::time::Instant::now();
         let result = match (step.phase, step.action) {
@@ -268,7 +317,11 @@ impl Engine {
             },
             (Phase::Remind, _) => Ok(failed(step, format!("processor `{}` has no manual task to remind", step.processor), None)),
         };
-        tracing::debug!(step = step.id, elapsed_ms = started.elapsed().as_millis() as u64, "processor call finished");
+        tracing::debug!(
+            step = step.id,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "processor call finished"
+        );
         Ok(match result {
             Ok(d) => d,
             Err(e) => on_error(step, &policy, e, &subject, now),
@@ -312,7 +365,10 @@ impl Engine {
         use sha2::{Digest, Sha256};
         let dir = self.config.export_dir.join(&step.request_id);
         let io = |what: &str, e: std::io::Error| {
-            ConnectorError::transient(format!("cannot {what} the export file under {}: {e}", self.config.export_dir.display()))
+            ConnectorError::transient(format!(
+                "cannot {what} the export file under {}: {e}",
+                self.config.export_dir.display()
+            ))
         };
         std::fs::create_dir_all(&dir).map_err(|e| io("create", e))?;
         let doc = json!({
@@ -323,12 +379,17 @@ impl Engine {
             "exported_at": crate::store::from_ms(now).to_rfc3339(),
             "data": data,
         });
-        let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| ConnectorError::permanent(e.to_string()))?;
+        let bytes = serde_json::to_vec_pretty(&doc)
+            .map_err(|e| ConnectorError::permanent(e.to_string()))?;
         let path = dir.join(format!("{}.json", step.processor));
         let tmp = dir.join(format!(".{}.json.tmp", step.processor));
         std::fs::write(&tmp, &bytes).map_err(|e| io("write", e))?;
         std::fs::rename(&tmp, &path).map_err(|e| io("write", e))?;
-        evidence.note = Some(format!("{} bytes, sha256 {}", bytes.len(), hex::encode(Sha256::digest(&bytes))));
+        evidence.note = Some(format!(
+            "{} bytes, sha256 {}",
+            bytes.len(),
+            hex::encode(Sha256::digest(&bytes))
+        ));
         let mut d = Decision::finished(Outcome::Exported, &evidence, now);
         d.extra = json!({"file": format!("{}/{}.json", step.request_id, step.processor)});
         Ok(d)
@@ -350,7 +411,13 @@ fn failed(step: &StepRow, message: String, evidence: Option<Evidence>) -> Decisi
     }
 }
 
-fn on_error(step: &StepRow, policy: &RetryPolicy, e: ConnectorError, subject: &Subject, now: Millis) -> Decision {
+fn on_error(
+    step: &StepRow,
+    policy: &RetryPolicy,
+    e: ConnectorError,
+    subject: &Subject,
+    now: Millis,
+) -> Decision {
     let message = crate::connectors::scrub(&e.message, subject);
     let evidence = e.status.map(|s| json!({"status": s}));
     let retry_at = |d: Duration| now.saturating_add(d.as_millis().min(i64::MAX as u128) as i64);
@@ -371,7 +438,9 @@ fn on_error(step: &StepRow, policy: &RetryPolicy, e: ConnectorError, subject: &S
             }
         }
         ErrorClass::Transient if step.attempts < policy.max_attempts as i64 => {
-            let wait = e.retry_after.unwrap_or_else(|| policy.delay_after(step.attempts.max(1) as u32));
+            let wait = e
+                .retry_after
+                .unwrap_or_else(|| policy.delay_after(step.attempts.max(1) as u32));
             Decision {
                 event: StepEvent::Transient,
                 outcome: None,
@@ -389,7 +458,10 @@ fn on_error(step: &StepRow, policy: &RetryPolicy, e: ConnectorError, subject: &S
             outcome: None,
             run_at: now,
             attempts: None,
-            error: Some((format!("gave up after {} attempts: {message}", step.attempts), "transient".into())),
+            error: Some((
+                format!("gave up after {} attempts: {message}", step.attempts),
+                "transient".into(),
+            )),
             evidence,
             grace_until: None,
             kind: "step.failed",

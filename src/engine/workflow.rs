@@ -74,7 +74,13 @@ fn d_jitter() -> bool {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { initial: d_initial(), factor: d_factor(), cap: d_cap(), max_attempts: d_max(), jitter: d_jitter() }
+        RetryPolicy {
+            initial: d_initial(),
+            factor: d_factor(),
+            cap: d_cap(),
+            max_attempts: d_max(),
+            jitter: d_jitter(),
+        }
     }
 }
 
@@ -91,7 +97,9 @@ impl RetryPolicy {
         if self.jitter {
             b = b.with_jitter();
         }
-        b.build().nth(attempt.saturating_sub(1) as usize).unwrap_or(self.cap.get())
+        b.build()
+            .nth(attempt.saturating_sub(1) as usize)
+            .unwrap_or(self.cap.get())
     }
 }
 
@@ -136,9 +144,12 @@ impl Selector {
         }
         if let Some(c) = s.strip_prefix("category:") {
             let names: Vec<_> = Category::ALL.iter().map(|c| c.as_str()).collect();
-            return Category::parse(c)
-                .map(Selector::Category)
-                .ok_or_else(|| format!("unknown category `{c}` (expected one of {})", names.join(", ")));
+            return Category::parse(c).map(Selector::Category).ok_or_else(|| {
+                format!(
+                    "unknown category `{c}` (expected one of {})",
+                    names.join(", ")
+                )
+            });
         }
         if s.is_empty() {
             return Err("empty selector".into());
@@ -170,22 +181,46 @@ pub struct WorkflowError {
 impl WorkflowDef {
     /// Parse and validate.
     pub fn parse(file: &str, text: &str) -> Result<WorkflowDef, WorkflowError> {
-        let err = |key: String, reason: String| WorkflowError { file: file.to_string(), key, reason };
+        let err = |key: String, reason: String| WorkflowError {
+            file: file.to_string(),
+            key,
+            reason,
+        };
         let wf: WorkflowDef = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            err(line.map(|l| format!("line {l}")).unwrap_or_default(), e.message().to_string())
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            err(
+                line.map(|l| format!("line {l}")).unwrap_or_default(),
+                e.message().to_string(),
+            )
         })?;
         if wf.retry.factor < 1.0 || !wf.retry.factor.is_finite() {
-            return Err(err("retry.factor".into(), format!("{} must be at least 1", wf.retry.factor)));
+            return Err(err(
+                "retry.factor".into(),
+                format!("{} must be at least 1", wf.retry.factor),
+            ));
         }
         if wf.retry.max_attempts == 0 {
-            return Err(err("retry.max_attempts".into(), "must be at least 1".into()));
+            return Err(err(
+                "retry.max_attempts".into(),
+                "must be at least 1".into(),
+            ));
         }
         if wf.retry.initial > wf.retry.cap {
-            return Err(err("retry.initial".into(), format!("{} is longer than retry.cap ({})", wf.retry.initial, wf.retry.cap)));
+            return Err(err(
+                "retry.initial".into(),
+                format!(
+                    "{} is longer than retry.cap ({})",
+                    wf.retry.initial, wf.retry.cap
+                ),
+            ));
         }
         if wf.phases.is_empty() {
-            return Err(err("phase".into(), "at least one [[phase]] is needed (select = [\"*\"] takes every processor)".into()));
+            return Err(err(
+                "phase".into(),
+                "at least one [[phase]] is needed (select = [\"*\"] takes every processor)".into(),
+            ));
         }
         for (i, p) in wf.phases.iter().enumerate() {
             if p.select.is_empty() {
@@ -200,7 +235,10 @@ impl WorkflowDef {
                 Selector::parse(s).map_err(|r| err(format!("hold[{i}].select[{j}]"), r))?;
             }
             if h.basis.trim().is_empty() {
-                return Err(err(format!("hold[{i}].basis"), "a hold needs its legal basis".into()));
+                return Err(err(
+                    format!("hold[{i}].basis"),
+                    "a hold needs its legal basis".into(),
+                ));
             }
         }
         Ok(wf)
@@ -209,15 +247,19 @@ impl WorkflowDef {
     /// The phase index (wave) for a processor, or None if no phase selects it.
     pub fn wave_of(&self, processor: &str, category: Category) -> Option<usize> {
         self.phases.iter().position(|p| {
-            p.select.iter().any(|s| Selector::parse(s).is_ok_and(|s| s.matches(processor, category)))
+            p.select
+                .iter()
+                .any(|s| Selector::parse(s).is_ok_and(|s| s.matches(processor, category)))
         })
     }
 
     /// The hold rule applying to a processor, if any.
     pub fn hold_for(&self, processor: &str, category: Category) -> Option<&HoldRule> {
-        self.holds
-            .iter()
-            .find(|h| h.select.iter().any(|s| Selector::parse(s).is_ok_and(|s| s.matches(processor, category))))
+        self.holds.iter().find(|h| {
+            h.select
+                .iter()
+                .any(|s| Selector::parse(s).is_ok_and(|s| s.matches(processor, category)))
+        })
     }
 
     /// Processor names this workflow mentions, for cross-checking against the config.
@@ -254,7 +296,10 @@ impl Workflows {
         let mut w = Workflows::default();
         for (file, text) in BUILTIN {
             let name = file.trim_end_matches(".toml");
-            w.by_name.insert(name.to_string(), WorkflowDef::parse(&format!("workflows/{file} (built in)"), text)?);
+            w.by_name.insert(
+                name.to_string(),
+                WorkflowDef::parse(&format!("workflows/{file} (built in)"), text)?,
+            );
         }
         if let Some(dir) = dir {
             let rd = std::fs::read_dir(dir).map_err(|e| WorkflowError {
@@ -274,7 +319,10 @@ impl Workflows {
                     key: String::new(),
                     reason: format!("cannot read: {e}"),
                 })?;
-                let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+                let name = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().to_string())
+                    .unwrap_or_default();
                 w.by_name.insert(name, WorkflowDef::parse(&file, &text)?);
             }
         }
@@ -282,14 +330,23 @@ impl Workflows {
     }
 
     /// The workflow to use: the named one, else the one named after the kind.
-    pub fn pick(&self, kind: RequestKind, name: Option<&str>) -> Result<(&str, &WorkflowDef), String> {
+    pub fn pick(
+        &self,
+        kind: RequestKind,
+        name: Option<&str>,
+    ) -> Result<(&str, &WorkflowDef), String> {
         let want = name.unwrap_or(kind.as_str());
-        let (n, wf) = self
-            .by_name
-            .get_key_value(want)
-            .ok_or_else(|| format!("no workflow named `{want}` (known: {})", self.by_name.keys().cloned().collect::<Vec<_>>().join(", ")))?;
+        let (n, wf) = self.by_name.get_key_value(want).ok_or_else(|| {
+            format!(
+                "no workflow named `{want}` (known: {})",
+                self.by_name.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?;
         if wf.kind != kind {
-            return Err(format!("workflow `{want}` is for {} requests, not {kind}", wf.kind));
+            return Err(format!(
+                "workflow `{want}` is for {} requests, not {kind}",
+                wf.kind
+            ));
         }
         Ok((n.as_str(), wf))
     }
@@ -325,7 +382,11 @@ mod tests {
 
     #[test]
     fn a_bad_selector_names_its_key() {
-        let e = WorkflowDef::parse("w.toml", "kind = \"erasure\"\n[[phase]]\nname = \"x\"\nselect = [\"category:mailinglist\"]\n").unwrap_err();
+        let e = WorkflowDef::parse(
+            "w.toml",
+            "kind = \"erasure\"\n[[phase]]\nname = \"x\"\nselect = [\"category:mailinglist\"]\n",
+        )
+        .unwrap_err();
         assert_eq!(e.key, "phase[0].select[0]");
         assert!(e.reason.contains("mailinglist"));
     }

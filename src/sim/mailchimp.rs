@@ -39,17 +39,29 @@ pub fn subscriber_hash(email: &str) -> String {
 impl Mailchimp {
     /// A simulator accepting `api_key`.
     pub fn new(api_key: &str) -> Arc<Mailchimp> {
-        Arc::new(Mailchimp { api_key: api_key.to_string(), ..Default::default() })
+        Arc::new(Mailchimp {
+            api_key: api_key.to_string(),
+            ..Default::default()
+        })
     }
 
     /// Add a member to a list.
     pub fn add_member(&self, list: &str, email: &str) {
-        self.members.lock().expect("lock").entry(list.to_string()).or_default().insert(subscriber_hash(email));
+        self.members
+            .lock()
+            .expect("lock")
+            .entry(list.to_string())
+            .or_default()
+            .insert(subscriber_hash(email));
     }
 
     /// Is the member on the list?
     pub fn has_member(&self, list: &str, email: &str) -> bool {
-        self.members.lock().expect("lock").get(list).is_some_and(|m| m.contains(&subscriber_hash(email)))
+        self.members
+            .lock()
+            .expect("lock")
+            .get(list)
+            .is_some_and(|m| m.contains(&subscriber_hash(email)))
     }
 
     /// The router.
@@ -58,7 +70,10 @@ impl Mailchimp {
             .route("/3.0/ping", get(ping))
             .route("/3.0/lists/{list}/members/{hash}", get(member))
             .route("/3.0/lists/{list}/members/{hash}/{sub}", get(sub_resource))
-            .route("/3.0/lists/{list}/members/{hash}/actions/delete-permanent", post(delete_permanent))
+            .route(
+                "/3.0/lists/{list}/members/{hash}/actions/delete-permanent",
+                post(delete_permanent),
+            )
             .with_state(Arc::clone(self))
     }
 
@@ -75,11 +90,19 @@ impl Mailchimp {
             .and_then(|b| String::from_utf8(b).ok())
             .is_some_and(|up| up.split_once(':').is_some_and(|(_, p)| p == self.api_key));
         if !ok {
-            return Some(problem(StatusCode::UNAUTHORIZED, "API Key Invalid", "Your API key may be invalid, or you've attempted to access the wrong datacenter."));
+            return Some(problem(
+                StatusCode::UNAUTHORIZED,
+                "API Key Invalid",
+                "Your API key may be invalid, or you've attempted to access the wrong datacenter.",
+            ));
         }
         if self.fail_next.load(Ordering::Relaxed) > 0 {
             self.fail_next.fetch_sub(1, Ordering::Relaxed);
-            return Some(problem(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", "Mailchimp is temporarily unavailable."));
+            return Some(problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable",
+                "Mailchimp is temporarily unavailable.",
+            ));
         }
         None
     }
@@ -95,7 +118,11 @@ fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
 }
 
 fn not_found() -> Response {
-    problem(StatusCode::NOT_FOUND, "Resource Not Found", "The requested resource could not be found.")
+    problem(
+        StatusCode::NOT_FOUND,
+        "Resource Not Found",
+        "The requested resource could not be found.",
+    )
 }
 
 async fn ping(State(s): State<Arc<Mailchimp>>, headers: HeaderMap) -> Response {
@@ -105,33 +132,61 @@ async fn ping(State(s): State<Arc<Mailchimp>>, headers: HeaderMap) -> Response {
     Json(json!({"health_status": "Everything's Chimpy!"})).into_response()
 }
 
-async fn member(State(s): State<Arc<Mailchimp>>, headers: HeaderMap, Path((list, hash)): Path<(String, String)>) -> Response {
+async fn member(
+    State(s): State<Arc<Mailchimp>>,
+    headers: HeaderMap,
+    Path((list, hash)): Path<(String, String)>,
+) -> Response {
     if let Some(r) = s.gate(&headers).await {
         return r;
     }
-    let found = s.members.lock().expect("lock").get(&list).is_some_and(|m| m.contains(&hash));
+    let found = s
+        .members
+        .lock()
+        .expect("lock")
+        .get(&list)
+        .is_some_and(|m| m.contains(&hash));
     if !found {
         return not_found();
     }
     Json(json!({"id": hash, "list_id": list, "status": "subscribed", "email_type": "html", "merge_fields": {}})).into_response()
 }
 
-async fn sub_resource(State(s): State<Arc<Mailchimp>>, headers: HeaderMap, Path((list, hash, sub)): Path<(String, String, String)>) -> Response {
+async fn sub_resource(
+    State(s): State<Arc<Mailchimp>>,
+    headers: HeaderMap,
+    Path((list, hash, sub)): Path<(String, String, String)>,
+) -> Response {
     if let Some(r) = s.gate(&headers).await {
         return r;
     }
-    let found = s.members.lock().expect("lock").get(&list).is_some_and(|m| m.contains(&hash));
+    let found = s
+        .members
+        .lock()
+        .expect("lock")
+        .get(&list)
+        .is_some_and(|m| m.contains(&hash));
     if !found {
         return not_found();
     }
-    Json(json!({sub.replace('-', "_"): [], "email_id": hash, "list_id": list, "total_items": 0})).into_response()
+    Json(json!({sub.replace('-', "_"): [], "email_id": hash, "list_id": list, "total_items": 0}))
+        .into_response()
 }
 
-async fn delete_permanent(State(s): State<Arc<Mailchimp>>, headers: HeaderMap, Path((list, hash)): Path<(String, String)>) -> Response {
+async fn delete_permanent(
+    State(s): State<Arc<Mailchimp>>,
+    headers: HeaderMap,
+    Path((list, hash)): Path<(String, String)>,
+) -> Response {
     if let Some(r) = s.gate(&headers).await {
         return r;
     }
-    let removed = s.members.lock().expect("lock").get_mut(&list).is_some_and(|m| m.remove(&hash));
+    let removed = s
+        .members
+        .lock()
+        .expect("lock")
+        .get_mut(&list)
+        .is_some_and(|m| m.remove(&hash));
     if !removed {
         return not_found();
     }

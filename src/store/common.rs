@@ -9,7 +9,8 @@ use super::{EventRow, RequestRow, StepRow, StoreError};
 use crate::domain::{Phase, RequestStatus};
 use serde_json::Value;
 
-pub(super) const REQ_COLS: &str = "id, kind, workflow, status, cancelled, received_at, due_at, completed_at, extended_reason, \
+pub(super) const REQ_COLS: &str =
+    "id, kind, workflow, status, cancelled, received_at, due_at, completed_at, extended_reason, \
      external_id, subject_hash, subject_masked, identities, callback_url, updated_at";
 
 pub(super) const STEP_COLS: &str = "id, request_id, processor, connector, category, action, wave, state, phase, outcome, \
@@ -17,10 +18,12 @@ pub(super) const STEP_COLS: &str = "id, request_id, processor, connector, catego
      grace_until, started_at, finished_at, updated_at";
 
 /// States a worker may claim once due.
-pub(super) const CLAIMABLE: &str = "('pending','retry_wait','grace','held','awaiting_confirmation')";
+pub(super) const CLAIMABLE: &str =
+    "('pending','retry_wait','grace','held','awaiting_confirmation')";
 
 /// A step is blocked while a step of a lower wave of its request is neither done nor held.
-pub(super) const NOT_BLOCKED: &str = "NOT EXISTS (SELECT 1 FROM steps d WHERE d.request_id = s.request_id \
+pub(super) const NOT_BLOCKED: &str =
+    "NOT EXISTS (SELECT 1 FROM steps d WHERE d.request_id = s.request_id \
      AND d.wave < s.wave AND d.state NOT IN ('done','held'))";
 
 #[derive(sqlx::FromRow)]
@@ -145,7 +148,10 @@ pub(super) struct RawEvent {
 impl RawEvent {
     pub(super) fn into_row(self) -> Result<EventRow, StoreError> {
         Ok(EventRow {
-            detail: serde_json::from_str(&self.detail).map_err(|e| StoreError::Corrupt { table: "events", reason: e.to_string() })?,
+            detail: serde_json::from_str(&self.detail).map_err(|e| StoreError::Corrupt {
+                table: "events",
+                reason: e.to_string(),
+            })?,
             seq: self.seq,
             at: self.at,
             request_id: self.request_id,
@@ -166,7 +172,10 @@ pub(super) struct PendingEvent {
 }
 
 pub(super) fn closed(status: RequestStatus) -> bool {
-    matches!(status, RequestStatus::Completed | RequestStatus::CompletedWithExceptions)
+    matches!(
+        status,
+        RequestStatus::Completed | RequestStatus::CompletedWithExceptions
+    )
 }
 
 /// Stamp out the shared store functions for one backend.

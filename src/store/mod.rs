@@ -58,7 +58,9 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate(d.message().to_string()),
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                StoreError::Duplicate(d.message().to_string())
+            }
             _ => StoreError::Unavailable(e.to_string()),
         }
     }
@@ -322,21 +324,40 @@ pub trait Store: Send + Sync {
     /// Is the database reachable?
     async fn ping(&self) -> Result<(), StoreError>;
     /// Insert a request with its steps and a `request.created` event.
-    async fn create_request(&self, req: NewRequest, steps: Vec<NewStep>, now: Millis) -> Result<RequestRow, StoreError>;
+    async fn create_request(
+        &self,
+        req: NewRequest,
+        steps: Vec<NewStep>,
+        now: Millis,
+    ) -> Result<RequestRow, StoreError>;
     /// A request by id.
     async fn get_request(&self, id: &str) -> Result<Option<RequestRow>, StoreError>;
     /// A request by its intake form id.
-    async fn find_by_external_id(&self, external_id: &str) -> Result<Option<RequestRow>, StoreError>;
+    async fn find_by_external_id(
+        &self,
+        external_id: &str,
+    ) -> Result<Option<RequestRow>, StoreError>;
     /// Requests, newest first.
     async fn list_requests(&self, filter: &RequestFilter) -> Result<Vec<RequestRow>, StoreError>;
     /// A request's steps, by wave then processor.
     async fn steps(&self, request_id: &str) -> Result<Vec<StepRow>, StoreError>;
     /// Lease up to `limit` due steps to `worker` until `lease_until`.
-    async fn claim_due(&self, worker: &str, now: Millis, lease_until: Millis, limit: i64) -> Result<Vec<StepRow>, StoreError>;
+    async fn claim_due(
+        &self,
+        worker: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: i64,
+    ) -> Result<Vec<StepRow>, StoreError>;
     /// Return steps whose lease expired to `pending`, with an event each.
     async fn release_expired_leases(&self, now: Millis) -> Result<u64, StoreError>;
     /// Extend a lease; false if the worker no longer holds it.
-    async fn heartbeat(&self, step_id: i64, worker: &str, lease_until: Millis) -> Result<bool, StoreError>;
+    async fn heartbeat(
+        &self,
+        step_id: i64,
+        worker: &str,
+        lease_until: Millis,
+    ) -> Result<bool, StoreError>;
     /// The earliest `run_at` (or lease expiry) of anything claimable, if any.
     async fn next_wake(&self) -> Result<Option<Millis>, StoreError>;
     /// Apply a change set atomically.

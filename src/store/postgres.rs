@@ -13,7 +13,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod shared {
-    crate::store::common::shared_store_fns!(sqlx::PgConnection, sqlx::PgPool, "SELECT pg_advisory_xact_lock(7405854)");
+    crate::store::common::shared_store_fns!(
+        sqlx::PgConnection,
+        sqlx::PgPool,
+        "SELECT pg_advisory_xact_lock(7405854)"
+    );
 }
 
 /// PostgreSQL store.
@@ -73,11 +77,17 @@ impl super::Store for PgStore {
         shared::get_request(&self.pool, id).await
     }
 
-    async fn find_by_external_id(&self, ext: &str) -> Result<Option<super::RequestRow>, super::StoreError> {
+    async fn find_by_external_id(
+        &self,
+        ext: &str,
+    ) -> Result<Option<super::RequestRow>, super::StoreError> {
         shared::find_by_external_id(&self.pool, ext).await
     }
 
-    async fn list_requests(&self, f: &super::RequestFilter) -> Result<Vec<super::RequestRow>, super::StoreError> {
+    async fn list_requests(
+        &self,
+        f: &super::RequestFilter,
+    ) -> Result<Vec<super::RequestRow>, super::StoreError> {
         shared::list_requests(&self.pool, f).await
     }
 
@@ -85,7 +95,13 @@ impl super::Store for PgStore {
         shared::steps(&self.pool, request_id).await
     }
 
-    async fn claim_due(&self, worker: &str, now: i64, lease_until: i64, limit: i64) -> Result<Vec<super::StepRow>, super::StoreError> {
+    async fn claim_due(
+        &self,
+        worker: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<super::StepRow>, super::StoreError> {
         let sql = format!(
             "WITH due AS (SELECT s.id FROM steps s WHERE s.state IN {CLAIMABLE} AND s.run_at <= $3 AND {NOT_BLOCKED} \
              ORDER BY s.run_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
@@ -93,10 +109,17 @@ impl super::Store for PgStore {
              started_at = COALESCE(steps.started_at, $3), updated_at = $3 FROM due WHERE steps.id = due.id RETURNING steps.*"
         );
         let mut tx = self.pool.begin().await?;
-        let raw: Vec<super::common::RawStep> =
-            sqlx::query_as(&sql).bind(worker).bind(lease_until).bind(now).bind(limit).fetch_all(&mut *tx).await?;
+        let raw: Vec<super::common::RawStep> = sqlx::query_as(&sql)
+            .bind(worker)
+            .bind(lease_until)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
         tx.commit().await?;
-        raw.into_iter().map(super::common::RawStep::into_row).collect()
+        raw.into_iter()
+            .map(super::common::RawStep::into_row)
+            .collect()
     }
 
     async fn release_expired_leases(&self, now: i64) -> Result<u64, super::StoreError> {
@@ -106,7 +129,12 @@ impl super::Store for PgStore {
         Ok(n)
     }
 
-    async fn heartbeat(&self, step_id: i64, worker: &str, lease_until: i64) -> Result<bool, super::StoreError> {
+    async fn heartbeat(
+        &self,
+        step_id: i64,
+        worker: &str,
+        lease_until: i64,
+    ) -> Result<bool, super::StoreError> {
         shared::heartbeat(&self.pool, step_id, worker, lease_until).await
     }
 
@@ -125,11 +153,18 @@ impl super::Store for PgStore {
         Ok(applied)
     }
 
-    async fn events(&self, after_seq: i64, limit: i64) -> Result<Vec<super::EventRow>, super::StoreError> {
+    async fn events(
+        &self,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<super::EventRow>, super::StoreError> {
         shared::events(&self.pool, after_seq, limit).await
     }
 
-    async fn request_events(&self, request_id: &str) -> Result<Vec<super::EventRow>, super::StoreError> {
+    async fn request_events(
+        &self,
+        request_id: &str,
+    ) -> Result<Vec<super::EventRow>, super::StoreError> {
         shared::request_events(&self.pool, request_id).await
     }
 

@@ -32,7 +32,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
         Ok(SqliteStore { pool })
     }
 
@@ -74,11 +77,17 @@ impl super::Store for SqliteStore {
         shared::get_request(&self.pool, id).await
     }
 
-    async fn find_by_external_id(&self, ext: &str) -> Result<Option<super::RequestRow>, super::StoreError> {
+    async fn find_by_external_id(
+        &self,
+        ext: &str,
+    ) -> Result<Option<super::RequestRow>, super::StoreError> {
         shared::find_by_external_id(&self.pool, ext).await
     }
 
-    async fn list_requests(&self, f: &super::RequestFilter) -> Result<Vec<super::RequestRow>, super::StoreError> {
+    async fn list_requests(
+        &self,
+        f: &super::RequestFilter,
+    ) -> Result<Vec<super::RequestRow>, super::StoreError> {
         shared::list_requests(&self.pool, f).await
     }
 
@@ -86,7 +95,13 @@ impl super::Store for SqliteStore {
         shared::steps(&self.pool, request_id).await
     }
 
-    async fn claim_due(&self, worker: &str, now: i64, lease_until: i64, limit: i64) -> Result<Vec<super::StepRow>, super::StoreError> {
+    async fn claim_due(
+        &self,
+        worker: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<super::StepRow>, super::StoreError> {
         let sql = format!(
             "UPDATE steps SET state = 'running', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, \
              started_at = COALESCE(started_at, $3), updated_at = $3 \
@@ -95,10 +110,17 @@ impl super::Store for SqliteStore {
             super::common::STEP_COLS
         );
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let raw: Vec<super::common::RawStep> =
-            sqlx::query_as(&sql).bind(worker).bind(lease_until).bind(now).bind(limit).fetch_all(&mut *tx).await?;
+        let raw: Vec<super::common::RawStep> = sqlx::query_as(&sql)
+            .bind(worker)
+            .bind(lease_until)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
         tx.commit().await?;
-        raw.into_iter().map(super::common::RawStep::into_row).collect()
+        raw.into_iter()
+            .map(super::common::RawStep::into_row)
+            .collect()
     }
 
     async fn release_expired_leases(&self, now: i64) -> Result<u64, super::StoreError> {
@@ -108,7 +130,12 @@ impl super::Store for SqliteStore {
         Ok(n)
     }
 
-    async fn heartbeat(&self, step_id: i64, worker: &str, lease_until: i64) -> Result<bool, super::StoreError> {
+    async fn heartbeat(
+        &self,
+        step_id: i64,
+        worker: &str,
+        lease_until: i64,
+    ) -> Result<bool, super::StoreError> {
         shared::heartbeat(&self.pool, step_id, worker, lease_until).await
     }
 
@@ -127,11 +154,18 @@ impl super::Store for SqliteStore {
         Ok(applied)
     }
 
-    async fn events(&self, after_seq: i64, limit: i64) -> Result<Vec<super::EventRow>, super::StoreError> {
+    async fn events(
+        &self,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<super::EventRow>, super::StoreError> {
         shared::events(&self.pool, after_seq, limit).await
     }
 
-    async fn request_events(&self, request_id: &str) -> Result<Vec<super::EventRow>, super::StoreError> {
+    async fn request_events(
+        &self,
+        request_id: &str,
+    ) -> Result<Vec<super::EventRow>, super::StoreError> {
         shared::request_events(&self.pool, request_id).await
     }
 

@@ -29,13 +29,15 @@ impl Match for ApiKey {
 }
 
 pub fn problem(status: u16, title: &str, detail: &str) -> ResponseTemplate {
-    ResponseTemplate::new(status).insert_header("content-type", "application/problem+json").set_body_json(json!({
-        "type": "https://mailchimp.com/developer/marketing/docs/errors/",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": "995c5cb0-3280-4a6e-808b-3b096d0bb219"
-    }))
+    ResponseTemplate::new(status)
+        .insert_header("content-type", "application/problem+json")
+        .set_body_json(json!({
+            "type": "https://mailchimp.com/developer/marketing/docs/errors/",
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "instance": "995c5cb0-3280-4a6e-808b-3b096d0bb219"
+        }))
 }
 
 pub fn hash(email: &str) -> String {
@@ -55,20 +57,31 @@ pub fn delete_path(email: &str) -> String {
 pub async fn mailchimp() -> MockServer {
     let server = MockServer::start().await;
     Mock::given(ApiKey(false))
-        .respond_with(problem(401, "API Key Invalid", "Your API key may be invalid, or you've attempted to access the wrong datacenter."))
+        .respond_with(problem(
+            401,
+            "API Key Invalid",
+            "Your API key may be invalid, or you've attempted to access the wrong datacenter.",
+        ))
         .with_priority(1)
         .mount(&server)
         .await;
     Mock::given(method("GET"))
         .and(path("/3.0/ping"))
         .and(ApiKey(true))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"health_status": "Everything's Chimpy!"})))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"health_status": "Everything's Chimpy!"})),
+        )
         .with_priority(2)
         .mount(&server)
         .await;
     Mock::given(path_regex(r"^/3\.0/lists/.*"))
         .and(ApiKey(true))
-        .respond_with(problem(404, "Resource Not Found", "The requested resource could not be found."))
+        .respond_with(problem(
+            404,
+            "Resource Not Found",
+            "The requested resource could not be found.",
+        ))
         .with_priority(100)
         .mount(&server)
         .await;
@@ -100,12 +113,24 @@ pub async fn add_member(server: &MockServer, email: &str) {
         .mount(server)
         .await;
     for (sub, body) in [
-        ("activity-feed", json!({"activity": [{"activity_type": "open", "created_at_timestamp": "2026-10-01T09:00:00+00:00"}], "total_items": 1})),
-        ("activity", json!({"activity": [{"action": "open", "timestamp": "2026-10-01T09:00:00+00:00"}], "total_items": 1})),
+        (
+            "activity-feed",
+            json!({"activity": [{"activity_type": "open", "created_at_timestamp": "2026-10-01T09:00:00+00:00"}], "total_items": 1}),
+        ),
+        (
+            "activity",
+            json!({"activity": [{"action": "open", "timestamp": "2026-10-01T09:00:00+00:00"}], "total_items": 1}),
+        ),
         ("events", json!({"events": [], "total_items": 0})),
         ("goals", json!({"goals": [], "total_items": 0})),
-        ("notes", json!({"notes": [{"id": 7, "note": "asked for invoice copy"}], "total_items": 1})),
-        ("tags", json!({"tags": [{"id": 1, "name": "customer"}], "total_items": 1})),
+        (
+            "notes",
+            json!({"notes": [{"id": 7, "note": "asked for invoice copy"}], "total_items": 1}),
+        ),
+        (
+            "tags",
+            json!({"tags": [{"id": 1, "name": "customer"}], "total_items": 1}),
+        ),
     ] {
         Mock::given(method("GET"))
             .and(path(format!("{}/{sub}", member_path(email))))

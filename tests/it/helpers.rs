@@ -16,7 +16,8 @@ pub enum Backend {
 
 /// The admin URL of the test PostgreSQL (DEVELOPERS.md: trust auth on 127.0.0.1:5432, database `test`).
 pub fn pg_admin_url() -> String {
-    std::env::var("LETHE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+    std::env::var("LETHE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
 }
 
 /// A fresh schema in the test database; returns a URL whose connections use it.
@@ -26,7 +27,10 @@ pub async fn pg_schema_url() -> String {
     let mut conn = sqlx::PgConnection::connect(&admin)
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is not reachable ({e}); start it (see DEVELOPERS.md) or set LETHE_TEST_PG"));
-    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.expect("create schema");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut conn)
+        .await
+        .expect("create schema");
     let sep = if admin.contains('?') { '&' } else { '?' };
     format!("{admin}{sep}options[search_path]={schema}")
 }
@@ -55,10 +59,17 @@ impl TestEnv {
             Backend::Postgres => pg_schema_url().await,
         };
         let config = dir.path().join("lethe.toml");
-        let text = format!("{top}\n[store]\nurl = \"{db_url}\"\nkey_env = \"LETHE_KEY\"\n\n{body}\n");
+        let text =
+            format!("{top}\n[store]\nurl = \"{db_url}\"\nkey_env = \"LETHE_KEY\"\n\n{body}\n");
         std::fs::write(&config, text).expect("write config");
         let key = test_key();
-        TestEnv { dir, backend, db_url, config, env: vec![("LETHE_KEY".into(), key)] }
+        TestEnv {
+            dir,
+            backend,
+            db_url,
+            config,
+            env: vec![("LETHE_KEY".into(), key)],
+        }
     }
 
     /// Set an environment variable for every command run.
@@ -70,8 +81,13 @@ impl TestEnv {
     /// A `lethe` command with this world's config and environment.
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_lethe"));
-        c.arg("--config").arg(&self.config).args(args).current_dir(self.dir.path());
-        c.env_remove("LETHE_KEY").env_remove("MAILCHIMP_API_KEY").env_remove("RUST_LOG");
+        c.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .current_dir(self.dir.path());
+        c.env_remove("LETHE_KEY")
+            .env_remove("MAILCHIMP_API_KEY")
+            .env_remove("RUST_LOG");
         for (k, v) in &self.env {
             c.env(k, v);
         }
@@ -87,13 +103,20 @@ impl TestEnv {
     /// Run, require exit 0, parse stdout as JSON.
     pub async fn json(&self, args: &[&str]) -> Value {
         let out = self.lethe(args).await;
-        assert!(out.status.success() || out.status.code() == Some(1), "lethe {args:?} failed: {}", show(&out));
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("lethe {args:?}: stdout is not JSON ({e}): {}", show(&out)))
+        assert!(
+            out.status.success() || out.status.code() == Some(1),
+            "lethe {args:?} failed: {}",
+            show(&out)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("lethe {args:?}: stdout is not JSON ({e}): {}", show(&out)))
     }
 
     /// File an erasure for `email`; returns the request id.
     pub async fn erase(&self, email: &str) -> String {
-        let v = self.json(&["request", "erase", "--email", email, "--json"]).await;
+        let v = self
+            .json(&["request", "erase", "--email", email, "--json"])
+            .await;
         v["id"].as_str().expect("id").to_string()
     }
 

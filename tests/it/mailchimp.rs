@@ -22,7 +22,12 @@ select = ["*"]
 "#;
 
 async fn env_with(backend: Backend, server: &wiremock::MockServer) -> TestEnv {
-    let mut env = TestEnv::new(backend, "workflows_dir = \"workflows\"", &fakes::processor_toml(server)).await;
+    let mut env = TestEnv::new(
+        backend,
+        "workflows_dir = \"workflows\"",
+        &fakes::processor_toml(server),
+    )
+    .await;
     std::fs::create_dir_all(env.dir.path().join("workflows")).unwrap();
     std::fs::write(env.dir.path().join("workflows/erasure.toml"), FAST_WORKFLOW).unwrap();
     env.set_env("MAILCHIMP_API_KEY", API_KEY);
@@ -44,7 +49,9 @@ async fn an_erasure_of_a_known_member_completes_with_outcome_erased(backend: Bac
     let env = env_with(backend, &server).await;
 
     let id = env.erase(EMAIL).await;
-    let st = env.run_until_status(&id, &["completed", "failed"], 20).await;
+    let st = env
+        .run_until_status(&id, &["completed", "failed"], 20)
+        .await;
 
     assert_eq!(st["status"], "completed", "{st:#}");
     let step = TestEnv::step(&st, "newsletter");
@@ -52,11 +59,20 @@ async fn an_erasure_of_a_known_member_completes_with_outcome_erased(backend: Bac
     assert_eq!(step["outcome"], "erased");
     assert_eq!(step["attempts"], 1);
     assert_eq!(step["evidence"]["status"], 204);
-    assert_eq!(st["subject"], "j***@example.com", "identities are masked in status");
+    assert_eq!(
+        st["subject"], "j***@example.com",
+        "identities are masked in status"
+    );
     assert_eq!(st["deadline_met"], true);
     // Erasure is delete-permanent, exactly once; never the archiving DELETE.
-    assert_eq!(fakes::count(&server, "POST", &fakes::delete_path(EMAIL)).await, 1);
-    assert_eq!(fakes::count(&server, "DELETE", &fakes::member_path(EMAIL)).await, 0);
+    assert_eq!(
+        fakes::count(&server, "POST", &fakes::delete_path(EMAIL)).await,
+        1
+    );
+    assert_eq!(
+        fakes::count(&server, "DELETE", &fakes::member_path(EMAIL)).await,
+        0
+    );
 }
 
 async fn an_unknown_subject_ends_not_found(backend: Backend) {
@@ -64,20 +80,31 @@ async fn an_unknown_subject_ends_not_found(backend: Backend) {
     let env = env_with(backend, &server).await;
 
     let id = env.erase("nobody@example.org").await;
-    let st = env.run_until_status(&id, &["completed", "failed"], 20).await;
+    let st = env
+        .run_until_status(&id, &["completed", "failed"], 20)
+        .await;
 
     assert_eq!(st["status"], "completed", "{st:#}");
     let step = TestEnv::step(&st, "newsletter");
     assert_eq!(step["outcome"], "not_found");
     assert_eq!(step["evidence"]["status"], 404);
-    assert_eq!(fakes::count(&server, "POST", &fakes::delete_path("nobody@example.org")).await, 1);
+    assert_eq!(
+        fakes::count(&server, "POST", &fakes::delete_path("nobody@example.org")).await,
+        1
+    );
 }
 
-async fn two_503s_then_success_end_erased_after_three_attempts_with_retry_wait_in_between(backend: Backend) {
+async fn two_503s_then_success_end_erased_after_three_attempts_with_retry_wait_in_between(
+    backend: Backend,
+) {
     let server = fakes::mailchimp().await;
     Mock::given(method("POST"))
         .and(path(fakes::delete_path(EMAIL)))
-        .respond_with(fakes::problem(503, "Service Unavailable", "Mailchimp is temporarily unavailable."))
+        .respond_with(fakes::problem(
+            503,
+            "Service Unavailable",
+            "Mailchimp is temporarily unavailable.",
+        ))
         .up_to_n_times(2)
         .with_priority(3)
         .mount(&server)
@@ -97,13 +124,21 @@ async fn two_503s_then_success_end_erased_after_three_attempts_with_retry_wait_i
     assert!(err.contains("newsletter") && err.contains("503"), "{err}");
     assert_eq!(st["status"], "in_progress");
 
-    let st = env.run_until_status(&id, &["completed", "failed"], 20).await;
+    let st = env
+        .run_until_status(&id, &["completed", "failed"], 20)
+        .await;
     let step = TestEnv::step(&st, "newsletter");
     assert_eq!(st["status"], "completed", "{st:#}");
     assert_eq!(step["outcome"], "erased");
     assert_eq!(step["attempts"], 3);
-    assert!(step["last_error"].is_null(), "the error is cleared once the step succeeds");
-    assert_eq!(fakes::count(&server, "POST", &fakes::delete_path(EMAIL)).await, 3);
+    assert!(
+        step["last_error"].is_null(),
+        "the error is cleared once the step succeeds"
+    );
+    assert_eq!(
+        fakes::count(&server, "POST", &fakes::delete_path(EMAIL)).await,
+        3
+    );
 }
 
 async fn a_401_fails_naming_the_processor_and_env_var_and_retry_then_succeeds(backend: Backend) {
@@ -113,16 +148,24 @@ async fn a_401_fails_naming_the_processor_and_env_var_and_retry_then_succeeds(ba
     env.set_env("MAILCHIMP_API_KEY", "wrong-key-us21");
 
     let id = env.erase(EMAIL).await;
-    let st = env.run_until_status(&id, &["failed", "completed"], 20).await;
+    let st = env
+        .run_until_status(&id, &["failed", "completed"], 20)
+        .await;
     assert_eq!(st["status"], "failed", "{st:#}");
     let step = TestEnv::step(&st, "newsletter");
     assert_eq!(step["state"], "failed");
     assert_eq!(step["error_class"], "permanent");
     assert_eq!(step["attempts"], 1, "a permanent error is not retried");
     let err = step["last_error"].as_str().unwrap();
-    assert!(err.contains("credentials rejected by processor `newsletter`"), "{err}");
+    assert!(
+        err.contains("credentials rejected by processor `newsletter`"),
+        "{err}"
+    );
     assert!(err.contains("MAILCHIMP_API_KEY"), "{err}");
-    assert!(!err.contains("wrong-key"), "the secret itself never appears: {err}");
+    assert!(
+        !err.contains("wrong-key"),
+        "the secret itself never appears: {err}"
+    );
 
     // `status` exits 1 when a step needs attention.
     let out = env.lethe(&["status", &id]).await;
@@ -132,7 +175,9 @@ async fn a_401_fails_naming_the_processor_and_env_var_and_retry_then_succeeds(ba
     let out = env.lethe(&["retry", &id]).await;
     assert!(out.status.success(), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 step(s) back to pending"));
-    let st = env.run_until_status(&id, &["completed", "failed"], 20).await;
+    let st = env
+        .run_until_status(&id, &["completed", "failed"], 20)
+        .await;
     assert_eq!(st["status"], "completed", "{st:#}");
     assert_eq!(TestEnv::step(&st, "newsletter")["outcome"], "erased");
 }
@@ -142,16 +187,25 @@ async fn an_export_writes_the_members_data(backend: Backend) {
     fakes::add_member(&server, EMAIL).await;
     let env = env_with(backend, &server).await;
 
-    let v = env.json(&["request", "export", "--email", EMAIL, "--json"]).await;
+    let v = env
+        .json(&["request", "export", "--email", EMAIL, "--json"])
+        .await;
     let id = v["id"].as_str().unwrap().to_string();
     assert_eq!(v["kind"], "export");
-    let st = env.run_until_status(&id, &["completed", "failed"], 20).await;
+    let st = env
+        .run_until_status(&id, &["completed", "failed"], 20)
+        .await;
     assert_eq!(st["status"], "completed", "{st:#}");
     let step = TestEnv::step(&st, "newsletter");
     assert_eq!(step["action"], "export");
     assert_eq!(step["outcome"], "exported");
 
-    let file = env.dir.path().join("exports").join(&id).join("newsletter.json");
+    let file = env
+        .dir
+        .path()
+        .join("exports")
+        .join(&id)
+        .join("newsletter.json");
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     let data = &doc["data"];
     assert_eq!(data["member"]["email_address"], EMAIL);
@@ -160,7 +214,10 @@ async fn an_export_writes_the_members_data(backend: Backend) {
     assert_eq!(data["tags"]["tags"][0]["name"], "customer");
     assert_eq!(data["activity_feed"]["total_items"], 1);
     // An export never erases.
-    assert_eq!(fakes::count(&server, "POST", &fakes::delete_path(EMAIL)).await, 0);
+    assert_eq!(
+        fakes::count(&server, "POST", &fakes::delete_path(EMAIL)).await,
+        0
+    );
 }
 
 async fn a_bodiless_403_is_throttling_and_does_not_use_up_an_attempt(backend: Backend) {
@@ -182,11 +239,19 @@ async fn a_bodiless_403_is_throttling_and_does_not_use_up_an_attempt(backend: Ba
     let step = TestEnv::step(&st, "newsletter");
     assert_eq!(step["state"], "retry_wait", "{st:#}");
     assert_eq!(step["error_class"], "throttled");
-    assert_eq!(step["attempts"], 0, "a throttled call does not use up an attempt");
+    assert_eq!(
+        step["attempts"], 0,
+        "a throttled call does not use up an attempt"
+    );
 
-    let st = env.run_until_status(&id, &["completed", "failed"], 20).await;
+    let st = env
+        .run_until_status(&id, &["completed", "failed"], 20)
+        .await;
     let step = TestEnv::step(&st, "newsletter");
     assert_eq!(step["outcome"], "erased", "{st:#}");
     assert_eq!(step["attempts"], 1);
-    assert_eq!(fakes::count(&server, "POST", &fakes::delete_path(EMAIL)).await, 3);
+    assert_eq!(
+        fakes::count(&server, "POST", &fakes::delete_path(EMAIL)).await,
+        3
+    );
 }

@@ -3,7 +3,10 @@
 use crate::helpers::{pg_schema_url, Backend};
 use crate::on_both_backends;
 use lethe::domain::{Action, Outcome, Phase, RequestKind, RequestStatus, StepState};
-use lethe::store::{self, Applied, ChangeSet, NewRequest, NewStep, RequestFilter, RequestPatch, StepChange, Store, StoreError};
+use lethe::store::{
+    self, Applied, ChangeSet, NewRequest, NewStep, RequestFilter, RequestPatch, StepChange, Store,
+    StoreError,
+};
 use serde_json::json;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -24,7 +27,11 @@ async fn fresh(backend: Backend) -> Fresh {
     store.migrate().await.unwrap();
     // Migrating twice is harmless.
     store.migrate().await.unwrap();
-    Fresh { store, url, _dir: dir }
+    Fresh {
+        store,
+        url,
+        _dir: dir,
+    }
 }
 
 fn new_request(id: &str, received: i64) -> NewRequest {
@@ -77,7 +84,13 @@ fn finish(step_id: i64, worker: &str, outcome: Outcome, now: i64) -> StepChange 
 }
 
 fn cs(request_id: &str, now: i64, steps: Vec<StepChange>) -> ChangeSet {
-    ChangeSet { request_id: request_id.into(), now, steps, request: RequestPatch::default(), events: vec![] }
+    ChangeSet {
+        request_id: request_id.into(),
+        now,
+        steps,
+        request: RequestPatch::default(),
+        events: vec![],
+    }
 }
 
 on_both_backends!(
@@ -97,15 +110,31 @@ on_both_backends!(
 
 async fn a_request_and_its_steps_round_trip(b: Backend) {
     let f = fresh(b).await;
-    let r = f.store.create_request(new_request("r1", 1000), vec![step("a", 0, 1000), step("b", 1, 1000)], 1000).await.unwrap();
+    let r = f
+        .store
+        .create_request(
+            new_request("r1", 1000),
+            vec![step("a", 0, 1000), step("b", 1, 1000)],
+            1000,
+        )
+        .await
+        .unwrap();
     assert_eq!(r.id, "r1");
     assert_eq!(r.status, RequestStatus::InProgress);
     assert_eq!(r.identities.as_deref(), Some(&[1u8, 2, 3][..]));
     let got = f.store.get_request("r1").await.unwrap().unwrap();
     assert_eq!(got, r);
     let steps = f.store.steps("r1").await.unwrap();
-    assert_eq!(steps.iter().map(|s| s.processor.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-    assert!(steps.iter().all(|s| s.state == StepState::Pending && s.attempts == 0 && s.phase == Phase::Act));
+    assert_eq!(
+        steps
+            .iter()
+            .map(|s| s.processor.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert!(steps
+        .iter()
+        .all(|s| s.state == StepState::Pending && s.attempts == 0 && s.phase == Phase::Act));
     assert!(f.store.get_request("nope").await.unwrap().is_none());
     let ev = f.store.request_events("r1").await.unwrap();
     assert_eq!(ev.len(), 1);
@@ -114,7 +143,14 @@ async fn a_request_and_its_steps_round_trip(b: Backend) {
 
 async fn due_steps_are_claimed_once_and_future_ones_not_at_all(b: Backend) {
     let f = fresh(b).await;
-    f.store.create_request(new_request("r1", 1000), vec![step("due", 0, 1000), step("later", 0, 9000)], 1000).await.unwrap();
+    f.store
+        .create_request(
+            new_request("r1", 1000),
+            vec![step("due", 0, 1000), step("later", 0, 9000)],
+            1000,
+        )
+        .await
+        .unwrap();
     let c = f.store.claim_due("w1", 2000, 62000, 10).await.unwrap();
     assert_eq!(c.len(), 1);
     assert_eq!(c[0].processor, "due");
@@ -122,7 +158,14 @@ async fn due_steps_are_claimed_once_and_future_ones_not_at_all(b: Backend) {
     assert_eq!(c[0].lease_owner.as_deref(), Some("w1"));
     assert_eq!(c[0].lease_expires_at, Some(62000));
     assert_eq!(c[0].attempts, 1);
-    assert!(f.store.claim_due("w2", 2000, 62000, 10).await.unwrap().is_empty(), "a leased step is not claimed again");
+    assert!(
+        f.store
+            .claim_due("w2", 2000, 62000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a leased step is not claimed again"
+    );
     let c = f.store.claim_due("w2", 9000, 69000, 10).await.unwrap();
     assert_eq!(c.len(), 1);
     assert_eq!(c[0].processor, "later");
@@ -132,7 +175,10 @@ async fn concurrent_claimers_never_take_the_same_step(b: Backend) {
     let f = fresh(b).await;
     for r in 0..10 {
         let steps = (0..5).map(|i| step(&format!("p{i}"), 0, 1000)).collect();
-        f.store.create_request(new_request(&format!("r{r}"), 1000), steps, 1000).await.unwrap();
+        f.store
+            .create_request(new_request(&format!("r{r}"), 1000), steps, 1000)
+            .await
+            .unwrap();
     }
     let mut tasks = vec![];
     for w in 0..4 {
@@ -160,24 +206,72 @@ async fn concurrent_claimers_never_take_the_same_step(b: Backend) {
 
 async fn a_later_wave_waits_for_the_earlier_one(b: Backend) {
     let f = fresh(b).await;
-    f.store.create_request(new_request("r1", 1000), vec![step("first", 0, 1000), step("second", 1, 1000)], 1000).await.unwrap();
+    f.store
+        .create_request(
+            new_request("r1", 1000),
+            vec![step("first", 0, 1000), step("second", 1, 1000)],
+            1000,
+        )
+        .await
+        .unwrap();
     let c = f.store.claim_due("w", 2000, 60000, 10).await.unwrap();
-    assert_eq!(c.iter().map(|s| s.processor.as_str()).collect::<Vec<_>>(), ["first"]);
-    assert!(f.store.claim_due("w", 2000, 60000, 10).await.unwrap().is_empty());
-    let applied = f.store.apply(cs("r1", 3000, vec![finish(c[0].id, "w", Outcome::Erased, 3000)])).await.unwrap();
-    assert!(matches!(applied, Applied::Done { status: RequestStatus::InProgress, .. }), "{applied:?}");
+    assert_eq!(
+        c.iter().map(|s| s.processor.as_str()).collect::<Vec<_>>(),
+        ["first"]
+    );
+    assert!(f
+        .store
+        .claim_due("w", 2000, 60000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let applied = f
+        .store
+        .apply(cs(
+            "r1",
+            3000,
+            vec![finish(c[0].id, "w", Outcome::Erased, 3000)],
+        ))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            applied,
+            Applied::Done {
+                status: RequestStatus::InProgress,
+                ..
+            }
+        ),
+        "{applied:?}"
+    );
     let c = f.store.claim_due("w", 3000, 60000, 10).await.unwrap();
-    assert_eq!(c.iter().map(|s| s.processor.as_str()).collect::<Vec<_>>(), ["second"]);
+    assert_eq!(
+        c.iter().map(|s| s.processor.as_str()).collect::<Vec<_>>(),
+        ["second"]
+    );
 }
 
 async fn an_expired_lease_returns_the_step_to_pending(b: Backend) {
     let f = fresh(b).await;
-    f.store.create_request(new_request("r1", 1000), vec![step("a", 0, 1000)], 1000).await.unwrap();
+    f.store
+        .create_request(new_request("r1", 1000), vec![step("a", 0, 1000)], 1000)
+        .await
+        .unwrap();
     let c = f.store.claim_due("dead", 1000, 2000, 10).await.unwrap();
     assert_eq!(c.len(), 1);
-    assert!(f.store.heartbeat(c[0].id, "dead", 3000).await.unwrap(), "the holder may extend its lease");
-    assert!(!f.store.heartbeat(c[0].id, "other", 9000).await.unwrap(), "another worker may not");
-    assert_eq!(f.store.release_expired_leases(2999).await.unwrap(), 0, "not yet expired");
+    assert!(
+        f.store.heartbeat(c[0].id, "dead", 3000).await.unwrap(),
+        "the holder may extend its lease"
+    );
+    assert!(
+        !f.store.heartbeat(c[0].id, "other", 9000).await.unwrap(),
+        "another worker may not"
+    );
+    assert_eq!(
+        f.store.release_expired_leases(2999).await.unwrap(),
+        0,
+        "not yet expired"
+    );
     assert_eq!(f.store.release_expired_leases(3000).await.unwrap(), 1);
     let s = &f.store.steps("r1").await.unwrap()[0];
     assert_eq!(s.state, StepState::Pending);
@@ -185,37 +279,118 @@ async fn an_expired_lease_returns_the_step_to_pending(b: Backend) {
     let c2 = f.store.claim_due("alive", 3000, 63000, 10).await.unwrap();
     assert_eq!(c2.len(), 1);
     assert_eq!(c2[0].attempts, 2);
-    assert!(f.store.request_events("r1").await.unwrap().iter().any(|e| e.kind == "step.lease_expired"));
+    assert!(f
+        .store
+        .request_events("r1")
+        .await
+        .unwrap()
+        .iter()
+        .any(|e| e.kind == "step.lease_expired"));
 }
 
 async fn a_result_from_a_worker_that_lost_its_lease_is_refused_and_nothing_is_written(b: Backend) {
     let f = fresh(b).await;
-    f.store.create_request(new_request("r1", 1000), vec![step("a", 0, 1000)], 1000).await.unwrap();
+    f.store
+        .create_request(new_request("r1", 1000), vec![step("a", 0, 1000)], 1000)
+        .await
+        .unwrap();
     let c = f.store.claim_due("old", 1000, 2000, 10).await.unwrap();
     f.store.release_expired_leases(2000).await.unwrap();
     let c2 = f.store.claim_due("new", 2000, 62000, 10).await.unwrap();
     assert_eq!(c2.len(), 1);
     let events_before = f.store.events(0, 1000).await.unwrap().len();
-    let r = f.store.apply(cs("r1", 2500, vec![finish(c[0].id, "old", Outcome::Erased, 2500)])).await.unwrap();
+    let r = f
+        .store
+        .apply(cs(
+            "r1",
+            2500,
+            vec![finish(c[0].id, "old", Outcome::Erased, 2500)],
+        ))
+        .await
+        .unwrap();
     assert_eq!(r, Applied::Conflict { step_id: c[0].id });
-    assert_eq!(f.store.events(0, 1000).await.unwrap().len(), events_before, "no event written");
+    assert_eq!(
+        f.store.events(0, 1000).await.unwrap().len(),
+        events_before,
+        "no event written"
+    );
     let s = &f.store.steps("r1").await.unwrap()[0];
     assert_eq!(s.state, StepState::Running);
     assert_eq!(s.lease_owner.as_deref(), Some("new"));
-    let r = f.store.apply(cs("r1", 2600, vec![finish(c[0].id, "new", Outcome::Erased, 2600)])).await.unwrap();
-    assert!(matches!(r, Applied::Done { status: RequestStatus::Completed, .. }));
-    assert_eq!(f.store.apply(cs("missing", 1, vec![])).await.unwrap(), Applied::NoRequest);
+    let r = f
+        .store
+        .apply(cs(
+            "r1",
+            2600,
+            vec![finish(c[0].id, "new", Outcome::Erased, 2600)],
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(
+        r,
+        Applied::Done {
+            status: RequestStatus::Completed,
+            ..
+        }
+    ));
+    assert_eq!(
+        f.store.apply(cs("missing", 1, vec![])).await.unwrap(),
+        Applied::NoRequest
+    );
 }
 
 async fn finishing_every_step_completes_the_request_and_is_audited(b: Backend) {
     let f = fresh(b).await;
-    f.store.create_request(new_request("r1", 1000), vec![step("a", 0, 1000), step("b", 0, 1000)], 1000).await.unwrap();
+    f.store
+        .create_request(
+            new_request("r1", 1000),
+            vec![step("a", 0, 1000), step("b", 0, 1000)],
+            1000,
+        )
+        .await
+        .unwrap();
     let c = f.store.claim_due("w", 1000, 60000, 10).await.unwrap();
-    let r = f.store.apply(cs("r1", 2000, vec![finish(c[0].id, "w", Outcome::Erased, 2000)])).await.unwrap();
-    assert_eq!(r, Applied::Done { previous: RequestStatus::InProgress, status: RequestStatus::InProgress });
-    assert_eq!(f.store.get_request("r1").await.unwrap().unwrap().completed_at, None);
-    let r = f.store.apply(cs("r1", 3000, vec![finish(c[1].id, "w", Outcome::NotFound, 3000)])).await.unwrap();
-    assert_eq!(r, Applied::Done { previous: RequestStatus::InProgress, status: RequestStatus::Completed });
+    let r = f
+        .store
+        .apply(cs(
+            "r1",
+            2000,
+            vec![finish(c[0].id, "w", Outcome::Erased, 2000)],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        Applied::Done {
+            previous: RequestStatus::InProgress,
+            status: RequestStatus::InProgress
+        }
+    );
+    assert_eq!(
+        f.store
+            .get_request("r1")
+            .await
+            .unwrap()
+            .unwrap()
+            .completed_at,
+        None
+    );
+    let r = f
+        .store
+        .apply(cs(
+            "r1",
+            3000,
+            vec![finish(c[1].id, "w", Outcome::NotFound, 3000)],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        Applied::Done {
+            previous: RequestStatus::InProgress,
+            status: RequestStatus::Completed
+        }
+    );
     let req = f.store.get_request("r1").await.unwrap().unwrap();
     assert_eq!(req.status, RequestStatus::Completed);
     assert_eq!(req.completed_at, Some(3000));
@@ -223,71 +398,173 @@ async fn finishing_every_step_completes_the_request_and_is_audited(b: Backend) {
     assert_eq!(steps[0].outcome, Some(Outcome::Erased));
     assert_eq!(steps[0].evidence, Some(json!({"status": 204})));
     assert_eq!(steps[1].finished_at, Some(3000));
-    let kinds: Vec<String> = f.store.request_events("r1").await.unwrap().into_iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, ["request.created", "step.done", "step.done", "request.status"]);
+    let kinds: Vec<String> = f
+        .store
+        .request_events("r1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "request.created",
+            "step.done",
+            "step.done",
+            "request.status"
+        ]
+    );
     let counts = f.store.step_counts().await.unwrap();
     assert!(counts.contains(&("a".into(), "done".into(), 1)));
 }
 
 async fn a_request_is_extended_once_only(b: Backend) {
     let f = fresh(b).await;
-    f.store.create_request(new_request("r1", 1000), vec![step("a", 0, 1000)], 1000).await.unwrap();
+    f.store
+        .create_request(new_request("r1", 1000), vec![step("a", 0, 1000)], 1000)
+        .await
+        .unwrap();
     let mut c = cs("r1", 2000, vec![]);
     c.request.extend_to = Some((99_000, "complex request".into()));
-    assert!(matches!(f.store.apply(c.clone()).await.unwrap(), Applied::Done { .. }));
+    assert!(matches!(
+        f.store.apply(c.clone()).await.unwrap(),
+        Applied::Done { .. }
+    ));
     let req = f.store.get_request("r1").await.unwrap().unwrap();
     assert_eq!(req.due_at, 99_000);
     assert_eq!(req.extended_reason.as_deref(), Some("complex request"));
     c.request.extend_to = Some((199_000, "again".into()));
     assert_eq!(f.store.apply(c).await.unwrap(), Applied::AlreadyExtended);
-    assert_eq!(f.store.get_request("r1").await.unwrap().unwrap().due_at, 99_000);
+    assert_eq!(
+        f.store.get_request("r1").await.unwrap().unwrap().due_at,
+        99_000
+    );
 }
 
 async fn listing_filters_by_status_and_overdue(b: Backend) {
     let f = fresh(b).await;
-    f.store.create_request(new_request("old", 1000), vec![step("a", 0, 1000)], 1000).await.unwrap();
-    f.store.create_request(new_request("new", 5000), vec![step("a", 0, 5000)], 5000).await.unwrap();
-    let all = f.store.list_requests(&RequestFilter::default()).await.unwrap();
-    assert_eq!(all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["new", "old"], "newest first");
+    f.store
+        .create_request(new_request("old", 1000), vec![step("a", 0, 1000)], 1000)
+        .await
+        .unwrap();
+    f.store
+        .create_request(new_request("new", 5000), vec![step("a", 0, 5000)], 5000)
+        .await
+        .unwrap();
+    let all = f
+        .store
+        .list_requests(&RequestFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["new", "old"],
+        "newest first"
+    );
     let c = f.store.claim_due("w", 1000, 60000, 1).await.unwrap();
-    f.store.apply(cs(&c[0].request_id, 2000, vec![finish(c[0].id, "w", Outcome::Erased, 2000)])).await.unwrap();
-    let done = f.store.list_requests(&RequestFilter { status: Some(RequestStatus::Completed), ..Default::default() }).await.unwrap();
+    f.store
+        .apply(cs(
+            &c[0].request_id,
+            2000,
+            vec![finish(c[0].id, "w", Outcome::Erased, 2000)],
+        ))
+        .await
+        .unwrap();
+    let done = f
+        .store
+        .list_requests(&RequestFilter {
+            status: Some(RequestStatus::Completed),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].id, "old");
     let overdue = f
         .store
-        .list_requests(&RequestFilter { overdue_at: Some(1000 + 31 * 86_400_000 + 5000), ..Default::default() })
+        .list_requests(&RequestFilter {
+            overdue_at: Some(1000 + 31 * 86_400_000 + 5000),
+            ..Default::default()
+        })
         .await
         .unwrap();
-    assert_eq!(overdue.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["new"], "a completed request is never overdue");
+    assert_eq!(
+        overdue.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["new"],
+        "a completed request is never overdue"
+    );
 }
 
 async fn external_ids_are_unique(b: Backend) {
     let f = fresh(b).await;
     let mut r = new_request("r1", 1000);
     r.external_id = Some("form-8842".into());
-    f.store.create_request(r.clone(), vec![step("a", 0, 1000)], 1000).await.unwrap();
-    assert_eq!(f.store.find_by_external_id("form-8842").await.unwrap().unwrap().id, "r1");
+    f.store
+        .create_request(r.clone(), vec![step("a", 0, 1000)], 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store
+            .find_by_external_id("form-8842")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "r1"
+    );
     r.id = "r2".into();
-    let e = f.store.create_request(r, vec![step("a", 0, 1000)], 1000).await.unwrap_err();
+    let e = f
+        .store
+        .create_request(r, vec![step("a", 0, 1000)], 1000)
+        .await
+        .unwrap_err();
     assert!(matches!(e, StoreError::Duplicate(_)), "{e:?}");
-    assert!(f.store.get_request("r2").await.unwrap().is_none(), "the failed insert left nothing behind");
+    assert!(
+        f.store.get_request("r2").await.unwrap().is_none(),
+        "the failed insert left nothing behind"
+    );
 }
 
 async fn next_wake_is_the_earliest_due_unblocked_step(b: Backend) {
     let f = fresh(b).await;
     assert_eq!(f.store.next_wake().await.unwrap(), None);
-    f.store.create_request(new_request("r1", 1000), vec![step("a", 0, 5000), step("blocked", 1, 2000)], 1000).await.unwrap();
-    assert_eq!(f.store.next_wake().await.unwrap(), Some(5000), "a blocked step does not wake the worker");
+    f.store
+        .create_request(
+            new_request("r1", 1000),
+            vec![step("a", 0, 5000), step("blocked", 1, 2000)],
+            1000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store.next_wake().await.unwrap(),
+        Some(5000),
+        "a blocked step does not wake the worker"
+    );
     f.store.claim_due("w", 5000, 7000, 10).await.unwrap();
-    assert_eq!(f.store.next_wake().await.unwrap(), Some(7000), "a lease expiry wakes the worker");
+    assert_eq!(
+        f.store.next_wake().await.unwrap(),
+        Some(7000),
+        "a lease expiry wakes the worker"
+    );
 }
 
 async fn the_audit_chain_verifies_and_an_edited_row_is_named(b: Backend) {
     let f = fresh(b).await;
-    f.store.create_request(new_request("r1", 1000), vec![step("a", 0, 1000)], 1000).await.unwrap();
+    f.store
+        .create_request(new_request("r1", 1000), vec![step("a", 0, 1000)], 1000)
+        .await
+        .unwrap();
     let c = f.store.claim_due("w", 1000, 60000, 10).await.unwrap();
-    f.store.apply(cs("r1", 2000, vec![finish(c[0].id, "w", Outcome::Erased, 2000)])).await.unwrap();
+    f.store
+        .apply(cs(
+            "r1",
+            2000,
+            vec![finish(c[0].id, "w", Outcome::Erased, 2000)],
+        ))
+        .await
+        .unwrap();
     let v = lethe::audit::verify(f.store.as_ref()).await.unwrap();
     assert_eq!(v.checked, 3);
     assert!(v.broken.is_none());
