@@ -68,8 +68,14 @@ async fn world(latency_ms: u32) -> World {
         Ok(pg) => {
             let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
             let pool = sqlx::PgPool::connect(&pg).await.expect("PostgreSQL");
-            sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&pool).await.expect("schema");
-            format!("{pg}{}options[search_path]={schema}", if pg.contains('?') { '&' } else { '?' })
+            sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                .execute(&pool)
+                .await
+                .expect("schema");
+            format!(
+                "{pg}{}options[search_path]={schema}",
+                if pg.contains('?') { '&' } else { '?' }
+            )
         }
         Err(_) => format!("sqlite://{}", dir.path().join("bench.db").display()),
     };
@@ -84,19 +90,31 @@ async fn world(latency_ms: u32) -> World {
     store.migrate().await.expect("migrate");
     let keys = Keys::from_base64("bench", &Keys::generate_base64()).expect("key");
     let engine = Engine::new(Arc::new(config), store, keys).expect("engine");
-    World { engine, sim, _server: server, _dir: dir }
+    World {
+        engine,
+        sim,
+        _server: server,
+        _dir: dir,
+    }
 }
 
 async fn single_erasure() {
     let w = world(0).await;
     // Warm up connections and statement caches with one request, as a long-running daemon would be.
-    for (i, email) in ["warm@example.com", "subject@example.com"].iter().enumerate() {
+    for (i, email) in ["warm@example.com", "subject@example.com"]
+        .iter()
+        .enumerate()
+    {
         w.sim.add_member("l", email);
         let cpu0 = cpu_seconds();
         let t0 = Instant::now();
         let sub = w
             .engine
-            .submit(RequestKind::Erasure, Subject::parse(Some(email), None, None, None).expect("email"), SubmitOptions::default())
+            .submit(
+                RequestKind::Erasure,
+                Subject::parse(Some(email), None, None, None).expect("email"),
+                SubmitOptions::default(),
+            )
             .await
             .expect("submit");
         w.engine.run_until_idle().await.expect("run");
@@ -122,7 +140,11 @@ async fn fan_out(n: usize, latency_ms: u32) {
         w.sim.add_member("l", &email);
         let sub = w
             .engine
-            .submit(RequestKind::Erasure, Subject::parse(Some(&email), None, None, None).expect("email"), SubmitOptions::default())
+            .submit(
+                RequestKind::Erasure,
+                Subject::parse(Some(&email), None, None, None).expect("email"),
+                SubmitOptions::default(),
+            )
             .await
             .expect("submit");
         ids.push(sub.request.id);
@@ -137,14 +159,22 @@ async fn fan_out(n: usize, latency_ms: u32) {
         let req = w.engine.request(id).await.expect("request");
         assert_eq!(req.status, RequestStatus::Completed, "request {id}");
         let steps = w.engine.store.steps(id).await.expect("steps");
-        let fin = steps.iter().filter_map(|s| s.finished_at).max().unwrap_or(0);
+        let fin = steps
+            .iter()
+            .filter_map(|s| s.finished_at)
+            .max()
+            .unwrap_or(0);
         done.push(fin);
     }
     let start_ms = lethe::store::ms(chrono::Utc::now()) - wall.as_millis() as i64;
     let mut lat: Vec<f64> = done.iter().map(|f| (*f - start_ms).max(0) as f64).collect();
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let steps_per_s = n as f64 / wall.as_secs_f64();
-    let ideal = if latency_ms == 0 { f64::NAN } else { CONCURRENCY as f64 * 1000.0 / latency_ms as f64 };
+    let ideal = if latency_ms == 0 {
+        f64::NAN
+    } else {
+        CONCURRENCY as f64 * 1000.0 / latency_ms as f64
+    };
     println!(
         "{n} erasures x 1 processor, latency {latency_ms} ms, limit {CONCURRENCY} concurrent: {:.0} steps/s, wall {:.2} s, \
          completion p50 {:.0} ms p99 {:.0} ms (from run start), CPU {:.3} ms/step, peak RSS {:.1} MiB{}",
@@ -156,13 +186,26 @@ async fn fan_out(n: usize, latency_ms: u32) {
         peak_rss_mib(),
         if ideal.is_nan() { String::new() } else { format!(", efficiency {:.0}% of ideal {:.0} steps/s", 100.0 * steps_per_s / ideal, ideal) }
     );
-    assert_eq!(w.sim.deleted.load(Ordering::Relaxed) as usize, n, "every erase call reached the processor exactly once");
+    assert_eq!(
+        w.sim.deleted.load(Ordering::Relaxed) as usize,
+        n,
+        "every erase call reached the processor exactly once"
+    );
 }
 
 fn main() {
-    let n: usize = std::env::var("LETHE_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
-    let latency: u32 = std::env::var("LETHE_BENCH_LATENCY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let n: usize = std::env::var("LETHE_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let latency: u32 = std::env::var("LETHE_BENCH_LATENCY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         single_erasure().await;
         fan_out(n, latency).await;
