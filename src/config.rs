@@ -109,6 +109,19 @@ pub struct WorkerSection {
     /// Longest sleep when nothing is due (new requests from other processes are seen within it).
     #[serde(default = "d_idle")]
     pub idle_poll: HumanDuration,
+    /// Pause a processor after this many transient failures in a row (across requests).
+    #[serde(default = "d_pause_after")]
+    pub pause_after: u32,
+    /// How long a paused processor is left alone before one call probes it again.
+    #[serde(default = "d_pause_for")]
+    pub pause_for: HumanDuration,
+}
+
+fn d_pause_after() -> u32 {
+    10
+}
+fn d_pause_for() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
 }
 
 fn d_conc() -> u32 {
@@ -127,6 +140,8 @@ impl Default for WorkerSection {
             concurrency: d_conc(),
             lease: d_lease(),
             idle_poll: d_idle(),
+            pause_after: d_pause_after(),
+            pause_for: d_pause_for(),
         }
     }
 }
@@ -154,6 +169,9 @@ pub struct ProcessorConfig {
     /// Override the connector's soft-delete window (e.g. Dropbox plans differ).
     #[serde(default)]
     pub soft_delete_window: Option<HumanDuration>,
+    /// Override the connector's rate limit (calls per second).
+    #[serde(default)]
+    pub rate_per_second: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -268,6 +286,9 @@ impl Config {
         if raw.worker.lease.get() < Duration::from_millis(200) {
             return Err(err("worker.lease", "must be at least 200ms".into()));
         }
+        if raw.worker.pause_after == 0 {
+            return Err(err("worker.pause_after", "must be at least 1".into()));
+        }
 
         let mut names = BTreeSet::new();
         for (i, p) in raw.processors.iter().enumerate() {
@@ -337,6 +358,14 @@ impl Config {
             if p.concurrency == Some(0) {
                 return Err(err(&key("concurrency"), "must be at least 1".into()));
             }
+            if p.rate_per_second
+                .is_some_and(|r| !(r > 0.0 && r.is_finite()))
+            {
+                return Err(err(
+                    &key("rate_per_second"),
+                    "must be a positive number".into(),
+                ));
+            }
         }
         for (wname, wf) in &workflows.by_name {
             for (k, name) in wf.named_processors() {
@@ -388,6 +417,9 @@ impl Config {
                 .soft_delete_window
                 .map(|w| w.get())
                 .or(def.and_then(|d| d.soft_delete_window.map(|w| w.get()))),
+            rate_per_second: p
+                .rate_per_second
+                .or(def.and_then(|d| d.limits.rate_per_second)),
         }
     }
 

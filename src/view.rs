@@ -178,7 +178,11 @@ impl StepView {
             evidence: s.evidence.clone(),
             hold: s.hold_basis.as_ref().map(|b| HoldView {
                 basis: b.clone(),
-                until: s.hold_until.map(ts),
+                // An open-ended hold is stored as the far future: shown as null ("until released").
+                until: s
+                    .hold_until
+                    .filter(|u| *u < crate::domain::policy::FOREVER_MS)
+                    .map(ts),
             }),
             grace_until: s.grace_until.map(ts),
             started_at: s.started_at.map(ts),

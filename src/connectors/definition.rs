@@ -149,6 +149,9 @@ pub struct Limits {
     /// Per-call timeout.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
+    /// Most calls per second, to stay below a documented rate limit.
+    #[serde(default)]
+    pub rate_per_second: Option<f64>,
 }
 
 fn default_concurrency() -> u32 {
@@ -163,6 +166,7 @@ impl Default for Limits {
         Limits {
             concurrency: default_concurrency(),
             timeout: default_timeout(),
+            rate_per_second: None,
         }
     }
 }
@@ -359,6 +363,16 @@ impl ConnectorDef {
         }
         if self.limits.concurrency == 0 {
             return Err(err("limits.concurrency", "must be at least 1".into()));
+        }
+        if self
+            .limits
+            .rate_per_second
+            .is_some_and(|r| !(r > 0.0 && r.is_finite()))
+        {
+            return Err(err(
+                "limits.rate_per_second",
+                "must be a positive number".into(),
+            ));
         }
         let env = crate::connectors::template::environment();
         if let Auth::Basic { username, password } = &self.auth {

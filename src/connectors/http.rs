@@ -35,6 +35,8 @@ pub struct ProcessorSpec {
     pub concurrency: u32,
     /// Recovery window after a soft delete.
     pub soft_delete_window: Option<Duration>,
+    /// Most calls per second (None: no rate limit beyond concurrency).
+    pub rate_per_second: Option<f64>,
 }
 
 /// A connector driven by a definition file.

@@ -3,6 +3,7 @@
 pub mod duration;
 pub mod event;
 pub mod identity;
+pub mod policy;
 pub mod request;
 pub mod step;
 
@@ -11,5 +12,6 @@ mod proptests;
 
 pub use duration::HumanDuration;
 pub use identity::{CustomerId, Email, IdentityError, Name, Phone, Subject};
+pub use policy::{hold_gate, HoldGate, HoldSpan};
 pub use request::{derive_status, due_date, extended_due_date, RequestKind, RequestStatus};
 pub use step::{Action, InvalidTransition, Outcome, Phase, StepEvent, StepState};

@@ -59,3 +59,69 @@ proptest! {
         prop_assert!(st != RequestStatus::Completed || states.iter().all(|s| *s == StepState::Done));
     }
 }
+
+use super::policy::{hold_gate, HoldGate, HoldSpan};
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Time passes.
+    Tick(i64),
+    /// An ad-hoc hold is added, ending after `dur` (None = until released).
+    AddHold(Option<i64>),
+    /// The oldest open hold is released.
+    Release,
+    /// A worker claims the step and, if the gate is clear, calls erase.
+    Work,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (1i64..50).prop_map(Op::Tick),
+        prop::option::of(1i64..100).prop_map(Op::AddHold),
+        Just(Op::Release),
+        Just(Op::Work),
+    ]
+}
+
+proptest! {
+    /// For random interleavings of holds, releases, time and worker runs, the
+    /// worker's gate never lets an erase call through while any hold is active,
+    /// and the step ends `done` only through an erase made while clear.
+    #[test]
+    fn a_held_step_never_receives_an_erase_call(ops in prop::collection::vec(op(), 1..60)) {
+        let mut now = 0i64;
+        let mut holds: Vec<(HoldSpan, bool)> = vec![]; // (span, released)
+        let mut state = StepState::Pending;
+        for o in ops {
+            match o {
+                Op::Tick(d) => now += d,
+                Op::AddHold(dur) => holds.push((HoldSpan { basis: "litigation".into(), until: dur.map(|d| now + d) }, false)),
+                Op::Release => {
+                    if let Some(h) = holds.iter_mut().find(|(_, r)| !r) {
+                        h.1 = true;
+                    }
+                }
+                Op::Work => {
+                    if !state.is_claimable() {
+                        continue;
+                    }
+                    state = state.apply(StepEvent::Claim).unwrap();
+                    let open: Vec<HoldSpan> = holds.iter().filter(|(_, r)| !r).map(|(h, _)| h.clone()).collect();
+                    let truly_active = open.iter().any(|h| h.until.is_none_or(|u| now < u));
+                    match hold_gate(&open, now) {
+                        HoldGate::Clear => {
+                            prop_assert!(!truly_active, "erase called at {now} under an active hold: {open:?}");
+                            state = state.apply(StepEvent::Finished).unwrap();
+                        }
+                        HoldGate::Held { .. } => {
+                            prop_assert!(truly_active);
+                            state = state.apply(StepEvent::Hold).unwrap();
+                        }
+                    }
+                }
+            }
+            let status = derive_status(false, &[state, StepState::Done]);
+            prop_assert!(status != RequestStatus::Completed || state == StepState::Done);
+        }
+    }
+}

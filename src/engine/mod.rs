@@ -16,7 +16,8 @@ use crate::domain::{
     due_date, extended_due_date, Phase, RequestKind, RequestStatus, StepEvent, StepState, Subject,
 };
 use crate::store::{
-    ms, Applied, ChangeSet, RequestPatch, RequestRow, StepChange, Store, StoreError,
+    ms, Applied, ChangeSet, HoldRow, Millis, RequestPatch, RequestRow, StepChange, Store,
+    StoreError,
 };
 use chrono::Utc;
 use std::collections::HashMap;
@@ -70,6 +71,7 @@ pub struct Engine {
     pub keys: Keys,
     connectors: HashMap<String, Arc<dyn Connector>>,
     limits: HashMap<String, Arc<Semaphore>>,
+    rates: HashMap<String, Arc<governor::DefaultDirectRateLimiter>>,
     worker_id: String,
     wake: Notify,
 }
@@ -89,9 +91,22 @@ impl Engine {
             .map_err(|e| EngineError::Invalid(format!("cannot build the HTTP client: {e}")))?;
         let mut connectors = HashMap::new();
         let mut limits = HashMap::new();
+        let mut rates = HashMap::new();
         for p in &config.processors {
             let spec = config.spec(p);
             let conc = spec.concurrency.max(1);
+            if let Some(rate) = spec.rate_per_second {
+                // One token every 1/rate seconds, bursts of at most one second's worth.
+                let period = std::time::Duration::from_secs_f64(1.0 / rate);
+                let burst = std::num::NonZeroU32::new(rate.ceil().max(1.0) as u32)
+                    .unwrap_or(std::num::NonZeroU32::MIN);
+                if let Some(q) = governor::Quota::with_period(period) {
+                    rates.insert(
+                        p.name.clone(),
+                        Arc::new(governor::RateLimiter::direct(q.allow_burst(burst))),
+                    );
+                }
+            }
             let c = config
                 .registry
                 .build(&p.connector, spec, client.clone())
@@ -108,6 +123,7 @@ impl Engine {
             keys,
             connectors,
             limits,
+            rates,
             worker_id,
             wake: Notify::new(),
         }))
@@ -147,7 +163,10 @@ impl Engine {
             .pick(kind, opts.workflow.as_deref())
             .map_err(EngineError::Invalid)?;
         let now = Utc::now();
-        let steps = planner::plan(&self.config, wf, kind, ms(now)).map_err(EngineError::Invalid)?;
+        let subject_hash = self.keys.subject_hash(&subject);
+        let adhoc = self.store.active_holds(&subject_hash, ms(now)).await?;
+        let steps =
+            planner::plan(&self.config, wf, kind, ms(now), &adhoc).map_err(EngineError::Invalid)?;
         let req = crate::store::NewRequest {
             id: uuid::Uuid::new_v4().to_string(),
             kind,
@@ -155,7 +174,7 @@ impl Engine {
             received_at: ms(now),
             due_at: ms(due_date(now)),
             external_id: opts.external_id.clone(),
-            subject_hash: self.keys.subject_hash(&subject),
+            subject_hash,
             subject_masked: subject.masked(),
             identities: self.keys.seal(&subject),
             callback_url: opts.callback_url,
@@ -337,6 +356,65 @@ impl Engine {
             ))),
             _ => Err(EngineError::Conflict(id.to_string())),
         }
+    }
+
+    /// Place an ad-hoc legal hold on a subject (all processors, or one). New
+    /// requests are planned as held, and the worker checks holds before every
+    /// erase call, so open requests are held too.
+    pub async fn add_hold(
+        &self,
+        subject: &Subject,
+        basis: &str,
+        until: Option<Millis>,
+        processor: Option<&str>,
+    ) -> Result<HoldRow, EngineError> {
+        subject
+            .validate()
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let basis = basis.trim();
+        if basis.is_empty() {
+            return Err(EngineError::Invalid("a hold needs its legal basis (--basis), e.g. \"litigation: case 2026-114 (Art. 17(3)(e))\"".into()));
+        }
+        let now = ms(Utc::now());
+        if let Some(u) = until {
+            if u <= now {
+                return Err(EngineError::Invalid("--until is in the past".into()));
+            }
+        }
+        if let Some(p) = processor {
+            if !self.config.processors.iter().any(|c| c.name == p) {
+                return Err(EngineError::Invalid(format!(
+                    "no processor named `{p}` in {}",
+                    self.config.path.display()
+                )));
+            }
+        }
+        let hold = HoldRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            subject_hash: self.keys.subject_hash(subject),
+            subject_masked: subject.masked(),
+            basis: basis.to_string(),
+            until_at: until,
+            processor: processor.map(str::to_string),
+            created_at: now,
+            released_at: None,
+        };
+        self.store.add_hold(hold.clone()).await?;
+        Ok(hold)
+    }
+
+    /// Release an ad-hoc hold; the subject's held steps are re-checked at once
+    /// (and erase if nothing else holds them).
+    pub async fn release_hold(&self, id: &str) -> Result<HoldRow, EngineError> {
+        let now = ms(Utc::now());
+        let hold = self.store.release_hold(id, now).await?.ok_or_else(|| {
+            EngineError::Invalid(format!(
+                "no open hold with id `{id}` (see `lethe hold list`)"
+            ))
+        })?;
+        self.store.wake_held_steps(&hold.subject_hash, now).await?;
+        self.wake.notify_one();
+        Ok(hold)
     }
 
     /// Call every processor's cheapest authenticated endpoint.

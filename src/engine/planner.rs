@@ -1,9 +1,48 @@
 //! The planner: a workflow and the configured processors become a request's steps.
+//!
+//! Holds are decided here for a new request (workflow rules and ad-hoc holds
+//! already on the subject), and again by the worker just before every erase
+//! call, so a hold added later still stops the call.
 
 use super::workflow::WorkflowDef;
 use crate::config::Config;
-use crate::domain::{Action, RequestKind, StepState};
-use crate::store::{Millis, NewStep};
+use crate::domain::policy::FOREVER_MS;
+use crate::domain::{hold_gate, Action, HoldGate, HoldSpan, RequestKind, StepState};
+use crate::store::{HoldRow, Millis, NewStep};
+
+/// The holds that apply to an erase at one processor: the workflow's rule
+/// (counted from receipt) and the subject's ad-hoc holds for that processor.
+pub fn holds_for(
+    wf: &WorkflowDef,
+    processor: &str,
+    category: crate::connectors::Category,
+    received_at: Millis,
+    adhoc: &[HoldRow],
+) -> Vec<HoldSpan> {
+    let mut spans = Vec::new();
+    if let Some(rule) = wf.hold_for(processor, category) {
+        let until = received_at
+            .saturating_add(rule.duration.get().as_millis().min(i64::MAX as u128) as i64);
+        spans.push(HoldSpan {
+            basis: rule.basis.clone(),
+            until: Some(until),
+        });
+    }
+    spans.extend(holds_for_adhoc(processor, adhoc));
+    spans
+}
+
+/// The ad-hoc holds alone (when the request's workflow is no longer configured).
+pub fn holds_for_adhoc(processor: &str, adhoc: &[HoldRow]) -> Vec<HoldSpan> {
+    adhoc
+        .iter()
+        .filter(|h| h.processor.as_deref().is_none_or(|p| p == processor))
+        .map(|h| HoldSpan {
+            basis: h.basis.clone(),
+            until: h.until_at,
+        })
+        .collect()
+}
 
 /// The steps for a new request, or a message saying why there are none.
 pub fn plan(
@@ -11,29 +50,36 @@ pub fn plan(
     wf: &WorkflowDef,
     kind: RequestKind,
     now: Millis,
+    adhoc: &[HoldRow],
 ) -> Result<Vec<NewStep>, String> {
     let action = match kind {
         RequestKind::Erasure => Action::Erase,
         RequestKind::Export => Action::Export,
     };
+    let cooling = wf
+        .cooling_off
+        .map(|c| c.get().as_millis().min(i64::MAX as u128) as i64)
+        .unwrap_or(0);
     let mut steps = Vec::new();
     for p in &config.processors {
         let category = config.category(p);
         let Some(wave) = wf.wave_of(&p.name, category) else {
             continue;
         };
-        let hold = match kind {
-            // Holds defer erasure only: held data can still be exported to its subject.
-            RequestKind::Erasure => wf.hold_for(&p.name, category),
-            RequestKind::Export => None,
+        // Holds defer erasure only: held data can still be exported to its subject.
+        let gate = match kind {
+            RequestKind::Erasure => hold_gate(&holds_for(wf, &p.name, category, now, adhoc), now),
+            RequestKind::Export => HoldGate::Clear,
         };
-        let (state, run_at, hold_basis, hold_until) = match hold {
-            Some(h) => {
-                let until =
-                    now.saturating_add(h.duration.get().as_millis().min(i64::MAX as u128) as i64);
-                (StepState::Held, until, Some(h.basis.clone()), Some(until))
+        let (state, run_at, hold_basis, hold_until) = match gate {
+            HoldGate::Held { basis, until } => {
+                let until = until.unwrap_or(FOREVER_MS);
+                (StepState::Held, until, Some(basis), Some(until))
             }
-            None => (StepState::Pending, now, None, None),
+            HoldGate::Clear if kind == RequestKind::Erasure => {
+                (StepState::Pending, now.saturating_add(cooling), None, None)
+            }
+            HoldGate::Clear => (StepState::Pending, now, None, None),
         };
         steps.push(NewStep {
             processor: p.name.clone(),

@@ -10,7 +10,8 @@
 use super::workflow::RetryPolicy;
 use super::{Engine, EngineError};
 use crate::connectors::{CallContext, ConnectorError, Erase, ErrorClass, Evidence, Export, Verify};
-use crate::domain::{Action, Outcome, Phase, StepEvent, StepState, Subject};
+use crate::domain::policy::FOREVER_MS;
+use crate::domain::{hold_gate, Action, HoldGate, Outcome, Phase, StepEvent, StepState, Subject};
 use crate::store::{ms, Applied, ChangeSet, Millis, RequestPatch, StepChange, StepRow};
 use chrono::Utc;
 use serde_json::{json, Value};
@@ -37,6 +38,7 @@ struct Decision {
     error: Option<(String, String)>,
     evidence: Option<Value>,
     grace_until: Option<Millis>,
+    hold: Option<(String, Millis)>,
     kind: &'static str,
     extra: Value,
 }
@@ -51,6 +53,7 @@ impl Decision {
             error: None,
             evidence: Some(serde_json::to_value(evidence).unwrap_or(Value::Null)),
             grace_until: None,
+            hold: None,
             kind: "step.done",
             extra: json!({}),
         }
@@ -188,7 +191,7 @@ impl Engine {
             attempts: decision.attempts,
             error: decision.error,
             evidence: decision.evidence,
-            hold: None,
+            hold: decision.hold,
             grace_until: decision.grace_until,
             finished: matches!(to, StepState::Done | StepState::Failed),
             event: decision.kind.to_string(),
@@ -267,6 +270,67 @@ impl Engine {
                 None,
             ));
         };
+        let now = ms(Utc::now());
+        // Holds: checked right before every erase call, so a hold added after
+        // planning still stops it. No erase reaches a held processor.
+        if step.phase == Phase::Act && step.action == Action::Erase {
+            let category = crate::connectors::Category::parse(&step.category)
+                .unwrap_or(crate::connectors::Category::Other);
+            let adhoc = self.store.active_holds(&req.subject_hash, now).await?;
+            let spans = match self.config.workflows.by_name.get(&req.workflow) {
+                Some(wf) => super::planner::holds_for(
+                    wf,
+                    &step.processor,
+                    category,
+                    req.received_at,
+                    &adhoc,
+                ),
+                None => super::planner::holds_for_adhoc(&step.processor, &adhoc),
+            };
+            if let HoldGate::Held { basis, until } = hold_gate(&spans, now) {
+                let until = until.unwrap_or(FOREVER_MS);
+                return Ok(Decision {
+                    event: StepEvent::Hold,
+                    outcome: None,
+                    run_at: until,
+                    attempts: Some((step.attempts - 1).max(0)),
+                    error: None,
+                    evidence: None,
+                    grace_until: None,
+                    hold: Some((basis.clone(), until)),
+                    kind: "step.held",
+                    extra: json!({"hold_basis": basis, "hold_until": until}),
+                });
+            }
+        }
+        // A processor that failed every recent call is left alone until its pause ends.
+        let health = self.store.health(&step.processor).await?;
+        if let Some(until) = health.paused_until.filter(|u| *u > now) {
+            return Ok(Decision {
+                event: StepEvent::Transient,
+                outcome: None,
+                run_at: until,
+                attempts: Some((step.attempts - 1).max(0)),
+                error: Some((
+                    format!(
+                        "processor `{}` is paused until {} after {} failed calls in a row (last: {}); no attempt was used",
+                        step.processor,
+                        crate::store::from_ms(until).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        health.consecutive_failures,
+                        health.last_error.as_deref().unwrap_or("?")
+                    ),
+                    "paused".into(),
+                )),
+                evidence: None,
+                grace_until: None,
+                hold: None,
+                kind: "step.retry_wait",
+                extra: json!({"paused_until": until}),
+            });
+        }
+        if let Some(rate) = self.rates.get(&step.processor) {
+            rate.until_ready().await;
+        }
         let _permit = match self.limits.get(&step.processor) {
             Some(sem) => Some(
                 sem.clone()
@@ -282,7 +346,6 @@ impl Engine {
             request_id: &step.request_id,
             idempotency_key: &key,
         };
-        let now = ms(Utc::now());
         let started = std::time::Instant::now();
         let result = match (step.phase, step.action) {
             (Phase::Act, Action::Erase) => connector.erase(cx).await.map(|e| self.on_erase(e, now)),
@@ -322,6 +385,25 @@ impl Engine {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "processor call finished"
         );
+        // Track the processor's health: transient failures in a row pause it.
+        let failure = match &result {
+            Err(e) if e.class == ErrorClass::Transient => {
+                Some(crate::connectors::scrub(&e.message, &subject))
+            }
+            _ => None,
+        };
+        if failure.is_some() || health.consecutive_failures > 0 {
+            let w = &self.config.worker;
+            self.store
+                .record_call(
+                    &step.processor,
+                    failure.as_deref(),
+                    ms(Utc::now()),
+                    w.pause_after as i64,
+                    w.pause_for.get().as_millis() as i64,
+                )
+                .await?;
+        }
         Ok(match result {
             Ok(d) => d,
             Err(e) => on_error(step, &policy, e, &subject, now),
@@ -347,6 +429,7 @@ impl Engine {
                     error: None,
                     evidence: Some(serde_json::to_value(&evidence).unwrap_or(Value::Null)),
                     grace_until: Some(until),
+                    hold: None,
                     kind: "step.grace",
                     extra: json!({"window_ms": window.as_millis() as u64, "verify_at": until}),
                 }
@@ -406,6 +489,7 @@ fn failed(step: &StepRow, message: String, evidence: Option<Evidence>) -> Decisi
         error: Some((message, ErrorClass::Permanent.as_str().to_string())),
         evidence: evidence.map(|e| serde_json::to_value(e).unwrap_or(Value::Null)),
         grace_until: None,
+        hold: None,
         kind: "step.failed",
         extra: json!({}),
     }
@@ -433,6 +517,7 @@ fn on_error(
                 error: Some((message, e.class.as_str().into())),
                 evidence,
                 grace_until: None,
+                hold: None,
                 kind: "step.retry_wait",
                 extra: json!({"retry_in_ms": wait.as_millis() as u64}),
             }
@@ -449,6 +534,7 @@ fn on_error(
                 error: Some((message, e.class.as_str().into())),
                 evidence,
                 grace_until: None,
+                hold: None,
                 kind: "step.retry_wait",
                 extra: json!({"retry_in_ms": wait.as_millis() as u64}),
             }
@@ -464,6 +550,7 @@ fn on_error(
             )),
             evidence,
             grace_until: None,
+            hold: None,
             kind: "step.failed",
             extra: json!({}),
         },
@@ -475,6 +562,7 @@ fn on_error(
             error: Some((message, "permanent".into())),
             evidence,
             grace_until: None,
+            hold: None,
             kind: "step.failed",
             extra: json!({}),
         },

@@ -27,6 +27,9 @@ pub struct WorkflowDef {
     /// How failed calls are retried.
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// A wait before any erase call, during which `lethe cancel` stops everything.
+    #[serde(default)]
+    pub cooling_off: Option<HumanDuration>,
     /// Ordered phases; a processor takes part in the first phase that selects it.
     #[serde(default, rename = "phase")]
     pub phases: Vec<PhaseDef>,

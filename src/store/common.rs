@@ -163,6 +163,36 @@ impl RawEvent {
     }
 }
 
+#[derive(sqlx::FromRow)]
+pub(super) struct RawHold {
+    id: String,
+    subject_hash: String,
+    subject_masked: String,
+    basis: String,
+    until_at: Option<i64>,
+    processor: Option<String>,
+    created_at: i64,
+    released_at: Option<i64>,
+}
+
+impl RawHold {
+    pub(super) fn into_row(self) -> super::HoldRow {
+        super::HoldRow {
+            id: self.id,
+            subject_hash: self.subject_hash,
+            subject_masked: self.subject_masked,
+            basis: self.basis,
+            until_at: self.until_at,
+            processor: self.processor,
+            created_at: self.created_at,
+            released_at: self.released_at,
+        }
+    }
+}
+
+pub(super) const HOLD_COLS: &str =
+    "id, subject_hash, subject_masked, basis, until_at, processor, created_at, released_at";
+
 /// An event waiting to be appended.
 pub(super) struct PendingEvent {
     pub request_id: Option<String>,
@@ -315,6 +345,7 @@ macro_rules! shared_store_fns {
                 "SELECT {REQ_COLS} FROM requests WHERE ($1 IS NULL OR status = $1) \
                  AND ($2 IS NULL OR (due_at < $2 AND status NOT IN ('completed','completed_with_exceptions','cancelled'))) \
                  AND ($3 IS NULL OR received_at >= $3) AND ($4 IS NULL OR received_at < $4) \
+                 AND ($6 IS NULL OR subject_hash = $6) \
                  ORDER BY received_at DESC, id LIMIT $5"
             );
             let raw: Vec<RawRequest> = sqlx::query_as(&sql)
@@ -323,6 +354,7 @@ macro_rules! shared_store_fns {
                 .bind(f.received_from)
                 .bind(f.received_to)
                 .bind(f.limit.unwrap_or(i64::MAX))
+                .bind(&f.subject_hash)
                 .fetch_all(pool)
                 .await?;
             raw.into_iter().map(RawRequest::into_row).collect()
@@ -503,6 +535,125 @@ macro_rules! shared_store_fns {
             raw.into_iter().map(RawEvent::into_row).collect()
         }
 
+        pub(super) async fn add_hold(conn: &mut $conn, h: &$crate::store::HoldRow) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO holds (id, subject_hash, subject_masked, basis, until_at, processor, created_at, released_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
+            )
+            .bind(&h.id)
+            .bind(&h.subject_hash)
+            .bind(&h.subject_masked)
+            .bind(&h.basis)
+            .bind(h.until_at)
+            .bind(&h.processor)
+            .bind(h.created_at)
+            .execute(&mut *conn)
+            .await?;
+            let detail = serde_json::json!({
+                "hold": h.id, "subject": h.subject_masked, "basis": h.basis, "until": h.until_at, "processor": h.processor,
+            });
+            append_events(conn, h.created_at, vec![PendingEvent { request_id: None, step_id: None, kind: "hold.added".into(), detail }]).await
+        }
+
+        pub(super) async fn release_hold(conn: &mut $conn, id: &str, now: i64) -> Result<Option<$crate::store::HoldRow>, StoreError> {
+            let sql = format!(
+                "UPDATE holds SET released_at = $1 WHERE id = $2 AND released_at IS NULL RETURNING {}",
+                $crate::store::common::HOLD_COLS
+            );
+            let raw: Option<$crate::store::common::RawHold> = sqlx::query_as(&sql).bind(now).bind(id).fetch_optional(&mut *conn).await?;
+            let Some(h) = raw.map($crate::store::common::RawHold::into_row) else { return Ok(None) };
+            let detail = serde_json::json!({"hold": h.id, "subject": h.subject_masked, "basis": h.basis});
+            append_events(conn, now, vec![PendingEvent { request_id: None, step_id: None, kind: "hold.released".into(), detail }]).await?;
+            Ok(Some(h))
+        }
+
+        pub(super) async fn list_holds(pool: &$pool, include_released: bool) -> Result<Vec<$crate::store::HoldRow>, StoreError> {
+            let sql = format!(
+                "SELECT {} FROM holds WHERE ($1 = 1 OR released_at IS NULL) ORDER BY created_at DESC, id",
+                $crate::store::common::HOLD_COLS
+            );
+            let raw: Vec<$crate::store::common::RawHold> = sqlx::query_as(&sql).bind(include_released as i64).fetch_all(pool).await?;
+            Ok(raw.into_iter().map($crate::store::common::RawHold::into_row).collect())
+        }
+
+        pub(super) async fn active_holds(pool: &$pool, subject_hash: &str, now: i64) -> Result<Vec<$crate::store::HoldRow>, StoreError> {
+            let sql = format!(
+                "SELECT {} FROM holds WHERE subject_hash = $1 AND released_at IS NULL AND (until_at IS NULL OR until_at > $2) \
+                 ORDER BY created_at",
+                $crate::store::common::HOLD_COLS
+            );
+            let raw: Vec<$crate::store::common::RawHold> = sqlx::query_as(&sql).bind(subject_hash).bind(now).fetch_all(pool).await?;
+            Ok(raw.into_iter().map($crate::store::common::RawHold::into_row).collect())
+        }
+
+        pub(super) async fn wake_held_steps(pool: &$pool, subject_hash: &str, now: i64) -> Result<u64, StoreError> {
+            let r = sqlx::query(
+                "UPDATE steps SET run_at = $1 WHERE state = 'held' AND run_at > $1 \
+                 AND request_id IN (SELECT id FROM requests WHERE subject_hash = $2)",
+            )
+            .bind(now)
+            .bind(subject_hash)
+            .execute(pool)
+            .await?;
+            Ok(r.rows_affected())
+        }
+
+        pub(super) async fn health(pool: &$pool, processor: &str) -> Result<$crate::store::Health, StoreError> {
+            let row: Option<(i64, Option<i64>, Option<String>)> = sqlx::query_as(
+                "SELECT consecutive_failures, paused_until, last_error FROM processor_health WHERE processor = $1",
+            )
+            .bind(processor)
+            .fetch_optional(pool)
+            .await?;
+            Ok(row
+                .map(|(f, p, e)| $crate::store::Health { consecutive_failures: f, paused_until: p, last_error: e })
+                .unwrap_or_default())
+        }
+
+        pub(super) async fn record_call(
+            conn: &mut $conn,
+            processor: &str,
+            failure: Option<&str>,
+            now: i64,
+            pause_after: i64,
+            pause_ms: i64,
+        ) -> Result<$crate::store::Health, StoreError> {
+            let Some(err) = failure else {
+                sqlx::query(
+                    "UPDATE processor_health SET consecutive_failures = 0, paused_until = NULL, updated_at = $1 WHERE processor = $2",
+                )
+                .bind(now)
+                .bind(processor)
+                .execute(&mut *conn)
+                .await?;
+                return Ok($crate::store::Health::default());
+            };
+            let (failures, paused_until): (i64, Option<i64>) = sqlx::query_as(
+                "INSERT INTO processor_health (processor, consecutive_failures, paused_until, last_error, updated_at) \
+                 VALUES ($1, 1, NULL, $2, $3) ON CONFLICT (processor) DO UPDATE SET \
+                 consecutive_failures = processor_health.consecutive_failures + 1, last_error = $2, updated_at = $3 \
+                 RETURNING consecutive_failures, paused_until",
+            )
+            .bind(processor)
+            .bind(err)
+            .bind(now)
+            .fetch_one(&mut *conn)
+            .await?;
+            let mut paused_until = paused_until.filter(|p| *p > now);
+            if failures >= pause_after && paused_until.is_none() {
+                let until = now.saturating_add(pause_ms);
+                sqlx::query("UPDATE processor_health SET paused_until = $1 WHERE processor = $2")
+                    .bind(until)
+                    .bind(processor)
+                    .execute(&mut *conn)
+                    .await?;
+                paused_until = Some(until);
+                let detail = serde_json::json!({"processor": processor, "consecutive_failures": failures, "paused_until": until, "last_error": err});
+                append_events(conn, now, vec![PendingEvent { request_id: None, step_id: None, kind: "processor.paused".into(), detail }]).await?;
+            }
+            Ok($crate::store::Health { consecutive_failures: failures, paused_until, last_error: Some(err.to_string()) })
+        }
+
         pub(super) async fn step_counts(pool: &$pool) -> Result<Vec<(String, String, i64)>, StoreError> {
             Ok(sqlx::query_as("SELECT processor, state, COUNT(*) FROM steps GROUP BY processor, state ORDER BY processor, state")
                 .fetch_all(pool)
@@ -512,3 +663,220 @@ macro_rules! shared_store_fns {
 }
 
 pub(super) use shared_store_fns;
+
+/// Implement [`Store`](crate::store::Store) for a backend struct with a `pool`
+/// field, given its transaction-start function, its claim statement and its
+/// migrator. The `shared` module (from [`shared_store_fns!`]) must be in scope.
+macro_rules! impl_store {
+    ($store:ty, $begin:path, $claim_sql:path, $migrator:expr) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            async fn migrate(&self) -> Result<(), $crate::store::StoreError> {
+                $migrator
+                    .run(&self.pool)
+                    .await
+                    .map_err(|e| $crate::store::StoreError::Migrate(e.to_string()))
+            }
+
+            async fn ping(&self) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn create_request(
+                &self,
+                req: $crate::store::NewRequest,
+                steps: Vec<$crate::store::NewStep>,
+                now: i64,
+            ) -> Result<$crate::store::RequestRow, $crate::store::StoreError> {
+                let mut tx = $begin(&self.pool).await?;
+                shared::insert_request(&mut tx, &req, &steps, now).await?;
+                tx.commit().await?;
+                shared::get_request(&self.pool, &req.id)
+                    .await?
+                    .ok_or_else(|| {
+                        $crate::store::StoreError::Unavailable(
+                            "request vanished after insert".into(),
+                        )
+                    })
+            }
+
+            async fn get_request(
+                &self,
+                id: &str,
+            ) -> Result<Option<$crate::store::RequestRow>, $crate::store::StoreError> {
+                shared::get_request(&self.pool, id).await
+            }
+
+            async fn find_by_external_id(
+                &self,
+                ext: &str,
+            ) -> Result<Option<$crate::store::RequestRow>, $crate::store::StoreError> {
+                shared::find_by_external_id(&self.pool, ext).await
+            }
+
+            async fn list_requests(
+                &self,
+                f: &$crate::store::RequestFilter,
+            ) -> Result<Vec<$crate::store::RequestRow>, $crate::store::StoreError> {
+                shared::list_requests(&self.pool, f).await
+            }
+
+            async fn steps(
+                &self,
+                request_id: &str,
+            ) -> Result<Vec<$crate::store::StepRow>, $crate::store::StoreError> {
+                shared::steps(&self.pool, request_id).await
+            }
+
+            async fn claim_due(
+                &self,
+                worker: &str,
+                now: i64,
+                lease_until: i64,
+                limit: i64,
+            ) -> Result<Vec<$crate::store::StepRow>, $crate::store::StoreError> {
+                let sql = $claim_sql();
+                let mut tx = $begin(&self.pool).await?;
+                let raw: Vec<$crate::store::common::RawStep> = sqlx::query_as(&sql)
+                    .bind(worker)
+                    .bind(lease_until)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                raw.into_iter()
+                    .map($crate::store::common::RawStep::into_row)
+                    .collect()
+            }
+
+            async fn release_expired_leases(
+                &self,
+                now: i64,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let mut tx = $begin(&self.pool).await?;
+                let n = shared::release_expired(&mut tx, now).await?;
+                tx.commit().await?;
+                Ok(n)
+            }
+
+            async fn heartbeat(
+                &self,
+                step_id: i64,
+                worker: &str,
+                lease_until: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                shared::heartbeat(&self.pool, step_id, worker, lease_until).await
+            }
+
+            async fn next_wake(&self) -> Result<Option<i64>, $crate::store::StoreError> {
+                shared::next_wake(&self.pool).await
+            }
+
+            async fn apply(
+                &self,
+                changes: $crate::store::ChangeSet,
+            ) -> Result<$crate::store::Applied, $crate::store::StoreError> {
+                let mut tx = $begin(&self.pool).await?;
+                let (applied, commit) = shared::apply_in(&mut tx, changes).await?;
+                if commit {
+                    tx.commit().await?;
+                } else {
+                    tx.rollback().await?;
+                }
+                Ok(applied)
+            }
+
+            async fn events(
+                &self,
+                after_seq: i64,
+                limit: i64,
+            ) -> Result<Vec<$crate::store::EventRow>, $crate::store::StoreError> {
+                shared::events(&self.pool, after_seq, limit).await
+            }
+
+            async fn request_events(
+                &self,
+                request_id: &str,
+            ) -> Result<Vec<$crate::store::EventRow>, $crate::store::StoreError> {
+                shared::request_events(&self.pool, request_id).await
+            }
+
+            async fn step_counts(
+                &self,
+            ) -> Result<Vec<(String, String, i64)>, $crate::store::StoreError> {
+                shared::step_counts(&self.pool).await
+            }
+
+            async fn add_hold(
+                &self,
+                hold: $crate::store::HoldRow,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = $begin(&self.pool).await?;
+                shared::add_hold(&mut tx, &hold).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn release_hold(
+                &self,
+                id: &str,
+                now: i64,
+            ) -> Result<Option<$crate::store::HoldRow>, $crate::store::StoreError> {
+                let mut tx = $begin(&self.pool).await?;
+                let h = shared::release_hold(&mut tx, id, now).await?;
+                tx.commit().await?;
+                Ok(h)
+            }
+
+            async fn list_holds(
+                &self,
+                include_released: bool,
+            ) -> Result<Vec<$crate::store::HoldRow>, $crate::store::StoreError> {
+                shared::list_holds(&self.pool, include_released).await
+            }
+
+            async fn active_holds(
+                &self,
+                subject_hash: &str,
+                now: i64,
+            ) -> Result<Vec<$crate::store::HoldRow>, $crate::store::StoreError> {
+                shared::active_holds(&self.pool, subject_hash, now).await
+            }
+
+            async fn wake_held_steps(
+                &self,
+                subject_hash: &str,
+                now: i64,
+            ) -> Result<u64, $crate::store::StoreError> {
+                shared::wake_held_steps(&self.pool, subject_hash, now).await
+            }
+
+            async fn health(
+                &self,
+                processor: &str,
+            ) -> Result<$crate::store::Health, $crate::store::StoreError> {
+                shared::health(&self.pool, processor).await
+            }
+
+            async fn record_call(
+                &self,
+                processor: &str,
+                failure: Option<&str>,
+                now: i64,
+                pause_after: i64,
+                pause_ms: i64,
+            ) -> Result<$crate::store::Health, $crate::store::StoreError> {
+                let mut tx = $begin(&self.pool).await?;
+                let h =
+                    shared::record_call(&mut tx, processor, failure, now, pause_after, pause_ms)
+                        .await?;
+                tx.commit().await?;
+                Ok(h)
+            }
+        }
+    };
+}
+
+pub(super) use impl_store;

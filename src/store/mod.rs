@@ -314,6 +314,40 @@ pub struct RequestFilter {
     pub received_to: Option<Millis>,
     /// At most this many (newest first).
     pub limit: Option<i64>,
+    /// Only requests of this subject (keyed hash).
+    pub subject_hash: Option<String>,
+}
+
+/// An ad-hoc legal hold on a subject.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HoldRow {
+    /// Id (UUID).
+    pub id: String,
+    /// Keyed hash of the subject's matching key.
+    pub subject_hash: String,
+    /// Masked identity, for lists.
+    pub subject_masked: String,
+    /// The legal basis.
+    pub basis: String,
+    /// End; None = until released.
+    pub until_at: Option<Millis>,
+    /// Only this processor; None = every processor.
+    pub processor: Option<String>,
+    /// Created.
+    pub created_at: Millis,
+    /// Released.
+    pub released_at: Option<Millis>,
+}
+
+/// A processor's recent health.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Health {
+    /// Transient failures in a row.
+    pub consecutive_failures: i64,
+    /// Paused until, if paused.
+    pub paused_until: Option<Millis>,
+    /// The last failure.
+    pub last_error: Option<String>,
 }
 
 /// The store.
@@ -368,6 +402,33 @@ pub trait Store: Send + Sync {
     async fn request_events(&self, request_id: &str) -> Result<Vec<EventRow>, StoreError>;
     /// Counts of steps by (processor, state), for metrics and reports.
     async fn step_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
+    /// Record an ad-hoc hold, with a `hold.added` event.
+    async fn add_hold(&self, hold: HoldRow) -> Result<(), StoreError>;
+    /// Release a hold; returns it (None if unknown or already released), with a `hold.released` event.
+    async fn release_hold(&self, id: &str, now: Millis) -> Result<Option<HoldRow>, StoreError>;
+    /// Holds, newest first; released ones too if asked.
+    async fn list_holds(&self, include_released: bool) -> Result<Vec<HoldRow>, StoreError>;
+    /// Holds on a subject that are in force at `now`.
+    async fn active_holds(
+        &self,
+        subject_hash: &str,
+        now: Millis,
+    ) -> Result<Vec<HoldRow>, StoreError>;
+    /// Make a subject's held steps due now, so a worker re-checks their holds.
+    async fn wake_held_steps(&self, subject_hash: &str, now: Millis) -> Result<u64, StoreError>;
+    /// A processor's health.
+    async fn health(&self, processor: &str) -> Result<Health, StoreError>;
+    /// Record a call's result: success resets; a failure counts, and after
+    /// `pause_after` failures in a row the processor is paused until `now + pause_ms`
+    /// (with a `processor.paused` event). Returns the new health.
+    async fn record_call(
+        &self,
+        processor: &str,
+        failure: Option<&str>,
+        now: Millis,
+        pause_after: i64,
+        pause_ms: i64,
+    ) -> Result<Health, StoreError>;
 }
 
 /// Open the store named by a URL: `sqlite://FILE` (created if missing) or `postgres://…`.

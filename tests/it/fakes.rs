@@ -168,3 +168,39 @@ pub async fn count(server: &MockServer, m: &str, p: &str) -> usize {
         .filter(|r| r.method.as_str() == m && r.url.path() == p)
         .count()
 }
+
+/// Mount a known member on another list (readable, permanently deletable once).
+pub async fn add_member_to(server: &MockServer, list: &str, email: &str) {
+    let member = format!("/3.0/lists/{list}/members/{}", hash(email));
+    Mock::given(method("GET"))
+        .and(path(member.clone()))
+        .and(ApiKey(true))
+        .respond_with(ResponseTemplate::new(200).set_body_json(member_doc(email)))
+        .with_priority(10)
+        .mount(server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{member}/actions/delete-permanent")))
+        .and(ApiKey(true))
+        .respond_with(ResponseTemplate::new(204))
+        .up_to_n_times(1)
+        .with_priority(10)
+        .mount(server)
+        .await;
+}
+
+/// A Mailchimp processor block with its own name and list.
+pub fn named_processor_toml(server: &MockServer, name: &str, list: &str) -> String {
+    format!(
+        "[[processor]]\nname = \"{name}\"\nconnector = \"mailchimp\"\nbase_url = \"{}/3.0\"\nsettings = {{ list_id = \"{list}\" }}\nsecrets = {{ api_key = \"MAILCHIMP_API_KEY\" }}\n",
+        server.uri()
+    )
+}
+
+/// The delete-permanent path of a member of `list`.
+pub fn delete_path_in(list: &str, email: &str) -> String {
+    format!(
+        "/3.0/lists/{list}/members/{}/actions/delete-permanent",
+        hash(email)
+    )
+}

@@ -6,4 +6,5 @@ mod fakes;
 mod helpers;
 mod lease;
 mod mailchimp;
+mod policies;
 mod store_conformance;
