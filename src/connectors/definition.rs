@@ -102,6 +102,10 @@ pub struct ConnectorDef {
     /// Default limits that keep below the processor's documented ones.
     #[serde(default)]
     pub limits: Limits,
+    /// A retry policy for this API, overriding the workflow's (e.g. an API that
+    /// asks for at least a minute between tries).
+    #[serde(default)]
+    pub retry: Option<crate::domain::retry::RetryPolicy>,
     /// How to read responses, for every call unless a call overrides it.
     #[serde(default)]
     pub responses: Responses,
@@ -361,6 +365,10 @@ impl ConnectorDef {
                 format!("`{}` must be lower-case letters, digits and `_`", self.name),
             ));
         }
+        if let Some(r) = &self.retry {
+            r.validate()
+                .map_err(|(k, reason)| err(&format!("retry.{k}"), reason))?;
+        }
         if self.limits.concurrency == 0 {
             return Err(err("limits.concurrency", "must be at least 1".into()));
         }
@@ -536,4 +544,24 @@ fn check_call(env: &minijinja::Environment<'static>, c: &Call) -> Result<(), (St
     }
     check_responses(&c.responses).map_err(|(k, e)| (format!("responses.{k}"), e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_definitions_are_valid() {
+        for (file, text) in BUILTIN {
+            ConnectorDef::parse(file, text).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    #[test]
+    fn a_bad_retry_policy_in_a_definition_names_its_key() {
+        let (_, text) = BUILTIN[0];
+        let bad = text.replace("[auth]", "[retry]\nfactor = 0.5\n\n[auth]");
+        let e = ConnectorDef::parse("x.toml", &bad).unwrap_err();
+        assert_eq!(e.key, "retry.factor", "{e}");
+    }
 }

@@ -5,6 +5,7 @@ pub mod event;
 pub mod identity;
 pub mod policy;
 pub mod request;
+pub mod retry;
 pub mod step;
 
 #[cfg(test)]

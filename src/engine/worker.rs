@@ -234,7 +234,16 @@ impl Engine {
         })
     }
 
-    fn retry_policy(&self, workflow: &str) -> RetryPolicy {
+    /// The connector's own retry policy if its definition has one, else the workflow's.
+    fn retry_policy(&self, workflow: &str, connector: &str) -> RetryPolicy {
+        if let Some(r) = self
+            .config
+            .registry
+            .get(connector)
+            .and_then(|d| d.retry.clone())
+        {
+            return r;
+        }
         self.config
             .workflows
             .by_name
@@ -246,7 +255,7 @@ impl Engine {
     /// Decide what happened to a claimed step (all I/O with the processor happens here).
     async fn decide(&self, step: &StepRow) -> Result<Decision, EngineError> {
         let req = self.request(&step.request_id).await?;
-        let policy = self.retry_policy(&req.workflow);
+        let policy = self.retry_policy(&req.workflow, &step.connector);
         let Some(sealed) = req.identities.as_deref() else {
             return Ok(failed(
                 step,

@@ -3,11 +3,11 @@
 //! legal-hold rules. Built-in ones are embedded; `workflows_dir` adds or replaces.
 
 use crate::connectors::Category;
+pub use crate::domain::retry::RetryPolicy;
 use crate::domain::{HumanDuration, RequestKind};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 /// The built-in workflows.
 pub const BUILTIN: &[(&str, &str)] = &[
@@ -36,74 +36,6 @@ pub struct WorkflowDef {
     /// Legal holds applied at planning time.
     #[serde(default, rename = "hold")]
     pub holds: Vec<HoldRule>,
-}
-
-/// Retry policy: exponential backoff with jitter, capped.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetryPolicy {
-    /// First delay.
-    #[serde(default = "d_initial")]
-    pub initial: HumanDuration,
-    /// Multiplier per attempt (≥ 1).
-    #[serde(default = "d_factor")]
-    pub factor: f32,
-    /// Longest delay.
-    #[serde(default = "d_cap")]
-    pub cap: HumanDuration,
-    /// Attempts before a step fails (throttled calls do not count).
-    #[serde(default = "d_max")]
-    pub max_attempts: u32,
-    /// Randomise delays so retries of many steps do not arrive together.
-    #[serde(default = "d_jitter")]
-    pub jitter: bool,
-}
-
-fn d_initial() -> HumanDuration {
-    HumanDuration(Duration::from_secs(5))
-}
-fn d_factor() -> f32 {
-    2.0
-}
-fn d_cap() -> HumanDuration {
-    HumanDuration(Duration::from_secs(3600))
-}
-fn d_max() -> u32 {
-    10
-}
-fn d_jitter() -> bool {
-    true
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            initial: d_initial(),
-            factor: d_factor(),
-            cap: d_cap(),
-            max_attempts: d_max(),
-            jitter: d_jitter(),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait before attempt `attempt + 1`, after `attempt` attempts failed
-    /// (1-based). The schedule comes from `backon`.
-    pub fn delay_after(&self, attempt: u32) -> Duration {
-        use backon::BackoffBuilder;
-        let mut b = backon::ExponentialBuilder::default()
-            .with_min_delay(self.initial.get())
-            .with_max_delay(self.cap.get())
-            .with_factor(self.factor)
-            .with_max_times(attempt.max(1) as usize);
-        if self.jitter {
-            b = b.with_jitter();
-        }
-        b.build()
-            .nth(attempt.saturating_sub(1) as usize)
-            .unwrap_or(self.cap.get())
-    }
 }
 
 /// One phase.
@@ -198,27 +130,9 @@ impl WorkflowDef {
                 e.message().to_string(),
             )
         })?;
-        if wf.retry.factor < 1.0 || !wf.retry.factor.is_finite() {
-            return Err(err(
-                "retry.factor".into(),
-                format!("{} must be at least 1", wf.retry.factor),
-            ));
-        }
-        if wf.retry.max_attempts == 0 {
-            return Err(err(
-                "retry.max_attempts".into(),
-                "must be at least 1".into(),
-            ));
-        }
-        if wf.retry.initial > wf.retry.cap {
-            return Err(err(
-                "retry.initial".into(),
-                format!(
-                    "{} is longer than retry.cap ({})",
-                    wf.retry.initial, wf.retry.cap
-                ),
-            ));
-        }
+        wf.retry
+            .validate()
+            .map_err(|(k, r)| err(format!("retry.{k}"), r))?;
         if wf.phases.is_empty() {
             return Err(err(
                 "phase".into(),
@@ -358,6 +272,7 @@ impl Workflows {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn built_in_workflows_parse() {

@@ -680,3 +680,31 @@ async fn a_processor_that_fails_every_call_is_paused_instead_of_burning_attempts
         .iter()
         .any(|e| e.kind == "processor.paused"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connectors_own_retry_policy_overrides_the_workflows() {
+    const EMAIL: &str = "patient@example.com";
+    let server = fakes::mailchimp().await;
+    Mock::given(method("POST"))
+        .and(path(fakes::delete_path(EMAIL)))
+        .respond_with(fakes::problem(503, "Service Unavailable", "try later"))
+        .mount(&server)
+        .await;
+    let env = env(Backend::Sqlite, &fakes::processor_toml(&server), "", "").await;
+    // The same Mailchimp definition, with an API-specific retry policy of one hour.
+    let def = include_str!("../../connectors/mailchimp.toml").replace(
+        "[auth]",
+        "[retry]\ninitial = \"1h\"\nfactor = 2.0\ncap = \"4h\"\nmax_attempts = 3\njitter = false\n\n[auth]",
+    );
+    std::fs::write(env.dir.path().join("connectors/mailchimp.toml"), def).unwrap();
+    let id = env.erase(EMAIL).await;
+    let t0 = chrono::Utc::now().timestamp_millis();
+    env.lethe(&["run", "--until-idle"]).await;
+    let st = env.status(&id).await;
+    let step = TestEnv::step(&st, "newsletter");
+    assert_eq!(step["state"], "retry_wait", "{st:#}");
+    assert!(
+        run_at_ms(step, "run_at") >= t0 + 3_600_000,
+        "the connector's 1h, not the workflow's 300ms: {st:#}"
+    );
+}
