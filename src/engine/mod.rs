@@ -5,6 +5,7 @@
 //! the audit event and the request's derived status together. Nothing lives
 //! only in memory; a wait of 30 days is a `run_at` in a row.
 
+pub mod limits;
 pub mod planner;
 pub mod worker;
 pub mod workflow;
@@ -22,7 +23,7 @@ use crate::store::{
 use chrono::Utc;
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 /// Engine failures, each mapped to an exit code at the edge.
 #[derive(Debug, thiserror::Error)]
@@ -70,8 +71,8 @@ pub struct Engine {
     /// Identity keys.
     pub keys: Keys,
     connectors: HashMap<String, Arc<dyn Connector>>,
-    limits: HashMap<String, Arc<Semaphore>>,
-    rates: HashMap<String, Arc<governor::DefaultDirectRateLimiter>>,
+    limits: HashMap<String, Arc<limits::ProcessorLimit>>,
+    live_workers: std::sync::atomic::AtomicU32,
     worker_id: String,
     wake: Notify,
 }
@@ -91,22 +92,15 @@ impl Engine {
             .map_err(|e| EngineError::Invalid(format!("cannot build the HTTP client: {e}")))?;
         let mut connectors = HashMap::new();
         let mut limits = HashMap::new();
-        let mut rates = HashMap::new();
         for p in &config.processors {
             let spec = config.spec(p);
-            let conc = spec.concurrency.max(1);
-            if let Some(rate) = spec.rate_per_second {
-                // One token every 1/rate seconds, bursts of at most one second's worth.
-                let period = std::time::Duration::from_secs_f64(1.0 / rate);
-                let burst = std::num::NonZeroU32::new(rate.ceil().max(1.0) as u32)
-                    .unwrap_or(std::num::NonZeroU32::MIN);
-                if let Some(q) = governor::Quota::with_period(period) {
-                    rates.insert(
-                        p.name.clone(),
-                        Arc::new(governor::RateLimiter::direct(q.allow_burst(burst))),
-                    );
-                }
-            }
+            limits.insert(
+                p.name.clone(),
+                Arc::new(limits::ProcessorLimit::new(
+                    spec.concurrency,
+                    spec.rate_per_second,
+                )),
+            );
             let c = config
                 .registry
                 .build(&p.connector, spec, client.clone())
@@ -114,7 +108,6 @@ impl Engine {
                     EngineError::Invalid(format!("unknown connector `{}`", p.connector))
                 })?;
             connectors.insert(p.name.clone(), c);
-            limits.insert(p.name.clone(), Arc::new(Semaphore::new(conc as usize)));
         }
         let worker_id = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
         Ok(Arc::new(Engine {
@@ -123,8 +116,8 @@ impl Engine {
             keys,
             connectors,
             limits,
-            rates,
             worker_id,
+            live_workers: std::sync::atomic::AtomicU32::new(1),
             wake: Notify::new(),
         }))
     }

@@ -79,6 +79,61 @@ impl Engine {
         until_idle: bool,
         shutdown: impl Future<Output = ()>,
     ) -> Result<RunSummary, EngineError> {
+        // Register as a live worker, so per-processor limits are shared by the cluster.
+        self.heartbeat_worker().await?;
+        let registration = {
+            let me = Arc::clone(self);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(me.worker_heartbeat_every()).await;
+                    if let Err(e) = me.heartbeat_worker().await {
+                        tracing::warn!(error = %e, "worker heartbeat failed");
+                    }
+                }
+            })
+        };
+        let result = self.drive_loop(until_idle, shutdown).await;
+        registration.abort();
+        if let Err(e) = self.store.worker_gone(&self.worker_id).await {
+            tracing::warn!(error = %e, "could not deregister the worker");
+        }
+        result
+    }
+
+    fn worker_heartbeat_every(&self) -> Duration {
+        (self.config.worker.lease.get() / 3)
+            .clamp(Duration::from_millis(200), Duration::from_secs(5))
+    }
+
+    /// Refresh this worker's registration and take its share of every processor's limits.
+    async fn heartbeat_worker(&self) -> Result<(), EngineError> {
+        let now = ms(Utc::now());
+        let every = self.worker_heartbeat_every().as_millis() as i64;
+        let live = self
+            .store
+            .worker_heartbeat(&self.worker_id, now, now - 3 * every)
+            .await?;
+        let live = live.clamp(1, u32::MAX as i64) as u32;
+        let before = self
+            .live_workers
+            .swap(live, std::sync::atomic::Ordering::SeqCst);
+        if before != live {
+            tracing::info!(
+                live_workers = live,
+                "live workers changed; rescaling per-processor limits"
+            );
+            for l in self.limits.values() {
+                l.rescale(live);
+            }
+        }
+        Ok(())
+    }
+
+    async fn drive_loop(
+        self: &Arc<Self>,
+        until_idle: bool,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<RunSummary, EngineError> {
         tokio::pin!(shutdown);
         let mut summary = RunSummary::default();
         let mut tasks: JoinSet<Result<(), EngineError>> = JoinSet::new();
@@ -86,6 +141,8 @@ impl Engine {
         let lease = self.config.worker.lease.get();
         let idle = self.config.worker.idle_poll.get();
         let mut stopping = false;
+        let release_every = (lease / 2).min(Duration::from_secs(1));
+        let mut last_release: Option<std::time::Instant> = None;
         loop {
             // Reap finished tasks without waiting.
             while let Some(r) = tasks.try_join_next() {
@@ -94,7 +151,11 @@ impl Engine {
             }
             if !stopping && tasks.len() < cap {
                 let now = Utc::now();
-                summary.released += self.store.release_expired_leases(ms(now)).await?;
+                // Expired leases are rare: look for them about once a second, not on every claim.
+                if last_release.is_none_or(|t| t.elapsed() >= release_every) {
+                    summary.released += self.store.release_expired_leases(ms(now)).await?;
+                    last_release = Some(std::time::Instant::now());
+                }
                 let claimed = self
                     .store
                     .claim_due(
@@ -337,16 +398,8 @@ impl Engine {
                 extra: json!({"paused_until": until}),
             });
         }
-        if let Some(rate) = self.rates.get(&step.processor) {
-            rate.until_ready().await;
-        }
         let _permit = match self.limits.get(&step.processor) {
-            Some(sem) => Some(
-                sem.clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| EngineError::Invalid("limiter closed".into()))?,
-            ),
+            Some(limit) => limit.acquire().await,
             None => None,
         };
         let key = format!("{}:{}:{}", step.request_id, step.processor, step.attempts);

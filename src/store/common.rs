@@ -654,6 +654,27 @@ macro_rules! shared_store_fns {
             Ok($crate::store::Health { consecutive_failures: failures, paused_until, last_error: Some(err.to_string()) })
         }
 
+        pub(super) async fn worker_heartbeat(pool: &$pool, worker: &str, now: i64, live_since: i64) -> Result<i64, StoreError> {
+            sqlx::query(
+                "INSERT INTO workers (id, started_at, heartbeat_at) VALUES ($1, $2, $2) \
+                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = $2",
+            )
+            .bind(worker)
+            .bind(now)
+            .execute(pool)
+            .await?;
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM workers WHERE heartbeat_at >= $1")
+                .bind(live_since)
+                .fetch_one(pool)
+                .await?;
+            Ok(n.max(1))
+        }
+
+        pub(super) async fn worker_gone(pool: &$pool, worker: &str) -> Result<(), StoreError> {
+            sqlx::query("DELETE FROM workers WHERE id = $1").bind(worker).execute(pool).await?;
+            Ok(())
+        }
+
         pub(super) async fn step_counts(pool: &$pool) -> Result<Vec<(String, String, i64)>, StoreError> {
             Ok(sqlx::query_as("SELECT processor, state, COUNT(*) FROM steps GROUP BY processor, state ORDER BY processor, state")
                 .fetch_all(pool)
@@ -874,6 +895,19 @@ macro_rules! impl_store {
                         .await?;
                 tx.commit().await?;
                 Ok(h)
+            }
+
+            async fn worker_heartbeat(
+                &self,
+                worker: &str,
+                now: i64,
+                live_since: i64,
+            ) -> Result<i64, $crate::store::StoreError> {
+                shared::worker_heartbeat(&self.pool, worker, now, live_since).await
+            }
+
+            async fn worker_gone(&self, worker: &str) -> Result<(), $crate::store::StoreError> {
+                shared::worker_gone(&self.pool, worker).await
             }
         }
     };

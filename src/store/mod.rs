@@ -429,6 +429,16 @@ pub trait Store: Send + Sync {
         pause_after: i64,
         pause_ms: i64,
     ) -> Result<Health, StoreError>;
+    /// Register or refresh a live worker; returns how many workers heart-beat
+    /// at or after `live_since` (this one included).
+    async fn worker_heartbeat(
+        &self,
+        worker: &str,
+        now: Millis,
+        live_since: Millis,
+    ) -> Result<i64, StoreError>;
+    /// Remove a worker that stops cleanly.
+    async fn worker_gone(&self, worker: &str) -> Result<(), StoreError>;
 }
 
 /// Open the store named by a URL: `sqlite://FILE` (created if missing) or `postgres://…`.
