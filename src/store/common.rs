@@ -163,6 +163,42 @@ impl RawEvent {
     }
 }
 
+pub(super) const OUTBOX_COLS: &str =
+    "id, request_id, url, protocol, event, status, created_at, attempts";
+
+/// The oldest undelivered callback per (request, url) that is due: callbacks to
+/// one destination go out in order.
+pub(super) const OUTBOX_DUE: &str = "SELECT o.id FROM outbox o WHERE o.state = 'pending' AND o.run_at <= $1 \
+     AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.request_id = o.request_id AND p.url = o.url \
+     AND p.state = 'pending' AND p.id < o.id) ORDER BY o.id LIMIT $3";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct RawOutbox {
+    id: i64,
+    request_id: String,
+    url: String,
+    protocol: String,
+    event: String,
+    status: String,
+    created_at: i64,
+    attempts: i64,
+}
+
+impl RawOutbox {
+    pub(super) fn into_row(self) -> Result<super::OutboxRow, StoreError> {
+        Ok(super::OutboxRow {
+            status: self.status.parse().map_err(corrupt("outbox"))?,
+            id: self.id,
+            request_id: self.request_id,
+            url: self.url,
+            protocol: self.protocol,
+            event: self.event,
+            created_at: self.created_at,
+            attempts: self.attempts,
+        })
+    }
+}
+
 /// An event waiting to be appended.
 pub(super) struct PendingEvent {
     pub request_id: Option<String>,
@@ -471,6 +507,16 @@ macro_rules! shared_store_fns {
             .execute(&mut *conn)
             .await?;
             if status != previous {
+                // Transactional outbox: one callback per destination, committed with the change.
+                sqlx::query(
+                    "INSERT INTO outbox (request_id, url, protocol, event, status, created_at, run_at) \
+                     SELECT request_id, url, protocol, 'status', $2, $3, $3 FROM request_callbacks WHERE request_id = $1",
+                )
+                .bind(&cs.request_id)
+                .bind(status.as_str())
+                .bind(cs.now)
+                .execute(&mut *conn)
+                .await?;
                 events.push(PendingEvent {
                     request_id: Some(cs.request_id.clone()),
                     step_id: None,
@@ -501,6 +547,109 @@ macro_rules! shared_store_fns {
             .fetch_all(pool)
             .await?;
             raw.into_iter().map(RawEvent::into_row).collect()
+        }
+
+        /// Record a new request's callback destinations and queue a `created` callback to each.
+        pub(super) async fn insert_callbacks(
+            conn: &mut $conn,
+            request_id: &str,
+            callbacks: &[$crate::store::Callback],
+            now: i64,
+        ) -> Result<(), StoreError> {
+            for c in callbacks {
+                sqlx::query("INSERT INTO request_callbacks (request_id, url, protocol) VALUES ($1, $2, $3)")
+                    .bind(request_id)
+                    .bind(&c.url)
+                    .bind(&c.protocol)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            sqlx::query(
+                "INSERT INTO outbox (request_id, url, protocol, event, status, created_at, run_at) \
+                 SELECT c.request_id, c.url, c.protocol, 'created', r.status, $2, $2 \
+                 FROM request_callbacks c JOIN requests r ON r.id = c.request_id WHERE c.request_id = $1",
+            )
+            .bind(request_id)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        /// Queue a `started` callback for each request whose first step was just claimed
+        /// (in the claim's transaction). Later claims of the same request add nothing.
+        pub(super) async fn enqueue_started(conn: &mut $conn, claimed: &[StepRow], now: i64) -> Result<(), StoreError> {
+            let mut seen = std::collections::BTreeSet::new();
+            for s in claimed {
+                if s.started_at != Some(now) || !seen.insert(s.request_id.clone()) {
+                    continue;
+                }
+                sqlx::query(
+                    "INSERT INTO outbox (request_id, url, protocol, event, status, created_at, run_at) \
+                     SELECT c.request_id, c.url, c.protocol, 'started', r.status, $2, $2 \
+                     FROM request_callbacks c JOIN requests r ON r.id = c.request_id WHERE c.request_id = $1 \
+                     AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.request_id = $1 AND o.event = 'started')",
+                )
+                .bind(&s.request_id)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok(())
+        }
+
+        pub(super) async fn outbox_delivered(pool: &$pool, id: i64, now: i64) -> Result<(), StoreError> {
+            sqlx::query("UPDATE outbox SET state = 'delivered', delivered_at = $1, last_error = NULL WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(pool)
+                .await?;
+            Ok(())
+        }
+
+        pub(super) async fn outbox_failed(
+            pool: &$pool,
+            id: i64,
+            retry_at: Option<i64>,
+            error: &str,
+        ) -> Result<(), StoreError> {
+            sqlx::query(
+                "UPDATE outbox SET state = CASE WHEN $1 IS NULL THEN 'dead' ELSE 'pending' END, \
+                 run_at = COALESCE($1, run_at), last_error = $2 WHERE id = $3",
+            )
+            .bind(retry_at)
+            .bind(error)
+            .bind(id)
+            .execute(pool)
+            .await?;
+            Ok(())
+        }
+
+        pub(super) async fn next_outbox_wake(pool: &$pool) -> Result<Option<i64>, StoreError> {
+            let v: (Option<i64>,) = sqlx::query_as("SELECT MIN(run_at) FROM outbox WHERE state = 'pending'")
+                .fetch_one(pool)
+                .await?;
+            Ok(v.0)
+        }
+
+        pub(super) async fn request_counts(pool: &$pool) -> Result<Vec<(String, i64)>, StoreError> {
+            Ok(sqlx::query_as("SELECT status, COUNT(*) FROM requests GROUP BY status ORDER BY status")
+                .fetch_all(pool)
+                .await?)
+        }
+
+        pub(super) async fn attempt_counts(pool: &$pool) -> Result<Vec<(String, i64)>, StoreError> {
+            let rows: Vec<(String, Option<i64>)> =
+                sqlx::query_as("SELECT processor, CAST(SUM(attempts) AS BIGINT) FROM steps GROUP BY processor ORDER BY processor")
+                    .fetch_all(pool)
+                    .await?;
+            Ok(rows.into_iter().map(|(p, n)| (p, n.unwrap_or(0))).collect())
+        }
+
+        pub(super) async fn outbox_counts(pool: &$pool) -> Result<Vec<(String, i64)>, StoreError> {
+            Ok(sqlx::query_as("SELECT state, COUNT(*) FROM outbox GROUP BY state ORDER BY state")
+                .fetch_all(pool)
+                .await?)
         }
 
         pub(super) async fn step_counts(pool: &$pool) -> Result<Vec<(String, String, i64)>, StoreError> {

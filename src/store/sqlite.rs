@@ -117,10 +117,13 @@ impl super::Store for SqliteStore {
             .bind(limit)
             .fetch_all(&mut *tx)
             .await?;
-        tx.commit().await?;
-        raw.into_iter()
+        let rows = raw
+            .into_iter()
             .map(super::common::RawStep::into_row)
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        shared::enqueue_started(&mut tx, &rows, now).await?;
+        tx.commit().await?;
+        Ok(rows)
     }
 
     async fn release_expired_leases(&self, now: i64) -> Result<u64, super::StoreError> {
@@ -171,5 +174,77 @@ impl super::Store for SqliteStore {
 
     async fn step_counts(&self) -> Result<Vec<(String, String, i64)>, super::StoreError> {
         shared::step_counts(&self.pool).await
+    }
+
+    async fn create_request_with_callbacks(
+        &self,
+        req: super::NewRequest,
+        steps: Vec<super::NewStep>,
+        callbacks: Vec<super::Callback>,
+        now: i64,
+    ) -> Result<super::RequestRow, super::StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        shared::insert_request(&mut tx, &req, &steps, now).await?;
+        shared::insert_callbacks(&mut tx, &req.id, &callbacks, now).await?;
+        tx.commit().await?;
+        shared::get_request(&self.pool, &req.id)
+            .await?
+            .ok_or_else(|| super::StoreError::Unavailable("request vanished after insert".into()))
+    }
+
+    async fn claim_outbox(
+        &self,
+        now: i64,
+        visible_at: i64,
+        limit: i64,
+    ) -> Result<Vec<super::OutboxRow>, super::StoreError> {
+        let sql = format!(
+            "UPDATE outbox SET run_at = $2, attempts = attempts + 1 WHERE id IN ({}) RETURNING {}",
+            super::common::OUTBOX_DUE,
+            super::common::OUTBOX_COLS
+        );
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let raw: Vec<super::common::RawOutbox> = sqlx::query_as(&sql)
+            .bind(now)
+            .bind(visible_at)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let mut rows = raw
+            .into_iter()
+            .map(super::common::RawOutbox::into_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.sort_by_key(|r| r.id);
+        Ok(rows)
+    }
+
+    async fn outbox_delivered(&self, id: i64, now: i64) -> Result<(), super::StoreError> {
+        shared::outbox_delivered(&self.pool, id, now).await
+    }
+
+    async fn outbox_failed(
+        &self,
+        id: i64,
+        retry_at: Option<i64>,
+        error: &str,
+    ) -> Result<(), super::StoreError> {
+        shared::outbox_failed(&self.pool, id, retry_at, error).await
+    }
+
+    async fn next_outbox_wake(&self) -> Result<Option<i64>, super::StoreError> {
+        shared::next_outbox_wake(&self.pool).await
+    }
+
+    async fn request_counts(&self) -> Result<Vec<(String, i64)>, super::StoreError> {
+        shared::request_counts(&self.pool).await
+    }
+
+    async fn attempt_counts(&self) -> Result<Vec<(String, i64)>, super::StoreError> {
+        shared::attempt_counts(&self.pool).await
+    }
+
+    async fn outbox_counts(&self) -> Result<Vec<(String, i64)>, super::StoreError> {
+        shared::outbox_counts(&self.pool).await
     }
 }
