@@ -2,8 +2,11 @@
 //! and processor fakes that answer like the real APIs.
 
 mod bad_input;
+mod daemon;
 mod fakes;
 mod helpers;
+mod intake;
 mod lease;
 mod mailchimp;
+mod opendsr;
 mod store_conformance;
