@@ -46,9 +46,18 @@ pub fn now() -> i64 {
 
 /// A test world whose processors are the given Mailchimp fake, with `[intake]` on a free port.
 pub async fn intake_env(backend: Backend, server: &wiremock::MockServer) -> (TestEnv, u16) {
+    intake_env_with(backend, server, "").await
+}
+
+/// Like [`intake_env`], with extra `[worker]` keys.
+pub async fn intake_env_with(
+    backend: Backend,
+    server: &wiremock::MockServer,
+    worker: &str,
+) -> (TestEnv, u16) {
     let port = free_port();
     let body = format!(
-        "[worker]\nidle_poll = \"100ms\"\nlease = \"5s\"\n\n[intake]\nlisten = \"127.0.0.1:{port}\"\n\
+        "[worker]\nidle_poll = \"100ms\"\nlease = \"5s\"\n{worker}\n\n[intake]\nlisten = \"127.0.0.1:{port}\"\n\
          [intake.callback_retry]\ninitial = \"200ms\"\nfactor = 2.0\ncap = \"500ms\"\nmax_attempts = 100\njitter = false\n\n{}",
         fakes::processor_toml(server)
     );

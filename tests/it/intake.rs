@@ -34,7 +34,16 @@ async fn a_signed_webhook_files_a_request_that_the_daemon_carries_out_to_complet
     let (env, port) = intake_env(backend, &server).await;
     let d = Daemon::start(&env, port).await;
 
-    let (code, v) = d.webhook(&form("form-8842")).await;
+    // The form asks for status callbacks.
+    let receiver = wiremock::MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(wiremock::ResponseTemplate::new(204))
+        .mount(&receiver)
+        .await;
+    let mut body: Value = serde_json::from_str(&form("form-8842")).unwrap();
+    body["callback_url"] = json!(format!("{}/hook", receiver.uri()));
+    let (code, v) = d.webhook(&body.to_string()).await;
     assert_eq!(code, 201, "{v:#}");
     assert_eq!(v["external_id"], "form-8842");
     assert_eq!(v["subject"], "j***@example.com, J. D.");
@@ -69,6 +78,35 @@ async fn a_signed_webhook_files_a_request_that_the_daemon_carries_out_to_complet
     assert_eq!(list.as_array().unwrap().len(), 1);
     let (_, list) = d.get("/v1/requests?status=failed", Some(TOKEN)).await;
     assert_eq!(list.as_array().unwrap().len(), 0);
+
+    // Status callbacks in our own format, in order, each signed with the webhook secret.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let got = loop {
+        let got = receiver.received_requests().await.unwrap_or_default();
+        if got.len() >= 3 {
+            break got;
+        }
+        assert!(std::time::Instant::now() < deadline, "got {} callbacks", got.len());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let events: Vec<(String, String)> = got
+        .iter()
+        .map(|r| {
+            let sig = r.headers.get("lethe-signature").and_then(|v| v.to_str().ok()).expect("signed");
+            let t: i64 = sig.split(',').find_map(|p| p.strip_prefix("t=")).unwrap().parse().unwrap();
+            assert_eq!(sig, sign(SECRET, t, &r.body), "signature over the raw body");
+            assert!(r.headers.get("lethe-event-id").is_some());
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(v["id"], id.as_str());
+            assert_eq!(v["external_id"], "form-8842");
+            (v["event"].as_str().unwrap().into(), v["status"].as_str().unwrap().into())
+        })
+        .collect();
+    let want: Vec<(String, String)> = [("created", "in_progress"), ("started", "in_progress"), ("status", "completed")]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(events, want);
 
     let log = d.stop().await;
     assert!(log.contains("webhook request accepted"), "{log}");
