@@ -280,11 +280,17 @@ impl Config {
             if intake.listen.parse::<std::net::SocketAddr>().is_err() {
                 return Err(err(
                     "intake.listen",
-                    format!("`{}` is not an address:port such as 127.0.0.1:8080", intake.listen),
+                    format!(
+                        "`{}` is not an address:port such as 127.0.0.1:8080",
+                        intake.listen
+                    ),
                 ));
             }
             if intake.callback_retry.max_attempts == 0 {
-                return Err(err("intake.callback_retry.max_attempts", "must be at least 1".into()));
+                return Err(err(
+                    "intake.callback_retry.max_attempts",
+                    "must be at least 1".into(),
+                ));
             }
         }
         if raw.worker.concurrency == 0 {

@@ -40,7 +40,10 @@ pub fn require_token(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError>
     if ok {
         Ok(())
     } else {
-        Err(ApiError::unauthorized("Authorization", "wrong bearer token"))
+        Err(ApiError::unauthorized(
+            "Authorization",
+            "wrong bearer token",
+        ))
     }
 }
 
@@ -129,6 +132,8 @@ pub async fn list(
     let now = Utc::now();
     let rows = st.engine.store.list_requests(&filter).await?;
     Ok(Json(
-        rows.iter().map(|r| RequestView::new(r, None, now)).collect(),
+        rows.iter()
+            .map(|r| RequestView::new(r, None, now))
+            .collect(),
     ))
 }

@@ -111,11 +111,17 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
         Ok(v) => v,
         Err(e) => {
             let path = e.path().to_string();
-            let field = if path == "." || path == "?" { String::new() } else { path };
+            let field = if path == "." || path == "?" {
+                String::new()
+            } else {
+                path
+            };
             let inner = e.into_inner();
             let reason = inner.to_string();
             return Err(match inner.classify() {
-                serde_json::error::Category::Data => ApiError::invalid(field, without_position(&reason)),
+                serde_json::error::Category::Data => {
+                    ApiError::invalid(field, without_position(&reason))
+                }
                 _ => ApiError::bad_request(field, format!("malformed JSON: {reason}")),
             });
         }

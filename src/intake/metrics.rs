@@ -55,7 +55,9 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
     }
     m.attempts.clear();
     for (processor, n) in attempts {
-        m.attempts.get_or_create(&ProcessorLabels { processor }).set(n);
+        m.attempts
+            .get_or_create(&ProcessorLabels { processor })
+            .set(n);
     }
     m.outbox.clear();
     for (status, n) in outbox {

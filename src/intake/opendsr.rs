@@ -157,7 +157,9 @@ fn subject_from(identities: &[Identity]) -> Result<Subject, ApiError> {
             ));
         }
         let v = id.identity_value.as_str();
-        let bad = |e: crate::domain::IdentityError| ApiError::invalid(field("identity_value"), e.to_string());
+        let bad = |e: crate::domain::IdentityError| {
+            ApiError::invalid(field("identity_value"), e.to_string())
+        };
         match id.identity_type.as_str() {
             "email" => s.email = Some(Email::parse(v).map_err(bad)?),
             "phone_number" => s.phone = Some(Phone::parse(v).map_err(bad)?),
@@ -273,10 +275,7 @@ async fn find(st: &AppState, id: &str) -> Result<(RequestRow, bool), ApiError> {
         .find_by_external_id(&format!("{PREFIX}{id}"))
         .await?
         .ok_or_else(|| {
-            ApiError::not_found(
-                "subject_request_id",
-                format!("no OpenDSR request `{id}`"),
-            )
+            ApiError::not_found("subject_request_id", format!("no OpenDSR request `{id}`"))
         })?;
     let steps = st.engine.store.steps(&req.id).await?;
     let started = steps.iter().any(|s| s.started_at.is_some());

@@ -79,7 +79,9 @@ pub async fn run(engine: Arc<Engine>, secret: Vec<u8>, shutdown: impl Future<Out
         let sleep_for = match delivered {
             Ok(n) if n > 0 => continue,
             Ok(_) => match engine.store.next_outbox_wake().await {
-                Ok(Some(at)) => Duration::from_millis((at - ms(Utc::now())).clamp(1, idle.as_millis() as i64) as u64),
+                Ok(Some(at)) => Duration::from_millis(
+                    (at - ms(Utc::now())).clamp(1, idle.as_millis() as i64) as u64,
+                ),
                 _ => idle,
             },
             Err(e) => {

@@ -74,9 +74,9 @@ pub fn verify(
                         .map_err(|_| SignatureError::Malformed("t is not a unix time"))?,
                 )
             }
-            "v1" => sigs.push(
-                hex::decode(v).map_err(|_| SignatureError::Malformed("v1 is not hex"))?,
-            ),
+            "v1" => {
+                sigs.push(hex::decode(v).map_err(|_| SignatureError::Malformed("v1 is not hex"))?)
+            }
             _ => {} // other schemes (v0, future versions) are ignored
         }
     }
@@ -103,7 +103,10 @@ mod tests {
     #[test]
     fn a_signature_made_by_sign_verifies_and_a_changed_body_does_not() {
         let h = sign(b"s3cret", 1_700_000_000, b"{\"a\":1}");
-        assert_eq!(verify(b"s3cret", Some(&h), b"{\"a\":1}", 1_700_000_010), Ok(()));
+        assert_eq!(
+            verify(b"s3cret", Some(&h), b"{\"a\":1}", 1_700_000_010),
+            Ok(())
+        );
         assert_eq!(
             verify(b"s3cret", Some(&h), b"{\"a\":2}", 1_700_000_010),
             Err(SignatureError::Mismatch)

@@ -168,7 +168,8 @@ pub(super) const OUTBOX_COLS: &str =
 
 /// The oldest undelivered callback per (request, url) that is due: callbacks to
 /// one destination go out in order.
-pub(super) const OUTBOX_DUE: &str = "SELECT o.id FROM outbox o WHERE o.state = 'pending' AND o.run_at <= $1 \
+pub(super) const OUTBOX_DUE: &str =
+    "SELECT o.id FROM outbox o WHERE o.state = 'pending' AND o.run_at <= $1 \
      AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.request_id = o.request_id AND p.url = o.url \
      AND p.state = 'pending' AND p.id < o.id) ORDER BY o.id LIMIT $3";
 

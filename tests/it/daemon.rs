@@ -81,7 +81,10 @@ pub struct Daemon {
 impl Daemon {
     /// Start `lethe daemon` and wait until `/healthz` answers 200.
     pub async fn start(env: &TestEnv, port: u16) -> Daemon {
-        let log = env.dir.path().join(format!("daemon-{}.log", uuid::Uuid::new_v4().simple()));
+        let log = env
+            .dir
+            .path()
+            .join(format!("daemon-{}.log", uuid::Uuid::new_v4().simple()));
         let child = env
             .command(&["daemon"])
             .env("RUST_LOG", "info")
@@ -164,7 +167,12 @@ impl Daemon {
 
     /// GET /metrics as text.
     pub async fn metrics(&self) -> String {
-        let r = self.http.get(self.url("/metrics")).send().await.expect("metrics");
+        let r = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics");
         assert_eq!(r.status(), 200);
         r.text().await.unwrap()
     }

@@ -10,6 +10,8 @@ use wiremock::matchers::{method, path};
 use wiremock::Mock;
 
 const EMAIL: &str = "Jane.Doe@Example.com";
+
+type Case = (&'static str, (u16, Value), u16, &'static str, &'static str);
 const RAW_EMAIL: &str = "jane.doe@example.com";
 
 fn form(external_id: &str) -> String {
@@ -59,7 +61,9 @@ async fn a_signed_webhook_files_a_request_that_the_daemon_carries_out_to_complet
     );
 
     // The report: the status view plus the audit trail's kinds and times, no identity.
-    let (code, rep) = d.get(&format!("/v1/requests/{id}/report"), Some(TOKEN)).await;
+    let (code, rep) = d
+        .get(&format!("/v1/requests/{id}/report"), Some(TOKEN))
+        .await;
     assert_eq!(code, 200, "{rep:#}");
     assert_eq!(rep["request"]["id"], id.as_str());
     let kinds: Vec<&str> = rep["events"]
@@ -86,26 +90,46 @@ async fn a_signed_webhook_files_a_request_that_the_daemon_carries_out_to_complet
         if got.len() >= 3 {
             break got;
         }
-        assert!(std::time::Instant::now() < deadline, "got {} callbacks", got.len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "got {} callbacks",
+            got.len()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     let events: Vec<(String, String)> = got
         .iter()
         .map(|r| {
-            let sig = r.headers.get("lethe-signature").and_then(|v| v.to_str().ok()).expect("signed");
-            let t: i64 = sig.split(',').find_map(|p| p.strip_prefix("t=")).unwrap().parse().unwrap();
+            let sig = r
+                .headers
+                .get("lethe-signature")
+                .and_then(|v| v.to_str().ok())
+                .expect("signed");
+            let t: i64 = sig
+                .split(',')
+                .find_map(|p| p.strip_prefix("t="))
+                .unwrap()
+                .parse()
+                .unwrap();
             assert_eq!(sig, sign(SECRET, t, &r.body), "signature over the raw body");
             assert!(r.headers.get("lethe-event-id").is_some());
             let v: Value = serde_json::from_slice(&r.body).unwrap();
             assert_eq!(v["id"], id.as_str());
             assert_eq!(v["external_id"], "form-8842");
-            (v["event"].as_str().unwrap().into(), v["status"].as_str().unwrap().into())
+            (
+                v["event"].as_str().unwrap().into(),
+                v["status"].as_str().unwrap().into(),
+            )
         })
         .collect();
-    let want: Vec<(String, String)> = [("created", "in_progress"), ("started", "in_progress"), ("status", "completed")]
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
+    let want: Vec<(String, String)> = [
+        ("created", "in_progress"),
+        ("started", "in_progress"),
+        ("status", "completed"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
     assert_eq!(events, want);
 
     let log = d.stop().await;
@@ -124,11 +148,18 @@ async fn the_same_webhook_delivered_three_times_at_once_files_one_request(backen
 
     let body = form("form-redelivered");
     let (a, b, c) = tokio::join!(d.webhook(&body), d.webhook(&body), d.webhook(&body));
-    let ids: Vec<&str> = [&a, &b, &c].iter().map(|r| r.1["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = [&a, &b, &c]
+        .iter()
+        .map(|r| r.1["id"].as_str().unwrap())
+        .collect();
     assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
     let mut codes = vec![a.0, b.0, c.0];
     codes.sort();
-    assert_eq!(codes, vec![200, 200, 201], "one creates, the others find it");
+    assert_eq!(
+        codes,
+        vec![200, 200, 201],
+        "one creates, the others find it"
+    );
     // A later redelivery too.
     let (code, v) = d.webhook(&body).await;
     assert_eq!((code, v["id"].as_str().unwrap()), (200, ids[0]));
@@ -155,24 +186,38 @@ async fn refused_webhooks_and_api_calls_get_the_right_4xx_naming_the_field_and_w
     let good = form("form-1");
     let t = now();
 
-    let mut cases: Vec<(&str, (u16, Value), u16, &str, &str)> = vec![];
+    // (case, (status, body) received, status wanted, field wanted, reason wanted)
+    let mut cases: Vec<Case> = vec![];
     cases.push((
         "bad signature",
-        d.post_raw("/v1/requests", good.clone().into_bytes(), Some(&sign("not-the-secret", t, good.as_bytes())), None).await,
+        d.post_raw(
+            "/v1/requests",
+            good.clone().into_bytes(),
+            Some(&sign("not-the-secret", t, good.as_bytes())),
+            None,
+        )
+        .await,
         401,
         "Lethe-Signature",
         "does not match",
     ));
     cases.push((
         "missing signature",
-        d.post_raw("/v1/requests", good.clone().into_bytes(), None, None).await,
+        d.post_raw("/v1/requests", good.clone().into_bytes(), None, None)
+            .await,
         401,
         "Lethe-Signature",
         "missing",
     ));
     cases.push((
         "stale timestamp",
-        d.post_raw("/v1/requests", good.clone().into_bytes(), Some(&sign(SECRET, t - 301, good.as_bytes())), None).await,
+        d.post_raw(
+            "/v1/requests",
+            good.clone().into_bytes(),
+            Some(&sign(SECRET, t - 301, good.as_bytes())),
+            None,
+        )
+        .await,
         401,
         "Lethe-Signature",
         "at most 300 s",
@@ -200,14 +245,22 @@ async fn refused_webhooks_and_api_calls_get_the_right_4xx_naming_the_field_and_w
     ));
     cases.push((
         "unknown field",
-        d.webhook(&json!({"kind": "erasure", "identities": {"emial": EMAIL}, "external_id": "f-4"}).to_string()).await,
+        d.webhook(
+            &json!({"kind": "erasure", "identities": {"emial": EMAIL}, "external_id": "f-4"})
+                .to_string(),
+        )
+        .await,
         422,
         "identities.emial",
         "unknown field `emial`",
     ));
     cases.push((
         "no identity",
-        d.webhook(&json!({"kind": "erasure", "identities": {"name": "Jane"}, "external_id": "f-5"}).to_string()).await,
+        d.webhook(
+            &json!({"kind": "erasure", "identities": {"name": "Jane"}, "external_id": "f-5"})
+                .to_string(),
+        )
+        .await,
         422,
         "identities",
         "no identity given",
@@ -220,22 +273,57 @@ async fn refused_webhooks_and_api_calls_get_the_right_4xx_naming_the_field_and_w
         "",
         "larger than 64 KiB",
     ));
-    cases.push(("missing token", d.get("/v1/requests", None).await, 401, "Authorization", "missing bearer token"));
-    cases.push(("wrong token", d.get("/v1/requests", Some("api-token-test-abcdeX")).await, 401, "Authorization", "wrong bearer token"));
-    cases.push(("wrong token on a request", d.get("/v1/requests/00000000-0000-0000-0000-000000000000", Some("nope")).await, 401, "Authorization", "wrong bearer token"));
-    cases.push(("unknown status filter", d.get("/v1/requests?status=done", Some(TOKEN)).await, 400, "status", "unknown status `done`"));
+    cases.push((
+        "missing token",
+        d.get("/v1/requests", None).await,
+        401,
+        "Authorization",
+        "missing bearer token",
+    ));
+    cases.push((
+        "wrong token",
+        d.get("/v1/requests", Some("api-token-test-abcdeX")).await,
+        401,
+        "Authorization",
+        "wrong bearer token",
+    ));
+    cases.push((
+        "wrong token on a request",
+        d.get(
+            "/v1/requests/00000000-0000-0000-0000-000000000000",
+            Some("nope"),
+        )
+        .await,
+        401,
+        "Authorization",
+        "wrong bearer token",
+    ));
+    cases.push((
+        "unknown status filter",
+        d.get("/v1/requests?status=done", Some(TOKEN)).await,
+        400,
+        "status",
+        "unknown status `done`",
+    ));
 
     for (name, (code, body), want_code, want_field, want_reason) in &cases {
         assert_eq!(code, want_code, "{name}: {body:#}");
         assert_eq!(body["error"]["field"], *want_field, "{name}: {body:#}");
         let reason = body["error"]["reason"].as_str().unwrap_or_default();
-        assert!(reason.contains(want_reason), "{name}: reason {reason:?} should contain {want_reason:?}");
+        assert!(
+            reason.contains(want_reason),
+            "{name}: reason {reason:?} should contain {want_reason:?}"
+        );
     }
     d.stop().await;
 
     // Nothing was written: no request, no audit event.
     let store = env.store().await;
-    assert!(store.list_requests(&Default::default()).await.unwrap().is_empty());
+    assert!(store
+        .list_requests(&Default::default())
+        .await
+        .unwrap()
+        .is_empty());
     assert!(store.events(0, 10).await.unwrap().is_empty());
 }
 
@@ -246,7 +334,11 @@ async fn metrics_show_the_requests_steps_attempts_and_calls_that_happened() {
     // One member's delete answers 503 twice before it works; another is unknown (404).
     Mock::given(method("POST"))
         .and(path(fakes::delete_path(RETRIED)))
-        .respond_with(fakes::problem(503, "Service Unavailable", "Mailchimp is temporarily unavailable."))
+        .respond_with(fakes::problem(
+            503,
+            "Service Unavailable",
+            "Mailchimp is temporarily unavailable.",
+        ))
         .up_to_n_times(2)
         .with_priority(3)
         .mount(&server)
@@ -256,11 +348,16 @@ async fn metrics_show_the_requests_steps_attempts_and_calls_that_happened() {
     let d = Daemon::start(&env, port).await;
 
     let before = d.metrics().await;
-    assert_eq!(metric(&before, "lethe_requests{status=\"completed\"}"), 0.0, "{before}");
+    assert_eq!(
+        metric(&before, "lethe_requests{status=\"completed\"}"),
+        0.0,
+        "{before}"
+    );
 
     let mut ids = vec![];
     for (email, ext) in [(RETRIED, "m-1"), ("nobody@example.com", "m-2")] {
-        let body = json!({"kind": "erasure", "identities": {"email": email}, "external_id": ext}).to_string();
+        let body = json!({"kind": "erasure", "identities": {"email": email}, "external_id": ext})
+            .to_string();
         let (code, v) = d.webhook(&body).await;
         assert_eq!(code, 201, "{v:#}");
         ids.push(v["id"].as_str().unwrap().to_string());
@@ -271,15 +368,61 @@ async fn metrics_show_the_requests_steps_attempts_and_calls_that_happened() {
     }
 
     let text = d.metrics().await;
-    assert_eq!(metric(&text, "lethe_requests{status=\"completed\"}"), 2.0, "{text}");
-    assert_eq!(metric(&text, "lethe_requests{status=\"in_progress\"}"), 0.0, "{text}");
-    assert_eq!(metric(&text, "lethe_steps{processor=\"newsletter\",state=\"done\"}"), 2.0, "{text}");
+    assert_eq!(
+        metric(&text, "lethe_requests{status=\"completed\"}"),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "lethe_requests{status=\"in_progress\"}"),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "lethe_steps{processor=\"newsletter\",state=\"done\"}"
+        ),
+        2.0,
+        "{text}"
+    );
     // 3 attempts for the retried member, 1 for the unknown one.
-    assert_eq!(metric(&text, "lethe_step_attempts{processor=\"newsletter\"}"), 4.0, "{text}");
-    assert_eq!(metric(&text, "lethe_processor_calls_total{processor=\"newsletter\",result=\"transient\"}"), 2.0, "{text}");
-    assert_eq!(metric(&text, "lethe_processor_calls_total{processor=\"newsletter\",result=\"ok\"}"), 2.0, "{text}");
-    assert_eq!(metric(&text, "lethe_processor_call_duration_seconds_count{processor=\"newsletter\"}"), 4.0, "{text}");
-    assert!(metric(&text, "lethe_processor_call_duration_seconds_sum{processor=\"newsletter\"}") > 0.0, "{text}");
+    assert_eq!(
+        metric(&text, "lethe_step_attempts{processor=\"newsletter\"}"),
+        4.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "lethe_processor_calls_total{processor=\"newsletter\",result=\"transient\"}"
+        ),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "lethe_processor_calls_total{processor=\"newsletter\",result=\"ok\"}"
+        ),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "lethe_processor_call_duration_seconds_count{processor=\"newsletter\"}"
+        ),
+        4.0,
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "lethe_processor_call_duration_seconds_sum{processor=\"newsletter\"}"
+        ) > 0.0,
+        "{text}"
+    );
     assert!(!text.contains("retried@"), "no identity in metrics");
     d.stop().await;
 }

@@ -43,7 +43,9 @@ fn verify(header: &str, body: &[u8]) -> bool {
             _ => {}
         }
     }
-    let (Some(t), Some(v1)) = (t, v1) else { return false };
+    let (Some(t), Some(v1)) = (t, v1) else {
+        return false;
+    };
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(SECRET.as_bytes()).unwrap();
     m.update(format!("{t}.").as_bytes());
     m.update(body);
@@ -77,11 +79,21 @@ async fn an_opendsr_erasure_is_carried_out_and_a_receiver_that_was_down_across_a
     let body = create_body(&srid, &callback);
     // Without the token: refused, nothing filed.
     let (code, _) = d
-        .post_raw("/opendsr/v1/requests", body.clone().into_bytes(), None, None)
+        .post_raw(
+            "/opendsr/v1/requests",
+            body.clone().into_bytes(),
+            None,
+            None,
+        )
         .await;
     assert_eq!(code, 401);
     let (code, created) = d
-        .post_raw("/opendsr/v1/requests", body.clone().into_bytes(), None, Some(TOKEN))
+        .post_raw(
+            "/opendsr/v1/requests",
+            body.clone().into_bytes(),
+            None,
+            Some(TOKEN),
+        )
         .await;
     assert_eq!(code, 201, "{created:#}");
     assert_eq!(created["subject_request_id"], srid.as_str());
@@ -97,7 +109,12 @@ async fn an_opendsr_erasure_is_carried_out_and_a_receiver_that_was_down_across_a
     assert_eq!(encoded, body.as_bytes());
     // A repeated POST is the same request.
     let (code, again) = d
-        .post_raw("/opendsr/v1/requests", body.clone().into_bytes(), None, Some(TOKEN))
+        .post_raw(
+            "/opendsr/v1/requests",
+            body.clone().into_bytes(),
+            None,
+            Some(TOKEN),
+        )
         .await;
     assert_eq!(code, 200, "{again:#}");
     assert_eq!(again["received_time"], created["received_time"]);
@@ -132,7 +149,11 @@ async fn an_opendsr_erasure_is_carried_out_and_a_receiver_that_was_down_across_a
 
     // The callbacks are still queued, failing and being retried: the receiver is down.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while crate::daemon::metric(&d.metrics().await, "lethe_callback_deliveries_total{result=\"retry\"}") < 2.0 {
+    while crate::daemon::metric(
+        &d.metrics().await,
+        "lethe_callback_deliveries_total{result=\"retry\"}",
+    ) < 2.0
+    {
         assert!(Instant::now() < deadline, "no retries seen");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -146,7 +167,8 @@ async fn an_opendsr_erasure_is_carried_out_and_a_receiver_that_was_down_across_a
     let d = Daemon::start(&env, port).await;
 
     // The receiver comes back on its port.
-    let listener = std::net::TcpListener::bind(("127.0.0.1", cb_port)).expect("rebind callback port");
+    let listener =
+        std::net::TcpListener::bind(("127.0.0.1", cb_port)).expect("rebind callback port");
     let receiver = MockServer::builder().listener(listener).start().await;
     Mock::given(method("POST"))
         .and(path("/opendsr/callbacks"))
@@ -182,7 +204,11 @@ async fn an_opendsr_erasure_is_carried_out_and_a_receiver_that_was_down_across_a
                 .get("lethe-signature")
                 .and_then(|v| v.to_str().ok())
                 .expect("signed");
-            assert!(verify(sig, &r.body), "bad signature on {:?}", String::from_utf8_lossy(&r.body));
+            assert!(
+                verify(sig, &r.body),
+                "bad signature on {:?}",
+                String::from_utf8_lossy(&r.body)
+            );
             let v: Value = serde_json::from_slice(&r.body).unwrap();
             assert_eq!(v["subject_request_id"], srid.as_str());
             assert_eq!(v["controller_id"], "default");
@@ -204,7 +230,8 @@ async fn an_opendsr_erasure_is_carried_out_and_a_receiver_that_was_down_across_a
 /// `pending` → `cancelled`. Then SIGTERM: the daemon stops accepting, lets the
 /// slow call finish and records it (releasing the lease), and exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pending_opendsr_request_is_cancelled_by_delete_and_sigterm_lets_the_call_in_flight_finish() {
+async fn a_pending_opendsr_request_is_cancelled_by_delete_and_sigterm_lets_the_call_in_flight_finish(
+) {
     const BUSY: &str = "busy@example.com";
     let server = fakes::mailchimp().await;
     Mock::given(method("POST"))
@@ -225,7 +252,10 @@ async fn a_pending_opendsr_request_is_cancelled_by_delete_and_sigterm_lets_the_c
         .await;
 
     let (code, busy) = d
-        .webhook(&json!({"kind": "erasure", "identities": {"email": BUSY}, "external_id": "busy-1"}).to_string())
+        .webhook(
+            &json!({"kind": "erasure", "identities": {"email": BUSY}, "external_id": "busy-1"})
+                .to_string(),
+        )
         .await;
     assert_eq!(code, 201, "{busy:#}");
     let busy_id = busy["id"].as_str().unwrap().to_string();
@@ -238,10 +268,17 @@ async fn a_pending_opendsr_request_is_cancelled_by_delete_and_sigterm_lets_the_c
     let srid = uuid::Uuid::new_v4().to_string();
     let callback = format!("{}/cb", receiver.uri());
     let (code, created) = d
-        .post_raw("/opendsr/v1/requests", create_body(&srid, &callback).into_bytes(), None, Some(TOKEN))
+        .post_raw(
+            "/opendsr/v1/requests",
+            create_body(&srid, &callback).into_bytes(),
+            None,
+            Some(TOKEN),
+        )
         .await;
     assert_eq!(code, 201, "{created:#}");
-    let (_, st) = d.get(&format!("/opendsr/v1/requests/{srid}"), Some(TOKEN)).await;
+    let (_, st) = d
+        .get(&format!("/opendsr/v1/requests/{srid}"), Some(TOKEN))
+        .await;
     assert_eq!(st["request_status"], "pending", "{st:#}");
 
     let del = |who: &'static str| {
@@ -256,12 +293,22 @@ async fn a_pending_opendsr_request_is_cancelled_by_delete_and_sigterm_lets_the_c
         }
     };
     let (code, v) = del("first").await;
-    assert_eq!((code, v["request_status"].as_str()), (202, Some("cancelled")), "{v:#}");
+    assert_eq!(
+        (code, v["request_status"].as_str()),
+        (202, Some("cancelled")),
+        "{v:#}"
+    );
     let (code, _) = del("again").await;
     assert_eq!(code, 202, "cancelling twice is harmless");
-    let (_, st) = d.get(&format!("/opendsr/v1/requests/{srid}"), Some(TOKEN)).await;
+    let (_, st) = d
+        .get(&format!("/opendsr/v1/requests/{srid}"), Some(TOKEN))
+        .await;
     assert_eq!(st["request_status"], "cancelled");
-    assert_eq!(fakes::count(&server, "POST", &fakes::delete_path(EMAIL)).await, 0, "never erased");
+    assert_eq!(
+        fakes::count(&server, "POST", &fakes::delete_path(EMAIL)).await,
+        0,
+        "never erased"
+    );
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let got = loop {
@@ -269,22 +316,39 @@ async fn a_pending_opendsr_request_is_cancelled_by_delete_and_sigterm_lets_the_c
         if got.len() >= 2 {
             break got;
         }
-        assert!(Instant::now() < deadline, "receiver got {} callbacks", got.len());
+        assert!(
+            Instant::now() < deadline,
+            "receiver got {} callbacks",
+            got.len()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let statuses: Vec<String> = got
         .iter()
-        .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["request_status"].as_str().unwrap().to_string())
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).unwrap()["request_status"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(statuses, vec!["pending", "cancelled"]);
 
     // SIGTERM while the slow call is still in flight.
     let store = env.store().await;
     let steps = store.steps(&busy_id).await.unwrap();
-    assert_eq!(steps[0].state.as_str(), "running", "the slow call should still be in flight");
+    assert_eq!(
+        steps[0].state.as_str(),
+        "running",
+        "the slow call should still be in flight"
+    );
     let log = d.stop().await;
     assert!(log.contains("shutting down"), "{log}");
     let steps = store.steps(&busy_id).await.unwrap();
-    assert_eq!(steps[0].state.as_str(), "done", "the in-flight call was finished and recorded");
+    assert_eq!(
+        steps[0].state.as_str(),
+        "done",
+        "the in-flight call was finished and recorded"
+    );
     assert_eq!(steps[0].lease_owner, None, "lease released");
 }
