@@ -9,4 +9,5 @@ mod intake;
 mod lease;
 mod mailchimp;
 mod opendsr;
+mod outbox_store;
 mod store_conformance;
