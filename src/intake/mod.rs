@@ -68,8 +68,12 @@ impl Secrets {
                 "intake.webhook_secret_env",
                 &config.intake.webhook_secret_env,
             )?
-            .into_bytes(),
-            api_token: read("intake.api_token_env", &config.intake.api_token_env)?,
+            .trim()
+            .as_bytes()
+            .to_vec(),
+            api_token: read("intake.api_token_env", &config.intake.api_token_env)?
+                .trim()
+                .to_string(),
         })
     }
 }
@@ -98,8 +102,38 @@ pub fn router(state: AppState) -> Router {
             get(opendsr::show).delete(opendsr::cancel),
         )
         .fallback(not_found)
+        .layer(axum::middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// Every 4xx is JSON: axum's own refusals (405, an undecodable path or query)
+/// are plain text, so they are rewrapped in the one error shape here.
+async fn json_errors(res: axum::response::Response) -> axum::response::Response {
+    use axum::http::header::CONTENT_TYPE;
+    use axum::response::IntoResponse;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !status.is_client_error() || is_json {
+        return res;
+    }
+    let text = axum::body::to_bytes(res.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let reason = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("refused")
+            .to_lowercase()
+    } else {
+        text
+    };
+    error::ApiError::new(status, "", reason).into_response()
 }
 
 async fn not_found(uri: axum::http::Uri) -> error::ApiError {

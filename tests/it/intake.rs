@@ -274,6 +274,57 @@ async fn refused_webhooks_and_api_calls_get_the_right_4xx_naming_the_field_and_w
         "larger than 64 KiB",
     ));
     cases.push((
+        "OpenDSR: invalid email identity",
+        d.post_raw(
+            "/opendsr/v1/requests",
+            json!({"subject_request_id": "a7551968-d5d6-44b2-9831-815ac9017798", "subject_request_type": "erasure",
+                   "submitted_time": "2026-11-20T09:00:00Z",
+                   "subject_identities": [{"identity_type": "email", "identity_value": "jane@", "identity_format": "raw"}]})
+            .to_string()
+            .into_bytes(),
+            None,
+            Some(TOKEN),
+        )
+        .await,
+        422,
+        "subject_identities[0].identity_value",
+        "invalid email",
+    ));
+    cases.push((
+        "OpenDSR: unknown request type",
+        d.post_raw(
+            "/opendsr/v1/requests",
+            json!({"subject_request_id": "a7551968-d5d6-44b2-9831-815ac9017798", "subject_request_type": "rectification",
+                   "submitted_time": "2026-11-20T09:00:00Z",
+                   "subject_identities": [{"identity_type": "email", "identity_value": EMAIL, "identity_format": "raw"}]})
+            .to_string()
+            .into_bytes(),
+            None,
+            Some(TOKEN),
+        )
+        .await,
+        422,
+        "subject_request_type",
+        "unknown type `rectification`",
+    ));
+    let put = d
+        .http
+        .put(d.url("/opendsr/v1/requests/a7551968-d5d6-44b2-9831-815ac9017798"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    cases.push((
+        "OpenDSR: PUT is not allowed",
+        (
+            put.status().as_u16(),
+            put.json().await.unwrap_or(Value::Null),
+        ),
+        405,
+        "",
+        "method not allowed",
+    ));
+    cases.push((
         "missing token",
         d.get("/v1/requests", None).await,
         401,
