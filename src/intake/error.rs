@@ -136,3 +136,36 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
 fn without_position(m: &str) -> String {
     m.split(" at line ").next().unwrap_or(m).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        kind: crate::domain::RequestKind,
+        identities: crate::domain::Subject,
+    }
+
+    #[test]
+    fn parse_errors_name_the_field_and_the_reason() {
+        let e =
+            parse_json::<Body>(br#"{"kind":"erasure","identities":{"email":"jane.example.com"}}"#)
+                .unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.field, "identities.email");
+        assert_eq!(e.reason, "invalid email: missing '@'");
+        let e = parse_json::<Body>(br#"{"kind":"erasure","identities":{},"x":1}"#).unwrap_err();
+        assert_eq!(
+            (e.status, e.field.as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "x")
+        );
+        let e = parse_json::<Body>(br#"{"kind":"#).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.reason.starts_with("malformed JSON"), "{}", e.reason);
+        let e = parse_json::<Body>(br#"{"kind":"erasure","identities":{}} trailing"#).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
+}

@@ -324,3 +324,49 @@ pub async fn cancel(
     )
         .into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_statuses_map_to_opendsrs_four() {
+        use RequestStatus as S;
+        assert_eq!(opendsr_status(S::InProgress, false), "pending");
+        assert_eq!(opendsr_status(S::Waiting, false), "pending");
+        assert_eq!(opendsr_status(S::InProgress, true), "in_progress");
+        assert_eq!(opendsr_status(S::Waiting, true), "in_progress");
+        assert_eq!(opendsr_status(S::Failed, true), "in_progress");
+        assert_eq!(opendsr_status(S::Completed, true), "completed");
+        assert_eq!(
+            opendsr_status(S::CompletedWithExceptions, false),
+            "completed"
+        );
+        assert_eq!(opendsr_status(S::Cancelled, false), "cancelled");
+        assert_eq!(opendsr_status(S::Cancelled, true), "cancelled");
+    }
+
+    #[test]
+    fn unsupported_identity_types_are_ignored_but_one_supported_is_needed() {
+        let id = |t: &str, v: &str| Identity {
+            identity_type: t.into(),
+            identity_value: v.into(),
+            identity_format: "raw".into(),
+        };
+        let s = subject_from(&[
+            id("ios_advertising_id", "6D92078A-8246-4BA4-AE5B-76104861E7DC"),
+            id("controller_customer_id", "cus_123"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.customer_id.map(|c| c.expose().to_string()),
+            Some("cus_123".into())
+        );
+        let e = subject_from(&[id("ios_advertising_id", "x")]).unwrap_err();
+        assert_eq!(e.field, "subject_identities");
+        let mut hashed = id("email", "5f4dcc3b5aa765d61d8327deb882cf99");
+        hashed.identity_format = "md5".into();
+        let e = subject_from(&[hashed]).unwrap_err();
+        assert_eq!(e.field, "subject_identities[0].identity_format");
+    }
+}
