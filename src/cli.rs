@@ -80,7 +80,7 @@ pub enum Command {
         #[arg(long)]
         until_idle: bool,
     },
-    /// Worker (and, in a later version, HTTP intake) until SIGTERM.
+    /// Worker, HTTP intake (when lethe.toml has `[intake]`) and callback delivery, until SIGTERM.
     Daemon,
     /// Failed steps back to pending.
     Retry {
@@ -451,13 +451,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             );
             Ok(0)
         }
-        Command::Daemon => {
-            let e = engine(config).await?;
-            tracing::info!(worker = e.worker_id(), "daemon started");
-            let summary = e.run(shutdown_signal()).await?;
-            tracing::info!(processed = summary.processed, "daemon stopped");
-            Ok(0)
-        }
+        Command::Daemon => daemon(config).await,
         Command::Retry { id, processor } => {
             let e = engine(config).await?;
             let n = e.retry(&id, processor.as_deref()).await?;
@@ -602,6 +596,82 @@ async fn hold(config: Config, cmd: HoldCmd) -> anyhow::Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// `lethe daemon`: the worker, and with an `[intake]` section the HTTP
+/// intake and the callback outbox. One SIGTERM stops all three: the server
+/// stops accepting and finishes in-flight calls, the worker stops claiming and
+/// finishes in-flight steps (writing their results, which releases their
+/// leases), the outbox finishes the delivery in flight.
+async fn daemon(config: Config) -> anyhow::Result<u8> {
+    // Secrets and the listening socket first: a misconfigured daemon exits before it works.
+    let secrets = if config.intake_enabled {
+        Some(crate::intake::Secrets::from_env(&config)?)
+    } else {
+        None
+    };
+    let e = engine(config).await?;
+    let listener = match &secrets {
+        Some(_) => Some(
+            tokio::net::TcpListener::bind(&e.config.intake.listen)
+                .await
+                .map_err(|err| {
+                    BadInput(format!(
+                        "{}: `intake.listen`: cannot listen on {}: {err}",
+                        e.config.path.display(),
+                        e.config.intake.listen
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let on_signal = Arc::clone(&stop_tx);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = on_signal.send(true);
+    });
+    let mut background = tokio::task::JoinSet::new();
+    if let (Some(secrets), Some(listener)) = (secrets, listener) {
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(listen = %addr, "HTTP intake listening");
+        let state = crate::intake::AppState {
+            engine: Arc::clone(&e),
+            secrets: Arc::new(secrets.clone()),
+        };
+        let stop = stopped();
+        background.spawn(async move {
+            if let Err(err) = crate::intake::serve(listener, state, stop).await {
+                tracing::error!(error = %err, "HTTP intake stopped with an error");
+            }
+            tracing::info!("HTTP intake stopped");
+        });
+        background.spawn(crate::intake::outbox::run(
+            Arc::clone(&e),
+            secrets.webhook,
+            stopped(),
+        ));
+    } else {
+        tracing::info!("no [intake] section in the config: HTTP intake off");
+    }
+    tracing::info!(worker = e.worker_id(), "daemon started");
+    let summary = e.run(stopped()).await;
+    // The worker stops on a signal, or on a store error: either way, stop the rest.
+    let _ = stop_tx.send(true);
+    while background.join_next().await.is_some() {}
+    let summary = summary?;
+    tracing::info!(processed = summary.processed, "daemon stopped");
+    Ok(0)
 }
 
 async fn check(config: Config, json: bool) -> anyhow::Result<u8> {

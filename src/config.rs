@@ -74,6 +74,16 @@ pub struct IntakeSection {
     /// Env var with the API bearer token.
     #[serde(default = "d_token")]
     pub api_token_env: String,
+    /// The `controller_id` lethe answers OpenDSR controllers with.
+    #[serde(default = "d_controller")]
+    pub opendsr_controller_id: String,
+    /// How undelivered status callbacks are retried (backoff from `backon`).
+    #[serde(default)]
+    pub callback_retry: crate::engine::workflow::RetryPolicy,
+}
+
+fn d_controller() -> String {
+    "default".into()
 }
 
 fn d_listen() -> String {
@@ -92,6 +102,8 @@ impl Default for IntakeSection {
             listen: d_listen(),
             webhook_secret_env: d_webhook(),
             api_token_env: d_token(),
+            opendsr_controller_id: d_controller(),
+            callback_retry: Default::default(),
         }
     }
 }
@@ -186,7 +198,7 @@ struct RawConfig {
     #[serde(default)]
     store: StoreSection,
     #[serde(default)]
-    intake: IntakeSection,
+    intake: Option<IntakeSection>,
     #[serde(default)]
     worker: WorkerSection,
     #[serde(default, rename = "processor")]
@@ -202,6 +214,8 @@ pub struct Config {
     pub store: StoreSection,
     /// `[intake]`.
     pub intake: IntakeSection,
+    /// Whether the file has an `[intake]` section: only then does `lethe daemon` serve HTTP.
+    pub intake_enabled: bool,
     /// `[worker]`.
     pub worker: WorkerSection,
     /// Processors, in file order.
@@ -277,9 +291,26 @@ impl Config {
             ));
         }
         check_env_name(&raw.store.key_env).map_err(|r| err("store.key_env", r))?;
-        check_env_name(&raw.intake.webhook_secret_env)
-            .map_err(|r| err("intake.webhook_secret_env", r))?;
-        check_env_name(&raw.intake.api_token_env).map_err(|r| err("intake.api_token_env", r))?;
+        if let Some(intake) = &raw.intake {
+            check_env_name(&intake.webhook_secret_env)
+                .map_err(|r| err("intake.webhook_secret_env", r))?;
+            check_env_name(&intake.api_token_env).map_err(|r| err("intake.api_token_env", r))?;
+            if intake.listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err(err(
+                    "intake.listen",
+                    format!(
+                        "`{}` is not an address:port such as 127.0.0.1:8080",
+                        intake.listen
+                    ),
+                ));
+            }
+            if intake.callback_retry.max_attempts == 0 {
+                return Err(err(
+                    "intake.callback_retry.max_attempts",
+                    "must be at least 1".into(),
+                ));
+            }
+        }
         if raw.worker.concurrency == 0 {
             return Err(err("worker.concurrency", "must be at least 1".into()));
         }
@@ -382,7 +413,8 @@ impl Config {
         Ok(Config {
             path: path.to_path_buf(),
             store: raw.store,
-            intake: raw.intake,
+            intake_enabled: raw.intake.is_some(),
+            intake: raw.intake.unwrap_or_default(),
             worker: raw.worker,
             processors: raw.processors,
             export_dir: raw

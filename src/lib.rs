@@ -14,6 +14,8 @@ pub mod crypto;
 pub mod demo;
 pub mod domain;
 pub mod engine;
+pub mod intake;
+pub mod metrics;
 pub mod sim;
 pub mod store;
 pub mod view;

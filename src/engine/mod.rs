@@ -139,6 +139,20 @@ impl Engine {
         subject: Subject,
         opts: SubmitOptions,
     ) -> Result<Submitted, EngineError> {
+        self.submit_with_callbacks(kind, subject, opts, Vec::new())
+            .await
+    }
+
+    /// [`submit`](Self::submit), with status-callback destinations besides
+    /// `opts.callback_url` (which gets our own `lethe` format): each gets a
+    /// callback on every status change, through the store's outbox.
+    pub async fn submit_with_callbacks(
+        &self,
+        kind: RequestKind,
+        subject: Subject,
+        opts: SubmitOptions,
+        extra_callbacks: Vec<crate::store::Callback>,
+    ) -> Result<Submitted, EngineError> {
         subject
             .validate()
             .map_err(|e| EngineError::Invalid(e.to_string()))?;
@@ -170,9 +184,25 @@ impl Engine {
             subject_hash,
             subject_masked: subject.masked(),
             identities: self.keys.seal(&subject),
-            callback_url: opts.callback_url,
+            callback_url: opts.callback_url.clone(),
         };
-        match self.store.create_request(req, steps, ms(now)).await {
+        let mut callbacks: Vec<crate::store::Callback> = opts
+            .callback_url
+            .iter()
+            .map(|u| crate::store::Callback {
+                url: u.clone(),
+                protocol: "lethe".into(),
+            })
+            .collect();
+        callbacks.extend(extra_callbacks);
+        let created = if callbacks.is_empty() {
+            self.store.create_request(req, steps, ms(now)).await
+        } else {
+            self.store
+                .create_request_with_callbacks(req, steps, callbacks, ms(now))
+                .await
+        };
+        match created {
             Ok(request) => {
                 self.wake.notify_one();
                 Ok(Submitted {

@@ -442,6 +442,11 @@ impl Engine {
             },
             (Phase::Remind, _) => Ok(failed(step, format!("processor `{}` has no manual task to remind", step.processor), None)),
         };
+        crate::metrics::observe_call(
+            &step.processor,
+            result.as_ref().map_or_else(|e| e.class.as_str(), |_| "ok"),
+            started.elapsed(),
+        );
         tracing::debug!(
             step = step.id,
             elapsed_ms = started.elapsed().as_millis() as u64,

@@ -193,6 +193,43 @@ impl RawHold {
 pub(super) const HOLD_COLS: &str =
     "id, subject_hash, subject_masked, basis, until_at, processor, created_at, released_at";
 
+pub(super) const OUTBOX_COLS: &str =
+    "id, request_id, url, protocol, event, status, created_at, attempts";
+
+/// The oldest undelivered callback per (request, url) that is due: callbacks to
+/// one destination go out in order.
+pub(super) const OUTBOX_DUE: &str =
+    "SELECT o.id FROM outbox o WHERE o.state = 'pending' AND o.run_at <= $1 \
+     AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.request_id = o.request_id AND p.url = o.url \
+     AND p.state = 'pending' AND p.id < o.id) ORDER BY o.id LIMIT $3";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct RawOutbox {
+    id: i64,
+    request_id: String,
+    url: String,
+    protocol: String,
+    event: String,
+    status: String,
+    created_at: i64,
+    attempts: i64,
+}
+
+impl RawOutbox {
+    pub(super) fn into_row(self) -> Result<super::OutboxRow, StoreError> {
+        Ok(super::OutboxRow {
+            status: self.status.parse().map_err(corrupt("outbox"))?,
+            id: self.id,
+            request_id: self.request_id,
+            url: self.url,
+            protocol: self.protocol,
+            event: self.event,
+            created_at: self.created_at,
+            attempts: self.attempts,
+        })
+    }
+}
+
 /// An event waiting to be appended.
 pub(super) struct PendingEvent {
     pub request_id: Option<String>,
@@ -503,6 +540,16 @@ macro_rules! shared_store_fns {
             .execute(&mut *conn)
             .await?;
             if status != previous {
+                // Transactional outbox: one callback per destination, committed with the change.
+                sqlx::query(
+                    "INSERT INTO outbox (request_id, url, protocol, event, status, created_at, run_at) \
+                     SELECT request_id, url, protocol, 'status', $2, $3, $3 FROM request_callbacks WHERE request_id = $1",
+                )
+                .bind(&cs.request_id)
+                .bind(status.as_str())
+                .bind(cs.now)
+                .execute(&mut *conn)
+                .await?;
                 events.push(PendingEvent {
                     request_id: Some(cs.request_id.clone()),
                     step_id: None,
@@ -675,6 +722,109 @@ macro_rules! shared_store_fns {
             Ok(())
         }
 
+        /// Record a new request's callback destinations and queue a `created` callback to each.
+        pub(super) async fn insert_callbacks(
+            conn: &mut $conn,
+            request_id: &str,
+            callbacks: &[$crate::store::Callback],
+            now: i64,
+        ) -> Result<(), StoreError> {
+            for c in callbacks {
+                sqlx::query("INSERT INTO request_callbacks (request_id, url, protocol) VALUES ($1, $2, $3)")
+                    .bind(request_id)
+                    .bind(&c.url)
+                    .bind(&c.protocol)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            sqlx::query(
+                "INSERT INTO outbox (request_id, url, protocol, event, status, created_at, run_at) \
+                 SELECT c.request_id, c.url, c.protocol, 'created', r.status, $2, $2 \
+                 FROM request_callbacks c JOIN requests r ON r.id = c.request_id WHERE c.request_id = $1",
+            )
+            .bind(request_id)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        /// Queue a `started` callback for each request whose first step was just claimed
+        /// (in the claim's transaction). Later claims of the same request add nothing.
+        pub(super) async fn enqueue_started(conn: &mut $conn, claimed: &[StepRow], now: i64) -> Result<(), StoreError> {
+            let mut seen = std::collections::BTreeSet::new();
+            for s in claimed {
+                if s.started_at != Some(now) || !seen.insert(s.request_id.clone()) {
+                    continue;
+                }
+                sqlx::query(
+                    "INSERT INTO outbox (request_id, url, protocol, event, status, created_at, run_at) \
+                     SELECT c.request_id, c.url, c.protocol, 'started', r.status, $2, $2 \
+                     FROM request_callbacks c JOIN requests r ON r.id = c.request_id WHERE c.request_id = $1 \
+                     AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.request_id = $1 AND o.event = 'started')",
+                )
+                .bind(&s.request_id)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok(())
+        }
+
+        pub(super) async fn outbox_delivered(pool: &$pool, id: i64, now: i64) -> Result<(), StoreError> {
+            sqlx::query("UPDATE outbox SET state = 'delivered', delivered_at = $1, last_error = NULL WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(pool)
+                .await?;
+            Ok(())
+        }
+
+        pub(super) async fn outbox_failed(
+            pool: &$pool,
+            id: i64,
+            retry_at: Option<i64>,
+            error: &str,
+        ) -> Result<(), StoreError> {
+            sqlx::query(
+                "UPDATE outbox SET state = CASE WHEN $1 IS NULL THEN 'dead' ELSE 'pending' END, \
+                 run_at = COALESCE($1, run_at), last_error = $2 WHERE id = $3",
+            )
+            .bind(retry_at)
+            .bind(error)
+            .bind(id)
+            .execute(pool)
+            .await?;
+            Ok(())
+        }
+
+        pub(super) async fn next_outbox_wake(pool: &$pool) -> Result<Option<i64>, StoreError> {
+            let v: (Option<i64>,) = sqlx::query_as("SELECT MIN(run_at) FROM outbox WHERE state = 'pending'")
+                .fetch_one(pool)
+                .await?;
+            Ok(v.0)
+        }
+
+        pub(super) async fn request_counts(pool: &$pool) -> Result<Vec<(String, i64)>, StoreError> {
+            Ok(sqlx::query_as("SELECT status, COUNT(*) FROM requests GROUP BY status ORDER BY status")
+                .fetch_all(pool)
+                .await?)
+        }
+
+        pub(super) async fn attempt_counts(pool: &$pool) -> Result<Vec<(String, i64)>, StoreError> {
+            let rows: Vec<(String, Option<i64>)> =
+                sqlx::query_as("SELECT processor, CAST(SUM(attempts) AS BIGINT) FROM steps GROUP BY processor ORDER BY processor")
+                    .fetch_all(pool)
+                    .await?;
+            Ok(rows.into_iter().map(|(p, n)| (p, n.unwrap_or(0))).collect())
+        }
+
+        pub(super) async fn outbox_counts(pool: &$pool) -> Result<Vec<(String, i64)>, StoreError> {
+            Ok(sqlx::query_as("SELECT state, COUNT(*) FROM outbox GROUP BY state ORDER BY state")
+                .fetch_all(pool)
+                .await?)
+        }
+
         pub(super) async fn step_counts(pool: &$pool) -> Result<Vec<(String, String, i64)>, StoreError> {
             Ok(sqlx::query_as("SELECT processor, state, COUNT(*) FROM steps GROUP BY processor, state ORDER BY processor, state")
                 .fetch_all(pool)
@@ -689,7 +839,7 @@ pub(super) use shared_store_fns;
 /// field, given its transaction-start function, its claim statement and its
 /// migrator. The `shared` module (from [`shared_store_fns!`]) must be in scope.
 macro_rules! impl_store {
-    ($store:ty, $begin:path, $claim_sql:path, $migrator:expr) => {
+    ($store:ty, $begin:path, $claim_sql:path, $claim_outbox_sql:path, $migrator:expr) => {
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             async fn migrate(&self) -> Result<(), $crate::store::StoreError> {
@@ -766,10 +916,13 @@ macro_rules! impl_store {
                     .bind(limit)
                     .fetch_all(&mut *tx)
                     .await?;
-                tx.commit().await?;
-                raw.into_iter()
+                let rows = raw
+                    .into_iter()
                     .map($crate::store::common::RawStep::into_row)
-                    .collect()
+                    .collect::<Result<Vec<_>, _>>()?;
+                shared::enqueue_started(&mut tx, &rows, now).await?;
+                tx.commit().await?;
+                Ok(rows)
             }
 
             async fn release_expired_leases(
@@ -908,6 +1061,86 @@ macro_rules! impl_store {
 
             async fn worker_gone(&self, worker: &str) -> Result<(), $crate::store::StoreError> {
                 shared::worker_gone(&self.pool, worker).await
+            }
+
+            async fn create_request_with_callbacks(
+                &self,
+                req: $crate::store::NewRequest,
+                steps: Vec<$crate::store::NewStep>,
+                callbacks: Vec<$crate::store::Callback>,
+                now: i64,
+            ) -> Result<$crate::store::RequestRow, $crate::store::StoreError> {
+                let mut tx = $begin(&self.pool).await?;
+                shared::insert_request(&mut tx, &req, &steps, now).await?;
+                shared::insert_callbacks(&mut tx, &req.id, &callbacks, now).await?;
+                tx.commit().await?;
+                shared::get_request(&self.pool, &req.id)
+                    .await?
+                    .ok_or_else(|| {
+                        $crate::store::StoreError::Unavailable(
+                            "request vanished after insert".into(),
+                        )
+                    })
+            }
+
+            async fn claim_outbox(
+                &self,
+                now: i64,
+                visible_at: i64,
+                limit: i64,
+            ) -> Result<Vec<$crate::store::OutboxRow>, $crate::store::StoreError> {
+                let sql = $claim_outbox_sql();
+                let mut tx = $begin(&self.pool).await?;
+                let raw: Vec<$crate::store::common::RawOutbox> = sqlx::query_as(&sql)
+                    .bind(now)
+                    .bind(visible_at)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                let mut rows = raw
+                    .into_iter()
+                    .map($crate::store::common::RawOutbox::into_row)
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows.sort_by_key(|r| r.id);
+                Ok(rows)
+            }
+
+            async fn outbox_delivered(
+                &self,
+                id: i64,
+                now: i64,
+            ) -> Result<(), $crate::store::StoreError> {
+                shared::outbox_delivered(&self.pool, id, now).await
+            }
+
+            async fn outbox_failed(
+                &self,
+                id: i64,
+                retry_at: Option<i64>,
+                error: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                shared::outbox_failed(&self.pool, id, retry_at, error).await
+            }
+
+            async fn next_outbox_wake(&self) -> Result<Option<i64>, $crate::store::StoreError> {
+                shared::next_outbox_wake(&self.pool).await
+            }
+
+            async fn request_counts(
+                &self,
+            ) -> Result<Vec<(String, i64)>, $crate::store::StoreError> {
+                shared::request_counts(&self.pool).await
+            }
+
+            async fn attempt_counts(
+                &self,
+            ) -> Result<Vec<(String, i64)>, $crate::store::StoreError> {
+                shared::attempt_counts(&self.pool).await
+            }
+
+            async fn outbox_counts(&self) -> Result<Vec<(String, i64)>, $crate::store::StoreError> {
+                shared::outbox_counts(&self.pool).await
             }
         }
     };

@@ -439,6 +439,70 @@ pub trait Store: Send + Sync {
     ) -> Result<i64, StoreError>;
     /// Remove a worker that stops cleanly.
     async fn worker_gone(&self, worker: &str) -> Result<(), StoreError>;
+    /// Insert a request, its steps, its status-callback destinations and a
+    /// `created` callback to each, in one transaction.
+    async fn create_request_with_callbacks(
+        &self,
+        req: NewRequest,
+        steps: Vec<NewStep>,
+        callbacks: Vec<Callback>,
+        now: Millis,
+    ) -> Result<RequestRow, StoreError>;
+    /// Lease up to `limit` due callbacks (the oldest undelivered one per
+    /// destination) until `visible_at`, counting an attempt each.
+    async fn claim_outbox(
+        &self,
+        now: Millis,
+        visible_at: Millis,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError>;
+    /// A callback was delivered.
+    async fn outbox_delivered(&self, id: i64, now: Millis) -> Result<(), StoreError>;
+    /// A delivery failed: try again at `retry_at`, or give up (`None`).
+    async fn outbox_failed(
+        &self,
+        id: i64,
+        retry_at: Option<Millis>,
+        error: &str,
+    ) -> Result<(), StoreError>;
+    /// The earliest `run_at` of an undelivered callback.
+    async fn next_outbox_wake(&self) -> Result<Option<Millis>, StoreError>;
+    /// Requests by status.
+    async fn request_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Attempts made, summed per processor.
+    async fn attempt_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Callbacks by outbox state (`pending`, `delivered`, `dead`).
+    async fn outbox_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
+}
+
+/// A status-callback destination of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callback {
+    /// Where to POST.
+    pub url: String,
+    /// The body format: `lethe` (our API) or `opendsr`.
+    pub protocol: String,
+}
+
+/// One queued status callback (the transactional outbox).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    /// Id (delivery order per destination).
+    pub id: i64,
+    /// The request.
+    pub request_id: String,
+    /// Destination.
+    pub url: String,
+    /// `lethe` or `opendsr`.
+    pub protocol: String,
+    /// `created`, `started` (first step claimed) or `status` (derived status changed).
+    pub event: String,
+    /// The request's derived status when the row was written.
+    pub status: RequestStatus,
+    /// When the row was written.
+    pub created_at: Millis,
+    /// Delivery attempts so far, this one included.
+    pub attempts: i64,
 }
 
 /// Open the store named by a URL: `sqlite://FILE` (created if missing) or `postgres://…`.

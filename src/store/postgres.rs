@@ -57,9 +57,23 @@ fn claim_sql() -> String {
     )
 }
 
+fn claim_outbox_sql() -> String {
+    format!(
+        "WITH due AS ({} FOR UPDATE SKIP LOCKED) UPDATE outbox SET run_at = $2, attempts = outbox.attempts + 1 \
+         FROM due WHERE outbox.id = due.id RETURNING {}",
+        super::common::OUTBOX_DUE.replace("o.id FROM", "o.id AS id FROM"),
+        super::common::OUTBOX_COLS
+            .split(", ")
+            .map(|c| format!("outbox.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 super::common::impl_store!(
     PgStore,
     begin,
     claim_sql,
+    claim_outbox_sql,
     sqlx::migrate!("./migrations/postgres")
 );

@@ -57,9 +57,18 @@ fn claim_sql() -> String {
     )
 }
 
+fn claim_outbox_sql() -> String {
+    format!(
+        "UPDATE outbox SET run_at = $2, attempts = attempts + 1 WHERE id IN ({}) RETURNING {}",
+        super::common::OUTBOX_DUE,
+        super::common::OUTBOX_COLS
+    )
+}
+
 super::common::impl_store!(
     SqliteStore,
     begin,
     claim_sql,
+    claim_outbox_sql,
     sqlx::migrate!("./migrations/sqlite")
 );

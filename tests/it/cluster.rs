@@ -14,11 +14,14 @@ use std::time::{Duration, Instant};
 
 /// A Mailchimp stand-in that records every erase call: when it started and
 /// ended per member, how many were in flight at once, which members are gone.
+/// Per member: each erase call's start and (once finished) end.
+type Calls = HashMap<String, Vec<(Instant, Option<Instant>)>>;
+
 #[derive(Default)]
 struct Recorder {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
-    calls: Mutex<HashMap<String, Vec<(Instant, Option<Instant>)>>>,
+    calls: Mutex<Calls>,
     deleted: Mutex<HashSet<String>>,
 }
 

@@ -3,9 +3,13 @@
 
 mod bad_input;
 mod cluster;
+mod daemon;
 mod fakes;
 mod helpers;
+mod intake;
 mod lease;
 mod mailchimp;
+mod opendsr;
+mod outbox_store;
 mod policies;
 mod store_conformance;

@@ -1,0 +1,135 @@
+//! `POST /v1/requests`: a request from the company's own privacy form.
+//!
+//! Why it is shaped like this: the form's backend is on the public internet,
+//! so the body is signed (`Lethe-Signature`, see `signature.rs`) and checked
+//! *before* it is parsed; webhook senders redeliver on any doubt, so the
+//! form's `external_id` makes the call idempotent (`Engine::submit` returns the
+//! existing request for a known id, and handles the insert race); and the body
+//! is parsed strictly — an unknown field is an error, not silently ignored —
+//! because a misspelt `identities.emial` must not file a request for nobody.
+//! Everything is validated before the engine is called: a refused request
+//! writes nothing.
+
+use super::error::{parse_json, ApiError};
+use super::{signature, AppState};
+use crate::domain::{RequestKind, Subject};
+use crate::engine::SubmitOptions;
+use crate::view::RequestView;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use serde::Deserialize;
+
+/// The webhook body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookRequest {
+    /// `erasure` or `export`.
+    pub kind: RequestKind,
+    /// At least one of email, phone, customer_id (name alone identifies nobody).
+    pub identities: Subject,
+    /// The form's own id for this submission: the idempotency key.
+    pub external_id: String,
+    /// A workflow other than the kind's default.
+    #[serde(default)]
+    pub workflow: Option<String>,
+    /// Where status callbacks go (our `lethe` format, signed like the webhook).
+    #[serde(default)]
+    pub callback_url: Option<String>,
+}
+
+/// Read the body, mapping the 64 KiB limit to a JSON 413.
+pub fn body_or_413(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "",
+                format!("body larger than {} KiB", super::BODY_LIMIT / 1024),
+            )
+        } else {
+            ApiError::bad_request("", format!("cannot read the body: {e}"))
+        }
+    })
+}
+
+/// Check an external id: 1–200 printable characters.
+pub fn check_external_id(field: &str, id: &str) -> Result<(), ApiError> {
+    if id.trim().is_empty() {
+        return Err(ApiError::invalid(field, "empty"));
+    }
+    if id.len() > 200 {
+        return Err(ApiError::invalid(field, "longer than 200 characters"));
+    }
+    if id.chars().any(|c| c.is_control()) {
+        return Err(ApiError::invalid(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+/// Check a callback URL: absolute http(s).
+pub fn check_callback_url(field: &str, u: &str) -> Result<(), ApiError> {
+    match url::Url::parse(u) {
+        Ok(p) if (p.scheme() == "http" || p.scheme() == "https") && p.host().is_some() => Ok(()),
+        Ok(_) => Err(ApiError::invalid(field, "must be an http(s) URL")),
+        Err(e) => Err(ApiError::invalid(field, format!("not a URL: {e}"))),
+    }
+}
+
+/// The handler.
+pub async fn create(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body_or_413(body)?;
+    let header = headers
+        .get(signature::HEADER)
+        .map(|v| v.to_str().unwrap_or(""));
+    signature::verify(&st.secrets.webhook, header, &body, Utc::now().timestamp())
+        .map_err(|e| ApiError::unauthorized("Lethe-Signature", e.to_string()))?;
+    let req: WebhookRequest = parse_json(&body)?;
+    req.identities
+        .validate()
+        .map_err(|e| ApiError::invalid("identities", e.to_string()))?;
+    check_external_id("external_id", &req.external_id)?;
+    if let Some(u) = &req.callback_url {
+        check_callback_url("callback_url", u)?;
+    }
+    st.engine
+        .config
+        .workflows
+        .pick(req.kind, req.workflow.as_deref())
+        .map_err(|e| ApiError::invalid("workflow", e))?;
+    let masked = req.identities.masked();
+    let sub = st
+        .engine
+        .submit(
+            req.kind,
+            req.identities,
+            SubmitOptions {
+                workflow: req.workflow,
+                external_id: Some(req.external_id),
+                callback_url: req.callback_url,
+            },
+        )
+        .await?;
+    tracing::info!(
+        request = %sub.request.id,
+        subject = %masked,
+        created = sub.created,
+        "webhook request accepted"
+    );
+    let steps = st.engine.store.steps(&sub.request.id).await?;
+    let view = RequestView::new(&sub.request, Some(&steps), Utc::now());
+    let code = if sub.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, Json(view)).into_response())
+}
