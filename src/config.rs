@@ -43,6 +43,10 @@ pub struct StoreSection {
     /// The env var holding the identity encryption key (32 bytes, base64).
     #[serde(default = "d_key_env")]
     pub key_env: String,
+    /// How long the sealed identities of a closed request are kept once no
+    /// step needs them; then they are destroyed (crypto-shredding).
+    #[serde(default = "d_identity_retention")]
+    pub identity_retention: HumanDuration,
 }
 
 fn d_url() -> String {
@@ -51,12 +55,16 @@ fn d_url() -> String {
 fn d_key_env() -> String {
     "LETHE_KEY".into()
 }
+fn d_identity_retention() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30 * 24 * 3600))
+}
 
 impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
             url: d_url(),
             key_env: d_key_env(),
+            identity_retention: d_identity_retention(),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod demo;
 pub mod domain;
 pub mod engine;
+pub mod report;
 pub mod sim;
 pub mod store;
 pub mod view;

@@ -6,6 +6,7 @@
 //! only in memory; a wait of 30 days is a `run_at` in a row.
 
 pub mod planner;
+pub mod retention;
 pub mod worker;
 pub mod workflow;
 

@@ -83,6 +83,7 @@ impl Engine {
         let lease = self.config.worker.lease.get();
         let idle = self.config.worker.idle_poll.get();
         let mut stopping = false;
+        let mut retention = super::retention::RetentionPass::default();
         loop {
             // Reap finished tasks without waiting.
             while let Some(r) = tasks.try_join_next() {
@@ -109,6 +110,7 @@ impl Engine {
                     continue;
                 }
             }
+            retention.tick(self, tasks.is_empty()).await;
             if tasks.is_empty() && (until_idle || stopping) {
                 break;
             }

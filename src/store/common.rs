@@ -508,6 +508,47 @@ macro_rules! shared_store_fns {
                 .fetch_all(pool)
                 .await?)
         }
+
+        /// Steps of the requests received in `[from, to)`, by processor.
+        pub(super) async fn steps_received_between(pool: &$pool, from: i64, to: i64) -> Result<Vec<StepRow>, StoreError> {
+            let sql = format!(
+                "SELECT {STEP_COLS} FROM steps WHERE request_id IN \
+                 (SELECT id FROM requests WHERE received_at >= $1 AND received_at < $2) ORDER BY processor, id"
+            );
+            let raw: Vec<RawStep> = sqlx::query_as(&sql).bind(from).bind(to).fetch_all(pool).await?;
+            raw.into_iter().map(RawStep::into_row).collect()
+        }
+
+        /// Destroy the sealed identities of closed requests that no step needs any
+        /// more and that last changed at or before `now - retention`; one audit event each.
+        pub(super) async fn shred_identities(conn: &mut $conn, now: i64, retention_ms: i64) -> Result<Vec<String>, StoreError> {
+            let rows: Vec<(String,)> = sqlx::query_as(
+                "UPDATE requests SET identities = NULL, updated_at = $1 WHERE identities IS NOT NULL \
+                 AND status IN ('completed','completed_with_exceptions','cancelled') AND updated_at <= $2 \
+                 AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.request_id = requests.id \
+                 AND s.state IN ('pending','running','retry_wait','grace','held','awaiting_confirmation')) \
+                 RETURNING id",
+            )
+            .bind(now)
+            .bind(now.saturating_sub(retention_ms))
+            .fetch_all(&mut *conn)
+            .await?;
+            let ids: Vec<String> = rows.into_iter().map(|(id,)| id).collect();
+            let events = ids
+                .iter()
+                .map(|id| PendingEvent {
+                    request_id: Some(id.clone()),
+                    step_id: None,
+                    kind: "request.identities_destroyed".into(),
+                    detail: serde_json::json!({
+                        "retention_ms": retention_ms,
+                        "kept": "subject_hash (keyed HMAC) and subject_masked only",
+                    }),
+                })
+                .collect();
+            append_events(conn, now, events).await?;
+            Ok(ids)
+        }
     };
 }
 

@@ -368,6 +368,22 @@ pub trait Store: Send + Sync {
     async fn request_events(&self, request_id: &str) -> Result<Vec<EventRow>, StoreError>;
     /// Counts of steps by (processor, state), for metrics and reports.
     async fn step_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
+    /// Steps of the requests received in `[from, to)`, by processor (period reports).
+    async fn steps_received_between(
+        &self,
+        from: Millis,
+        to: Millis,
+    ) -> Result<Vec<StepRow>, StoreError>;
+    /// Crypto-shredding: set the sealed identities of every closed request to
+    /// NULL once no step can still need them (nothing held, in grace, awaiting
+    /// confirmation or runnable) and it last changed at least `retention_ms`
+    /// before `now`. Writes a `request.identities_destroyed` event for each and
+    /// returns their ids. The keyed hash and the masked form remain.
+    async fn shred_identities(
+        &self,
+        now: Millis,
+        retention_ms: i64,
+    ) -> Result<Vec<String>, StoreError>;
 }
 
 /// Open the store named by a URL: `sqlite://FILE` (created if missing) or `postgres://…`.

@@ -171,4 +171,23 @@ impl super::Store for PgStore {
     async fn step_counts(&self) -> Result<Vec<(String, String, i64)>, super::StoreError> {
         shared::step_counts(&self.pool).await
     }
+
+    async fn steps_received_between(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<super::StepRow>, super::StoreError> {
+        shared::steps_received_between(&self.pool, from, to).await
+    }
+
+    async fn shred_identities(
+        &self,
+        now: i64,
+        retention_ms: i64,
+    ) -> Result<Vec<String>, super::StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let ids = shared::shred_identities(&mut tx, now, retention_ms).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
 }

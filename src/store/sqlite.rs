@@ -30,6 +30,9 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
+            // Overwrite deleted content (e.g. shredded identities) with zeros
+            // instead of leaving it in free space inside the file.
+            .pragma("secure_delete", "fast")
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
@@ -171,5 +174,34 @@ impl super::Store for SqliteStore {
 
     async fn step_counts(&self) -> Result<Vec<(String, String, i64)>, super::StoreError> {
         shared::step_counts(&self.pool).await
+    }
+
+    async fn steps_received_between(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<super::StepRow>, super::StoreError> {
+        shared::steps_received_between(&self.pool, from, to).await
+    }
+
+    async fn shred_identities(
+        &self,
+        now: i64,
+        retention_ms: i64,
+    ) -> Result<Vec<String>, super::StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let ids = shared::shred_identities(&mut tx, now, retention_ms).await?;
+        tx.commit().await?;
+        if !ids.is_empty() {
+            // The WAL still holds earlier versions of the shredded rows' pages:
+            // copy everything into the main file and truncate the WAL to zero.
+            let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&self.pool)
+                .await?;
+            if busy != 0 {
+                tracing::warn!("WAL checkpoint after crypto-shredding was blocked by a reader; it completes at the next checkpoint");
+            }
+        }
+        Ok(ids)
     }
 }
