@@ -380,6 +380,16 @@ macro_rules! shared_store_fns {
         /// Apply a change set inside an open transaction. Returns the result and
         /// whether to commit (false: roll back, nothing written).
         pub(super) async fn apply_in(conn: &mut $conn, cs: ChangeSet) -> Result<(Applied, bool), StoreError> {
+            // Lock the request row first, so that two change sets of one request
+            // (two steps finishing at once) are serialised: each then derives the
+            // status from the other's committed step state. Without it, under
+            // PostgreSQL's READ COMMITTED both could miss each other and the last
+            // commit would leave a stale status. (SQLite is already serialised
+            // by BEGIN IMMEDIATE; the statement is harmless there.)
+            sqlx::query("UPDATE requests SET updated_at = updated_at WHERE id = $1")
+                .bind(&cs.request_id)
+                .execute(&mut *conn)
+                .await?;
             let cur: Option<(String, i64, Option<String>)> =
                 sqlx::query_as("SELECT status, cancelled, extended_reason FROM requests WHERE id = $1")
                     .bind(&cs.request_id)

@@ -2,6 +2,7 @@
 //! and processor fakes that answer like the real APIs.
 
 mod bad_input;
+mod evidence;
 mod fakes;
 mod helpers;
 mod lease;
