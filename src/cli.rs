@@ -618,15 +618,20 @@ async fn package(
     };
     let base = output.unwrap_or_else(|| PathBuf::from(format!("lethe-export-{id}")));
     let store = open_store(&config).await?;
-    let pkg = package::build(store.as_ref(), &config.export_dir, &id, store::ms(Utc::now()))
-        .await
-        .map_err(|e| match e {
-            PackageError::NoRequest(_) | PackageError::NotExport(_) => {
-                anyhow::Error::new(BadInput(e.to_string()))
-            }
-            PackageError::Store(s) => anyhow::Error::new(s),
-            other => anyhow::Error::new(other),
-        })?;
+    let pkg = package::build(
+        store.as_ref(),
+        &config.export_dir,
+        &id,
+        store::ms(Utc::now()),
+    )
+    .await
+    .map_err(|e| match e {
+        PackageError::NoRequest(_) | PackageError::NotExport(_) => {
+            anyhow::Error::new(BadInput(e.to_string()))
+        }
+        PackageError::Store(s) => anyhow::Error::new(s),
+        other => anyhow::Error::new(other),
+    })?;
     let with_ext = |ext: &str| {
         let mut s = base.clone().into_os_string();
         s.push(ext);
@@ -654,7 +659,10 @@ async fn package(
         }
     };
     let m = &pkg.manifest;
-    println!("export package for request {} ({})", m.request.id, m.request.subject);
+    println!(
+        "export package for request {} ({})",
+        m.request.id, m.request.subject
+    );
     for p in &m.processors {
         println!("  {:<18} {}", p.processor, p.summary);
     }

@@ -427,6 +427,7 @@ pub const EXAMPLE: &str = r#"# lethe configuration. Secrets are never written he
 [store]
 url = "sqlite://lethe.db"            # or "postgres://user@localhost/lethe"
 key_env = "LETHE_KEY"                # 32 random bytes, base64: openssl rand -base64 32
+# identity_retention = "30d"         # then a closed request's sealed identities are destroyed
 
 [intake]
 listen = "127.0.0.1:8080"
@@ -465,6 +466,27 @@ mod tests {
         let t = EXAMPLE.replace("\"MAILCHIMP_API_KEY\"", "\"0123abcd-us21\"");
         let e = Config::parse(Path::new("lethe.toml"), &t).unwrap_err();
         assert_eq!(e.key, "processor[0].secrets.api_key");
+    }
+
+    #[test]
+    fn identity_retention_defaults_to_30_days_and_takes_human_durations() {
+        let c = Config::parse(Path::new("lethe.toml"), EXAMPLE).unwrap();
+        assert_eq!(
+            c.store.identity_retention.get(),
+            Duration::from_secs(30 * 86_400)
+        );
+        let t = EXAMPLE.replace(
+            "# identity_retention = \"30d\"",
+            "identity_retention = \"1s\"",
+        );
+        let c = Config::parse(Path::new("lethe.toml"), &t).unwrap();
+        assert_eq!(c.store.identity_retention.get(), Duration::from_secs(1));
+        let t = EXAMPLE.replace(
+            "# identity_retention = \"30d\"",
+            "identity_retention = \"forever\"",
+        );
+        let e = Config::parse(Path::new("lethe.toml"), &t).unwrap_err();
+        assert!(e.reason.contains("forever"), "{e}");
     }
 
     #[test]

@@ -273,7 +273,9 @@ fn processor_row(s: &StepRow, events: &[EventRow], created: (Millis, i64)) -> Pr
     for e in &mine {
         let d = &e.detail;
         let attempt = d.get("attempt").and_then(Value::as_i64);
-        let attempt_txt = attempt.map(|a| format!("attempt {a}: ")).unwrap_or_default();
+        let attempt_txt = attempt
+            .map(|a| format!("attempt {a}: "))
+            .unwrap_or_default();
         let (kind, label, until) = match e.kind.as_str() {
             "step.retry_wait" => {
                 let wait = d.get("retry_in_ms").and_then(Value::as_i64).unwrap_or(0);
@@ -439,13 +441,9 @@ impl ProcessorRow {
         if let Some(r) = &self.retained_reason {
             return Some(format!("retained: {r}"));
         }
-        self.error.as_ref().map(|e| {
-            format!(
-                "{}: {}",
-                e.class.as_deref().unwrap_or("error"),
-                e.message
-            )
-        })
+        self.error
+            .as_ref()
+            .map(|e| format!("{}: {}", e.class.as_deref().unwrap_or("error"), e.message))
     }
 }
 
@@ -457,11 +455,21 @@ fn short(t: &str) -> &str {
 pub fn to_text(c: &Certificate) -> String {
     let r = &c.request;
     let mut out = String::new();
-    out.push_str(&format!("CERTIFICATE OF {} — request {}\n", r.kind.to_uppercase(), r.id));
+    out.push_str(&format!(
+        "CERTIFICATE OF {} — request {}\n",
+        r.kind.to_uppercase(),
+        r.id
+    ));
     out.push_str(&format!("subject:     {}\n", r.subject));
     out.push_str(&format!("status:      {}\n", r.status));
-    out.push_str(&format!("received:    {}\n", short(&r.received_at).replace('T', " ")));
-    out.push_str(&format!("due:         {}\n", short(&r.due_at).replace('T', " ")));
+    out.push_str(&format!(
+        "received:    {}\n",
+        short(&r.received_at).replace('T', " ")
+    ));
+    out.push_str(&format!(
+        "due:         {}\n",
+        short(&r.due_at).replace('T', " ")
+    ));
     out.push_str(&format!(
         "completed:   {}\n",
         r.completed_at

@@ -54,7 +54,12 @@ pub fn period(r: &PeriodReport) -> String {
             row("processor", &p.processor, m, v.to_string());
         }
         for (o, n) in &p.outcomes {
-            row("processor", &p.processor, &format!("outcome_{o}"), n.to_string());
+            row(
+                "processor",
+                &p.processor,
+                &format!("outcome_{o}"),
+                n.to_string(),
+            );
         }
         row("processor", &p.processor, "median_ms", opt(p.median_ms));
     }

@@ -14,8 +14,11 @@ const STYLE: &str = include_str!("templates/style.css");
 
 fn env() -> Environment<'static> {
     let mut env = Environment::new();
-    env.add_template("certificate.html", include_str!("templates/certificate.html"))
-        .expect("the built-in certificate template parses");
+    env.add_template(
+        "certificate.html",
+        include_str!("templates/certificate.html"),
+    )
+    .expect("the built-in certificate template parses");
     env.add_template("period.html", include_str!("templates/period.html"))
         .expect("the built-in period template parses");
     env.add_template("index.html", include_str!("templates/index.html"))
@@ -195,7 +198,11 @@ pub fn timeline_svg(processors: &[ProcessorRow]) -> String {
                 continue;
             }
             let c = colour(&e.kind);
-            let r = if e.kind == "done" || e.kind == "failed" { 6.5 } else { 4.5 };
+            let r = if e.kind == "done" || e.kind == "failed" {
+                6.5
+            } else {
+                4.5
+            };
             s.push_str(&format!(
                 "<circle cx=\"{:.1}\" cy=\"{y:.1}\" r=\"{r}\" fill=\"{c}\" stroke=\"#fff\" stroke-width=\"1.5\">\
                  <title>{} — {}</title></circle>\n",
@@ -238,7 +245,13 @@ pub fn completion_svg(r: &PeriodReport) -> String {
     const WIDTH: f64 = 1000.0;
     const ROW: f64 = 34.0;
     let plot = WIDTH - LEFT - 110.0;
-    let max = r.processors.iter().map(|p| p.steps).max().unwrap_or(0).max(1) as f64;
+    let max = r
+        .processors
+        .iter()
+        .map(|p| p.steps)
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
     let height = 20.0 + ROW * r.processors.len().max(1) as f64 + 30.0;
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" viewBox=\"0 0 {WIDTH} {height}\" \

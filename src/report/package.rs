@@ -148,7 +148,9 @@ pub async fn build(
         };
         match outcome.as_deref() {
             Some("exported") => {
-                let path = export_dir.join(&req.id).join(format!("{}.json", s.processor));
+                let path = export_dir
+                    .join(&req.id)
+                    .join(format!("{}.json", s.processor));
                 let bytes = std::fs::read(&path).map_err(|e| {
                     PackageError::Integrity(format!(
                         "the export file of processor `{}` cannot be read ({}: {e}); `lethe retry` cannot re-collect a finished step: file a new export",

@@ -140,9 +140,7 @@ async fn other_processors() -> MockServer {
         .await;
     Mock::given(method("POST"))
         .and(path("/v2/suppressions"))
-        .respond_with(
-            ResponseTemplate::new(201).set_body_json(json!({"suppression_id": "sup-42"})),
-        )
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"suppression_id": "sup-42"})))
         .mount(&s)
         .await;
     Mock::given(method("GET"))
@@ -191,10 +189,25 @@ async fn world(backend: Backend, failing: bool, store_extra: &str) -> World {
     let mut body = String::new();
     body.push_str(store_extra);
     body.push('\n');
-    body.push_str(&mailchimp_block("newsletter", &mailchimp, LIST, "MAILCHIMP_API_KEY"));
-    body.push_str(&mailchimp_block("old-list", &mailchimp, "0ld11570", "MAILCHIMP_API_KEY"));
+    body.push_str(&mailchimp_block(
+        "newsletter",
+        &mailchimp,
+        LIST,
+        "MAILCHIMP_API_KEY",
+    ));
+    body.push_str(&mailchimp_block(
+        "old-list",
+        &mailchimp,
+        "0ld11570",
+        "MAILCHIMP_API_KEY",
+    ));
     if failing {
-        body.push_str(&mailchimp_block("events-list", &mailchimp, "3v3n75", "EVENTS_API_KEY"));
+        body.push_str(&mailchimp_block(
+            "events-list",
+            &mailchimp,
+            "3v3n75",
+            "EVENTS_API_KEY",
+        ));
     }
     body.push_str(&custom_block("files", "trashbin", &other));
     body.push_str(&custom_block("sms", "smsgw", &other));
@@ -248,7 +261,9 @@ fn stdout(out: &std::process::Output) -> String {
 async fn every_outcome_request(w: &World) -> String {
     let v = w
         .env
-        .json(&["request", "erase", "--email", EMAIL, "--phone", PHONE, "--json"])
+        .json(&[
+            "request", "erase", "--email", EMAIL, "--phone", PHONE, "--json",
+        ])
         .await;
     let id = v["id"].as_str().unwrap().to_string();
     run_until(&w.env, &id, 30, |st| {
@@ -267,7 +282,10 @@ fn row<'a>(cert: &'a Value, processor: &str) -> &'a Value {
 
 fn assert_no_raw_identity(what: &str, text: &str) {
     for raw in [EMAIL, &EMAIL.to_lowercase(), PHONE, "447700900123"] {
-        assert!(!text.contains(raw), "{what} contains the raw identity `{raw}`");
+        assert!(
+            !text.contains(raw),
+            "{what} contains the raw identity `{raw}`"
+        );
     }
 }
 
@@ -306,7 +324,11 @@ async fn a_certificate_shows_every_outcome_with_its_evidence_in_text_json_and_ht
 
     let nl = row(&cert, "newsletter");
     assert_eq!(
-        (nl["result"].as_str(), nl["category"].as_str(), nl["action"].as_str()),
+        (
+            nl["result"].as_str(),
+            nl["category"].as_str(),
+            nl["action"].as_str()
+        ),
         (Some("erased"), Some("mailing_list"), Some("erase"))
     );
     assert_eq!(nl["evidence"]["status"], 204);
@@ -322,7 +344,10 @@ async fn a_certificate_shows_every_outcome_with_its_evidence_in_text_json_and_ht
     assert_eq!(failed["evidence"]["status"], 401);
     assert_eq!(failed["error"]["class"], "permanent");
     let msg = failed["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("credentials rejected") && msg.contains("EVENTS_API_KEY"), "{msg}");
+    assert!(
+        msg.contains("credentials rejected") && msg.contains("EVENTS_API_KEY"),
+        "{msg}"
+    );
 
     let held = row(&cert, "accounts");
     assert_eq!(held["result"], "held");
@@ -332,7 +357,10 @@ async fn a_certificate_shows_every_outcome_with_its_evidence_in_text_json_and_ht
     let received_year: i32 = r["received_at"].as_str().unwrap()[..4].parse().unwrap();
     let until_year: i32 = until[..4].parse().unwrap();
     assert_eq!(until_year - received_year, 6, "a 6-year hold: {until}");
-    assert_eq!(held["attempts"], 0, "a held step never called the processor");
+    assert_eq!(
+        held["attempts"], 0,
+        "a held step never called the processor"
+    );
 
     let purged = row(&cert, "files");
     assert_eq!(purged["result"], "purged");
@@ -344,7 +372,10 @@ async fn a_certificate_shows_every_outcome_with_its_evidence_in_text_json_and_ht
         sd["purge_verified_at"].as_str().unwrap(),
     );
     assert!(deleted < window && window <= verified, "{sd:#}");
-    assert_eq!(purged["evidence"]["status"], 404, "the purge is verified by a lookup that finds nothing");
+    assert_eq!(
+        purged["evidence"]["status"], 404,
+        "the purge is verified by a lookup that finds nothing"
+    );
     let kinds: Vec<&str> = purged["timeline"]
         .as_array()
         .unwrap()
@@ -353,7 +384,13 @@ async fn a_certificate_shows_every_outcome_with_its_evidence_in_text_json_and_ht
         .collect();
     assert_eq!(kinds, ["created", "grace", "done"]);
     let grace = &purged["timeline"][1];
-    assert!(grace["label"].as_str().unwrap().contains("recovery window 1.0s"), "{grace:#}");
+    assert!(
+        grace["label"]
+            .as_str()
+            .unwrap()
+            .contains("recovery window 1.0s"),
+        "{grace:#}"
+    );
 
     let retained = row(&cert, "sms");
     assert_eq!(retained["result"], "retained");
@@ -387,7 +424,10 @@ async fn a_certificate_shows_every_outcome_with_its_evidence_in_text_json_and_ht
         &format!("head {}", v["head"].as_str().unwrap()),
         "verified",
     ] {
-        assert!(text.contains(want), "text certificate lacks `{want}`:\n{text}");
+        assert!(
+            text.contains(want),
+            "text certificate lacks `{want}`:\n{text}"
+        );
     }
     for (p, result) in [
         ("newsletter", "erased"),
@@ -407,7 +447,14 @@ async fn a_certificate_shows_every_outcome_with_its_evidence_in_text_json_and_ht
     // HTML: one self-contained file, written with -o.
     let file = env.dir.path().join("certificate.html");
     let out = env
-        .lethe(&["report", &id, "--format", "html", "-o", file.to_str().unwrap()])
+        .lethe(&[
+            "report",
+            &id,
+            "--format",
+            "html",
+            "-o",
+            file.to_str().unwrap(),
+        ])
         .await;
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let html = std::fs::read_to_string(&file).unwrap();
@@ -415,7 +462,10 @@ async fn a_certificate_shows_every_outcome_with_its_evidence_in_text_json_and_ht
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert!(html.contains("<style>") && html.contains("@media print"));
     for external in ["<script", "<link", "src=", "url(", "@import"] {
-        assert!(!html.contains(external), "the page must not load `{external}`");
+        assert!(
+            !html.contains(external),
+            "the page must not load `{external}`"
+        );
     }
     assert!(html.contains("<svg") && html.contains("Per-processor timeline"));
     for (p, class, result) in [
@@ -426,13 +476,19 @@ async fn a_certificate_shows_every_outcome_with_its_evidence_in_text_json_and_ht
         ("files", "ok", "purged"),
         ("sms", "kept", "retained"),
     ] {
-        assert!(html.contains(&format!("<strong>{p}</strong>")), "no row for {p}");
+        assert!(
+            html.contains(&format!("<strong>{p}</strong>")),
+            "no row for {p}"
+        );
         assert!(
             html.contains(&format!("<span class=\"pill {class}\">{result}</span>")),
             "{p} is not shown as {result}"
         );
         // Each processor has a labelled row in the timeline.
-        assert!(html.contains(&format!("font-weight=\"600\" fill=\"#263238\">{p}</text>")), "no timeline row for {p}");
+        assert!(
+            html.contains(&format!("font-weight=\"600\" fill=\"#263238\">{p}</text>")),
+            "no timeline row for {p}"
+        );
     }
     // The hold runs past the chart: it is cut with its end date.
     assert!(html.contains(&format!("until {}", &until[..10])));
@@ -442,7 +498,11 @@ async fn a_certificate_shows_every_outcome_with_its_evidence_in_text_json_and_ht
     assert!(html.contains("j***@example.com"));
 
     if let Some(png) = crate::evidence::screenshot(&file).await {
-        assert!(png.len() > 20_000, "the screenshot is {} bytes: a blank page?", png.len());
+        assert!(
+            png.len() > 20_000,
+            "the screenshot is {} bytes: a blank page?",
+            png.len()
+        );
     }
 
     // csv is for period reports.
@@ -496,7 +556,11 @@ pub async fn screenshot(file: &std::path::Path) -> Option<Vec<u8>> {
     let bytes = std::fs::read(&png).expect("chromium wrote the screenshot");
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
     if let Some(keep) = std::env::var_os("LETHE_SCREENSHOT_DIR") {
-        let name = file.file_name().unwrap().to_string_lossy().replace(".html", ".png");
+        let name = file
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace(".html", ".png");
         let _ = std::fs::copy(&png, std::path::Path::new(&keep).join(name));
     }
     Some(bytes)
@@ -514,7 +578,10 @@ async fn a_period_report_counts_requests_and_processors_in_text_json_csv_and_htm
     w.env.set_env("EVENTS_API_KEY", API_KEY);
     let out = w.env.lethe(&["retry", &id]).await;
     assert!(out.status.success(), "{}", show(&out));
-    let st = run_until(&w.env, &id, 30, |st| st["status"] == "completed_with_exceptions").await;
+    let st = run_until(&w.env, &id, 30, |st| {
+        st["status"] == "completed_with_exceptions"
+    })
+    .await;
     assert_eq!(TestEnv::step(&st, "events-list")["outcome"], "not_found");
     let env = &w.env;
 
@@ -552,20 +619,48 @@ async fn a_period_report_counts_requests_and_processors_in_text_json_csv_and_htm
     let t = &json["time_to_complete"];
     assert_eq!(t["count"], 1);
     let req = env.status(&id).await;
-    let received = chrono::DateTime::parse_from_rfc3339(req["received_at"].as_str().unwrap()).unwrap();
-    let completed = chrono::DateTime::parse_from_rfc3339(req["completed_at"].as_str().unwrap()).unwrap();
+    let received =
+        chrono::DateTime::parse_from_rfc3339(req["received_at"].as_str().unwrap()).unwrap();
+    let completed =
+        chrono::DateTime::parse_from_rfc3339(req["completed_at"].as_str().unwrap()).unwrap();
     let ttc = (completed - received).num_milliseconds();
     assert_eq!(t["p50_ms"], ttc);
     assert_eq!(t["p90_ms"], ttc);
     assert_eq!(t["max_ms"], ttc);
     let procs = json["processors"].as_array().unwrap();
-    let names: Vec<&str> = procs.iter().map(|p| p["processor"].as_str().unwrap()).collect();
-    assert_eq!(names, ["accounts", "events-list", "files", "newsletter", "old-list", "sms"]);
+    let names: Vec<&str> = procs
+        .iter()
+        .map(|p| p["processor"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "accounts",
+            "events-list",
+            "files",
+            "newsletter",
+            "old-list",
+            "sms"
+        ]
+    );
     let p = |n: &str| procs.iter().find(|p| p["processor"] == n).unwrap();
-    assert_eq!((p("accounts")["steps"].as_u64(), p("accounts")["held"].as_u64()), (Some(2), Some(2)));
-    assert_eq!(p("events-list")["failed"], 1, "the second request still fails there");
+    assert_eq!(
+        (
+            p("accounts")["steps"].as_u64(),
+            p("accounts")["held"].as_u64()
+        ),
+        (Some(2), Some(2))
+    );
+    assert_eq!(
+        p("events-list")["failed"],
+        1,
+        "the second request still fails there"
+    );
     assert_eq!(p("events-list")["completed"], 1);
-    assert_eq!(p("newsletter")["outcomes"], json!({"erased": 1, "not_found": 1}));
+    assert_eq!(
+        p("newsletter")["outcomes"],
+        json!({"erased": 1, "not_found": 1})
+    );
     assert_eq!(p("files")["outcomes"]["purged"], 1);
     assert_eq!(p("sms")["outcomes"]["retained"], 1);
     assert_eq!(p("old-list")["completed"], 2);
@@ -574,10 +669,19 @@ async fn a_period_report_counts_requests_and_processors_in_text_json_csv_and_htm
 
     let text = run(args("text")).await;
     assert!(text.contains(&format!("PERIOD REPORT {from}")), "{text}");
-    for want in ["received        2", "completed       1", "on time         1", "overdue         0", "open            1"] {
+    for want in [
+        "received        2",
+        "completed       1",
+        "on time         1",
+        "overdue         0",
+        "open            1",
+    ] {
         assert!(text.contains(want), "text lacks `{want}`:\n{text}");
     }
-    assert!(text.contains(&format!("p50 {}", t["p50"].as_str().unwrap())), "{text}");
+    assert!(
+        text.contains(&format!("p50 {}", t["p50"].as_str().unwrap())),
+        "{text}"
+    );
     let line = text.lines().find(|l| l.starts_with("newsletter ")).unwrap();
     assert!(line.contains("erased 1, not_found 1"), "{line}");
 
@@ -616,7 +720,9 @@ async fn a_period_report_counts_requests_and_processors_in_text_json_csv_and_htm
     }
 
     // Bad periods are bad input.
-    let out = env.lethe(&["report", "--from", "2026-13-01", "--to", "2026-12-01"]).await;
+    let out = env
+        .lethe(&["report", "--from", "2026-13-01", "--to", "2026-12-01"])
+        .await;
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--from `2026-13-01`"));
     let out = env.lethe(&["report", "--from", &to, "--to", &from]).await;
@@ -630,7 +736,10 @@ async fn an_edited_audit_row_is_named_by_audit_verify_and_flagged_in_the_certifi
     let w = world(backend, false, "").await;
     let env = &w.env;
     let id = env.erase(EMAIL).await;
-    run_until(env, &id, 30, |st| st["status"] == "completed_with_exceptions").await;
+    run_until(env, &id, 30, |st| {
+        st["status"] == "completed_with_exceptions"
+    })
+    .await;
     let out = env.lethe(&["audit", "verify"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
 
@@ -649,11 +758,19 @@ async fn an_edited_audit_row_is_named_by_audit_verify_and_flagged_in_the_certifi
     let n = match backend {
         Backend::Sqlite => {
             let pool = sqlx::SqlitePool::connect(&env.db_url).await.unwrap();
-            sqlx::query(&sql).execute(&pool).await.unwrap().rows_affected()
+            sqlx::query(&sql)
+                .execute(&pool)
+                .await
+                .unwrap()
+                .rows_affected()
         }
         Backend::Postgres => {
             let pool = sqlx::PgPool::connect(&env.db_url).await.unwrap();
-            sqlx::query(&sql).execute(&pool).await.unwrap().rows_affected()
+            sqlx::query(&sql)
+                .execute(&pool)
+                .await
+                .unwrap()
+                .rows_affected()
         }
     };
     assert_eq!(n, 1);
@@ -737,23 +854,40 @@ async fn after_the_retention_no_identity_is_left_in_the_database(backend: Backen
 
     // Only the trash bin and the SMS gateway: the held ledger would keep the identity.
     let v = env
-        .json(&["request", "erase", "--email", EMAIL, "--phone", PHONE, "--json"])
+        .json(&[
+            "request", "erase", "--email", EMAIL, "--phone", PHONE, "--json",
+        ])
         .await;
     let id = v["id"].as_str().unwrap().to_string();
     let store = env.store().await;
-    let sealed = store.get_request(&id).await.unwrap().unwrap().identities.expect("sealed");
+    let sealed = store
+        .get_request(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .identities
+        .expect("sealed");
     let st = run_until(env, &id, 30, |st| {
-        st["status"] == "completed_with_exceptions" && TestEnv::step(st, "files")["outcome"] == "purged"
+        st["status"] == "completed_with_exceptions"
+            && TestEnv::step(st, "files")["outcome"] == "purged"
     })
     .await;
     assert_eq!(TestEnv::step(&st, "accounts")["state"], "held");
     // Held: the identity is still needed when the hold ends, so it is kept.
     let out = env.lethe(&["run", "--until-idle"]).await;
     assert!(out.status.success());
-    assert!(store.get_request(&id).await.unwrap().unwrap().identities.is_some());
+    assert!(store
+        .get_request(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .identities
+        .is_some());
     // The processors really were called with the raw identities.
     let sms_calls = w.other.received_requests().await.unwrap();
-    assert!(sms_calls.iter().any(|r| String::from_utf8_lossy(&r.body).contains(PHONE)));
+    assert!(sms_calls
+        .iter()
+        .any(|r| String::from_utf8_lossy(&r.body).contains(PHONE)));
 
     // A request with nothing held: completes, and its identities go once the retention passed.
     drop(store);
@@ -761,18 +895,35 @@ async fn after_the_retention_no_identity_is_left_in_the_database(backend: Backen
     let env = &w2.env;
     // No accounting processor this time.
     let cfg = std::fs::read_to_string(&env.config).unwrap();
-    let cfg = cfg.replace("name = \"accounts\"\nconnector = \"ledger\"", "name = \"accounts\"\nconnector = \"smsgw\"");
+    let cfg = cfg.replace(
+        "name = \"accounts\"\nconnector = \"ledger\"",
+        "name = \"accounts\"\nconnector = \"smsgw\"",
+    );
     std::fs::write(&env.config, cfg).unwrap();
     let v = env
-        .json(&["request", "erase", "--email", EMAIL, "--phone", PHONE, "--json"])
+        .json(&[
+            "request", "erase", "--email", EMAIL, "--phone", PHONE, "--json",
+        ])
         .await;
     let id = v["id"].as_str().unwrap().to_string();
     let store = env.store().await;
-    let sealed2 = store.get_request(&id).await.unwrap().unwrap().identities.expect("sealed");
+    let sealed2 = store
+        .get_request(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .identities
+        .expect("sealed");
     assert_ne!(sealed, sealed2);
     run_until(env, &id, 30, |st| st["status"] == "completed").await;
     assert!(
-        store.get_request(&id).await.unwrap().unwrap().identities.is_some(),
+        store
+            .get_request(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .identities
+            .is_some(),
         "kept until the retention has passed"
     );
     tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
@@ -788,8 +939,9 @@ async fn after_the_retention_no_identity_is_left_in_the_database(backend: Backen
     assert!(cert["request"]["identities_destroyed_at"].is_string());
     let out = env.lethe(&["audit", "verify"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    drop(store);
 
+    // `store` stays open, as a running daemon's would: SQLite then keeps its
+    // WAL file on disk, and it is searched too.
     let bytes = database_text(env).await;
     for raw in [
         EMAIL.as_bytes(),
@@ -808,34 +960,53 @@ async fn after_the_retention_no_identity_is_left_in_the_database(backend: Backen
         Backend::Sqlite => sealed2[12..44].to_vec(),
         Backend::Postgres => hex::encode(&sealed2[12..44]).into_bytes(),
     };
-    assert!(!contains(&bytes, &needle), "the sealed identities are still in the database");
+    assert!(
+        !contains(&bytes, &needle),
+        "the sealed identities are still in the database"
+    );
     // The other world's request was held: its sealed blob is still there (the search can find one).
     let bytes1 = database_text(&w.env).await;
     let needle1: Vec<u8> = match backend {
         Backend::Sqlite => sealed[12..44].to_vec(),
         Backend::Postgres => hex::encode(&sealed[12..44]).into_bytes(),
     };
-    assert!(contains(&bytes1, &needle1), "the search finds a sealed blob that is still kept");
+    assert!(
+        contains(&bytes1, &needle1),
+        "the search finds a sealed blob that is still kept"
+    );
+    drop(store);
 }
 
 async fn an_export_package_holds_every_processors_data_with_verifiable_hashes(backend: Backend) {
     let mut w = world(backend, false, "").await;
     let env = &w.env;
     let v = env
-        .json(&["request", "export", "--email", EMAIL, "--phone", PHONE, "--json"])
+        .json(&[
+            "request", "export", "--email", EMAIL, "--phone", PHONE, "--json",
+        ])
         .await;
     let id = v["id"].as_str().unwrap().to_string();
     run_until(env, &id, 30, |st| st["status"] == "completed").await;
 
     let base = env.dir.path().join("pkg");
-    let out = env.lethe(&["package", &id, "-o", base.to_str().unwrap()]).await;
+    let out = env
+        .lethe(&["package", &id, "-o", base.to_str().unwrap()])
+        .await;
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    assert!(stdout(&out).contains("old-list           held no data about the subject"), "{}", show(&out));
+    assert!(
+        stdout(&out).contains("old-list           held no data about the subject"),
+        "{}",
+        show(&out)
+    );
 
-    let manifest: Value = serde_json::from_slice(&std::fs::read(base.join("manifest.json")).unwrap()).unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(base.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["request"]["id"], id.as_str());
     assert_eq!(manifest["request"]["kind"], "export");
-    assert!(manifest["request"]["subject"].as_str().unwrap().starts_with("j***@example.com"));
+    assert!(manifest["request"]["subject"]
+        .as_str()
+        .unwrap()
+        .starts_with("j***@example.com"));
     // Every file's hash verifies, and every file is listed.
     let files = manifest["files"].as_array().unwrap();
     let mut listed: Vec<String> = vec![];
@@ -847,29 +1018,71 @@ async fn an_export_package_holds_every_processors_data_with_verifiable_hashes(ba
         listed.push(p.to_string());
     }
     listed.sort();
-    assert_eq!(listed, ["accounts.json", "files.json", "index.html", "newsletter.json", "sms.json"]);
+    assert_eq!(
+        listed,
+        [
+            "accounts.json",
+            "files.json",
+            "index.html",
+            "newsletter.json",
+            "sms.json"
+        ]
+    );
     let mut on_disk: Vec<String> = std::fs::read_dir(&base)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     on_disk.sort();
-    assert_eq!(on_disk, ["accounts.json", "files.json", "index.html", "manifest.json", "newsletter.json", "sms.json"]);
+    assert_eq!(
+        on_disk,
+        [
+            "accounts.json",
+            "files.json",
+            "index.html",
+            "manifest.json",
+            "newsletter.json",
+            "sms.json"
+        ]
+    );
 
     // Every processor's data from the fakes.
-    let doc = |name: &str| -> Value { serde_json::from_slice(&std::fs::read(base.join(name)).unwrap()).unwrap() };
+    let doc = |name: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(base.join(name)).unwrap()).unwrap()
+    };
     let nl = doc("newsletter.json");
     assert_eq!(nl["data"]["member"]["email_address"], EMAIL);
-    assert_eq!(nl["data"]["notes"]["notes"][0]["note"], "asked for invoice copy");
-    assert_eq!(doc("files.json")["data"]["files"]["files"][0]["name"], "passport-scan.pdf");
-    assert_eq!(doc("sms.json")["data"]["messages"]["messages"][0]["body"], "Your code is 4411");
-    assert_eq!(doc("accounts.json")["data"]["invoices"]["invoices"][0]["number"], "INV-2026-0042");
+    assert_eq!(
+        nl["data"]["notes"]["notes"][0]["note"],
+        "asked for invoice copy"
+    );
+    assert_eq!(
+        doc("files.json")["data"]["files"]["files"][0]["name"],
+        "passport-scan.pdf"
+    );
+    assert_eq!(
+        doc("sms.json")["data"]["messages"]["messages"][0]["body"],
+        "Your code is 4411"
+    );
+    assert_eq!(
+        doc("accounts.json")["data"]["invoices"]["invoices"][0]["number"],
+        "INV-2026-0042"
+    );
     let procs = manifest["processors"].as_array().unwrap();
     let old = procs.iter().find(|p| p["processor"] == "old-list").unwrap();
     assert_eq!(old["outcome"], "not_found");
     assert!(old["file"].is_null());
-    let nlp = procs.iter().find(|p| p["processor"] == "newsletter").unwrap();
+    let nlp = procs
+        .iter()
+        .find(|p| p["processor"] == "newsletter")
+        .unwrap();
     assert_eq!(nlp["summary"], "data returned");
-    assert_eq!(nlp["sha256"], files.iter().find(|f| f["path"] == "newsletter.json").unwrap()["sha256"]);
+    assert_eq!(
+        nlp["sha256"],
+        files
+            .iter()
+            .find(|f| f["path"] == "newsletter.json")
+            .unwrap()["sha256"]
+    );
     let index = std::fs::read_to_string(base.join("index.html")).unwrap();
     assert!(index.contains("held no data about the subject") && index.contains("newsletter.json"));
 
@@ -889,10 +1102,20 @@ async fn an_export_package_holds_every_processors_data_with_verifiable_hashes(ba
     let env = &w.env;
     let base2 = env.dir.path().join("sealed");
     let out = env
-        .lethe(&["package", &id, "-o", base2.to_str().unwrap(), "--passphrase-env", "PKG_PASS"])
+        .lethe(&[
+            "package",
+            &id,
+            "-o",
+            base2.to_str().unwrap(),
+            "--passphrase-env",
+            "PKG_PASS",
+        ])
         .await;
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    assert!(!base2.exists() && !env.dir.path().join("sealed.zip").exists(), "no plaintext copy");
+    assert!(
+        !base2.exists() && !env.dir.path().join("sealed.zip").exists(),
+        "no plaintext copy"
+    );
     let sealed = std::fs::read(env.dir.path().join("sealed.zip.age")).unwrap();
     assert!(sealed.starts_with(b"age-encryption.org/v1"));
     assert!(!contains(&sealed, b"passport-scan.pdf"));
@@ -905,7 +1128,14 @@ async fn an_export_package_holds_every_processors_data_with_verifiable_hashes(ba
 
     // A missing passphrase variable is bad input, and nothing is written.
     let out = env
-        .lethe(&["package", &id, "-o", env.dir.path().join("x").to_str().unwrap(), "--passphrase-env", "NOPE_PASS"])
+        .lethe(&[
+            "package",
+            &id,
+            "-o",
+            env.dir.path().join("x").to_str().unwrap(),
+            "--passphrase-env",
+            "NOPE_PASS",
+        ])
         .await;
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(!env.dir.path().join("x.zip.age").exists());
@@ -914,9 +1144,19 @@ async fn an_export_package_holds_every_processors_data_with_verifiable_hashes(ba
     let mut text = std::fs::read_to_string(&f).unwrap();
     text = text.replace("4411", "9999");
     std::fs::write(&f, text).unwrap();
-    let out = env.lethe(&["package", &id, "-o", env.dir.path().join("y").to_str().unwrap()]).await;
+    let out = env
+        .lethe(&[
+            "package",
+            &id,
+            "-o",
+            env.dir.path().join("y").to_str().unwrap(),
+        ])
+        .await;
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("`sms`") && String::from_utf8_lossy(&out.stderr).contains("was altered"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`sms`")
+            && String::from_utf8_lossy(&out.stderr).contains("was altered")
+    );
     assert!(!env.dir.path().join("y").exists());
     // An erasure has no package.
     let erasure = env.erase("someone@example.org").await;
