@@ -404,7 +404,10 @@ impl ProcessorRow {
             parts.push(format!("ref {r}"));
         }
         if let Some(n) = &self.evidence.note {
-            parts.push(n.clone());
+            // A retained step's note is its reason, shown by `qualifier`.
+            if self.retained_reason.as_ref() != Some(n) {
+                parts.push(n.clone());
+            }
         }
         if parts.is_empty() {
             "-".into()

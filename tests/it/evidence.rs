@@ -184,6 +184,20 @@ struct World {
 /// is rejected (401 → failed). `store_extra` goes into `[store]`.
 async fn world(backend: Backend, failing: bool, store_extra: &str) -> World {
     let mailchimp = fakes::mailchimp().await;
+    if failing {
+        // The newsletter's first delete meets a 503: a retry wait on the timeline.
+        Mock::given(method("POST"))
+            .and(path(fakes::delete_path(EMAIL)))
+            .respond_with(fakes::problem(
+                503,
+                "Service Unavailable",
+                "Mailchimp is temporarily unavailable.",
+            ))
+            .up_to_n_times(1)
+            .with_priority(3)
+            .mount(&mailchimp)
+            .await;
+    }
     fakes::add_member(&mailchimp, EMAIL).await;
     let other = other_processors().await;
     let mut body = String::new();
@@ -332,8 +346,24 @@ async fn a_certificate_shows_every_outcome_with_its_evidence_in_text_json_and_ht
         (Some("erased"), Some("mailing_list"), Some("erase"))
     );
     assert_eq!(nl["evidence"]["status"], 204);
-    assert_eq!(nl["attempts"], 1);
+    assert_eq!(nl["attempts"], 2, "a 503, then the erasure");
     assert!(nl["when"].as_str().is_some());
+    let nl_kinds: Vec<&str> = nl["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(nl_kinds, ["created", "retry_wait", "done"]);
+    let wait = &nl["timeline"][1];
+    assert!(
+        wait["label"]
+            .as_str()
+            .unwrap()
+            .starts_with("attempt 1: transient (HTTP 503); retry in"),
+        "{wait:#}"
+    );
+    assert!(wait["until_ms"].as_i64().unwrap() > wait["at_ms"].as_i64().unwrap());
 
     let old = row(&cert, "old-list");
     assert_eq!(old["result"], "not_found");
@@ -492,8 +522,9 @@ async fn a_certificate_shows_every_outcome_with_its_evidence_in_text_json_and_ht
     }
     // The hold runs past the chart: it is cut with its end date.
     assert!(html.contains(&format!("until {}", &until[..10])));
-    // Retry waits are not in this request, but the grace window and the hold are drawn as bars.
-    assert!(html.contains("soft-deleted; recovery window 1.0s"));
+    // The retry wait, the recovery window and the hold are drawn as bars.
+    assert!(html.contains("soft-deleted; recovery window 1.0s</title></rect>"));
+    assert!(html.contains("attempt 1: transient (HTTP 503); retry in"));
     assert!(html.contains(&v["head"].as_str().unwrap().to_string()));
     assert!(html.contains("j***@example.com"));
 
@@ -915,6 +946,21 @@ async fn after_the_retention_no_identity_is_left_in_the_database(backend: Backen
         .identities
         .expect("sealed");
     assert_ne!(sealed, sealed2);
+    // A cancelled request is closed too; its identities go the same way.
+    let cancelled = env
+        .json(&[
+            "request",
+            "erase",
+            "--email",
+            "Other.Person@Example.net",
+            "--json",
+        ])
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = env.lethe(&["cancel", &cancelled]).await;
+    assert!(out.status.success(), "{}", show(&out));
     run_until(env, &id, 30, |st| st["status"] == "completed").await;
     assert!(
         store
@@ -931,6 +977,12 @@ async fn after_the_retention_no_identity_is_left_in_the_database(backend: Backen
     assert!(out.status.success(), "{}", show(&out));
     let row = store.get_request(&id).await.unwrap().unwrap();
     assert!(row.identities.is_none(), "identities destroyed");
+    let c = store.get_request(&cancelled).await.unwrap().unwrap();
+    assert_eq!(c.status.as_str(), "cancelled");
+    assert!(
+        c.identities.is_none(),
+        "a cancelled request's identities are destroyed too"
+    );
     assert!(!row.subject_hash.is_empty(), "the keyed hash remains");
     let events = store.request_events(&id).await.unwrap();
     assert_eq!(events.last().unwrap().kind, "request.identities_destroyed");
@@ -948,6 +1000,7 @@ async fn after_the_retention_no_identity_is_left_in_the_database(backend: Backen
         EMAIL.to_lowercase().as_bytes(),
         PHONE.as_bytes(),
         b"447700900123",
+        b"other.person@example.net",
     ] {
         assert!(
             !contains(&bytes, raw),
@@ -987,6 +1040,20 @@ async fn an_export_package_holds_every_processors_data_with_verifiable_hashes(ba
         .await;
     let id = v["id"].as_str().unwrap().to_string();
     run_until(env, &id, 30, |st| st["status"] == "completed").await;
+
+    // The export's certificate: each file's hash is in the evidence.
+    let cert = env.json(&["report", &id, "--format", "json"]).await;
+    assert_eq!(cert["request"]["kind"], "export");
+    let nl_note = row(&cert, "newsletter")["evidence"]["note"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(row(&cert, "old-list")["result"], "not_found");
+    assert_eq!(
+        row(&cert, "accounts")["result"],
+        "exported",
+        "holds defer erasure, not export"
+    );
 
     let base = env.dir.path().join("pkg");
     let out = env
@@ -1076,6 +1143,10 @@ async fn an_export_package_holds_every_processors_data_with_verifiable_hashes(ba
         .find(|p| p["processor"] == "newsletter")
         .unwrap();
     assert_eq!(nlp["summary"], "data returned");
+    assert!(
+        nl_note.ends_with(&format!("sha256 {}", nlp["sha256"].as_str().unwrap())),
+        "the package's hash is the one recorded at collection: {nl_note}"
+    );
     assert_eq!(
         nlp["sha256"],
         files
