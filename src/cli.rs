@@ -114,7 +114,6 @@ pub enum Command {
     /// A request's certificate (`report ID`), or a period report (`report --from D --to D`).
     Report {
         /// Request id: its certificate. Omit, and give --from and --to, for a period report.
-        #[arg(required_unless_present_all = ["from", "to"])]
         id: Option<String>,
         /// Period start: YYYY-MM-DD (inclusive, 00:00 UTC) or RFC 3339.
         #[arg(long, conflicts_with = "id", requires = "to")]
@@ -577,7 +576,11 @@ async fn report(
         return Ok(0);
     }
     let (Some(f), Some(t)) = (from, to) else {
-        return Err(BadInput("give a request id, or --from and --to".into()).into());
+        return Err(BadInput(
+            "give a request id (its certificate), or --from DATE --to DATE (a period report)"
+                .into(),
+        )
+        .into());
     };
     let from = period_bound("from", &f, false)?;
     let to = period_bound("to", &t, true)?;
