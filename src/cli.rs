@@ -117,6 +117,34 @@ pub enum Command {
         #[command(subcommand)]
         cmd: HoldCmd,
     },
+    /// A request's certificate (`report ID`), or a period report (`report --from D --to D`).
+    Report {
+        /// Request id: its certificate. Omit, and give --from and --to, for a period report.
+        id: Option<String>,
+        /// Period start: YYYY-MM-DD (inclusive, 00:00 UTC) or RFC 3339.
+        #[arg(long, conflicts_with = "id", requires = "to")]
+        from: Option<String>,
+        /// Period end: YYYY-MM-DD (inclusive: to the end of that day, UTC) or RFC 3339 (exclusive).
+        #[arg(long, conflicts_with = "id", requires = "from")]
+        to: Option<String>,
+        /// Output format (csv is for period reports).
+        #[arg(long, value_enum, default_value = "text")]
+        format: crate::report::Format,
+        /// Write to this file instead of standard output.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+    /// Package an export request's data: a directory and a zip (or, with a passphrase, an age-encrypted zip).
+    Package {
+        /// Request id (an export).
+        id: String,
+        /// Output path without extension (default: ./lethe-export-ID): writes DIR/ and DIR.zip, or DIR.zip.age.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// Encrypt with the passphrase in this environment variable (never on the command line).
+        #[arg(long)]
+        passphrase_env: Option<String>,
+    },
 }
 
 /// `request erase|export`.
@@ -329,6 +357,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let config = Config::load(&cli.config)?;
     match cli.command {
         Command::Init { .. } | Command::Demo => unreachable!("handled above"),
+        Command::Report {
+            id,
+            from,
+            to,
+            format,
+            output,
+        } => report(config, id, from, to, format, output).await,
+        Command::Package {
+            id,
+            output,
+            passphrase_env,
+        } => package(config, id, output, passphrase_env).await,
         Command::Check { json } => check(config, json).await,
         Command::Request { kind } => {
             let (kind, args) = match kind {
@@ -598,6 +638,43 @@ async fn hold(config: Config, cmd: HoldCmd) -> anyhow::Result<u8> {
     }
 }
 
+/// A period bound: `YYYY-MM-DD` (midnight UTC; for the end, the next midnight,
+/// so the day is included) or an RFC 3339 time.
+fn period_bound(flag: &str, v: &str, end: bool) -> Result<store::Millis, BadInput> {
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d") {
+        let d = if end { d.succ_opt().unwrap_or(d) } else { d };
+        return Ok(store::ms(d.and_time(chrono::NaiveTime::MIN).and_utc()));
+    }
+    chrono::DateTime::parse_from_rfc3339(v)
+        .map(|t| store::ms(t.with_timezone(&Utc)))
+        .map_err(|_| {
+            BadInput(format!(
+                "--{flag} `{v}`: expected a date (2026-11-01) or an RFC 3339 time (2026-11-01T00:00:00Z)"
+            ))
+        })
+}
+
+/// Write to `-o FILE` (atomically: a temporary sibling renamed into place) or stdout.
+fn emit(output: Option<&std::path::Path>, text: &str) -> anyhow::Result<()> {
+    match output {
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+        Some(path) => {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "report".into());
+            let tmp = path.with_file_name(format!(".{name}.tmp"));
+            std::fs::write(&tmp, text).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+            Ok(())
+        }
+    }
+}
+
 /// `lethe daemon`: the worker, and with an `[intake]` section the HTTP
 /// intake and the callback outbox. One SIGTERM stops all three: the server
 /// stops accepting and finishes in-flight calls, the worker stops claiming and
@@ -671,6 +748,149 @@ async fn daemon(config: Config) -> anyhow::Result<u8> {
     while background.join_next().await.is_some() {}
     let summary = summary?;
     tracing::info!(processed = summary.processed, "daemon stopped");
+    Ok(0)
+}
+
+async fn report(
+    config: Config,
+    id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    format: crate::report::Format,
+    output: Option<PathBuf>,
+) -> anyhow::Result<u8> {
+    use crate::report::{self as rep, Format};
+    let now = store::ms(Utc::now());
+    if let Some(id) = id {
+        if format == Format::Csv {
+            return Err(BadInput(
+                "--format csv is for period reports (--from/--to); a certificate is text, json or html".into(),
+            )
+            .into());
+        }
+        let store = open_store(&config).await?;
+        let cert = rep::certificate::build(store.as_ref(), &id, now)
+            .await?
+            .ok_or_else(|| BadInput(format!("no request with id `{id}`")))?;
+        let text = match format {
+            Format::Text => rep::certificate::to_text(&cert),
+            Format::Json => serde_json::to_string_pretty(&cert)? + "\n",
+            Format::Html => rep::html::certificate(&cert).context("rendering the certificate")?,
+            Format::Csv => unreachable!("refused above"),
+        };
+        emit(output.as_deref(), &text)?;
+        if !cert.audit.chain_verified {
+            eprintln!(
+                "warning: the audit chain is broken at event #{}: run `lethe audit verify`",
+                cert.audit.broken_at.unwrap_or(0)
+            );
+            return Ok(1);
+        }
+        return Ok(0);
+    }
+    let (Some(f), Some(t)) = (from, to) else {
+        return Err(BadInput(
+            "give a request id (its certificate), or --from DATE --to DATE (a period report)"
+                .into(),
+        )
+        .into());
+    };
+    let from = period_bound("from", &f, false)?;
+    let to = period_bound("to", &t, true)?;
+    if from >= to {
+        return Err(BadInput(format!("--from `{f}` is not before --to `{t}`")).into());
+    }
+    let store = open_store(&config).await?;
+    let r = rep::period::build(store.as_ref(), from, to, now).await?;
+    let text = match format {
+        Format::Text => rep::period::to_text(&r),
+        Format::Json => serde_json::to_string_pretty(&r)? + "\n",
+        Format::Csv => rep::csv::period(&r),
+        Format::Html => rep::html::period(&r).context("rendering the period report")?,
+    };
+    emit(output.as_deref(), &text)?;
+    Ok(0)
+}
+
+async fn package(
+    config: Config,
+    id: String,
+    output: Option<PathBuf>,
+    passphrase_env: Option<String>,
+) -> anyhow::Result<u8> {
+    use crate::report::package::{self, PackageError};
+    // Read the passphrase before anything is written: a missing one is bad input.
+    let passphrase = match &passphrase_env {
+        Some(var) => match std::env::var(var) {
+            Ok(p) if !p.is_empty() => Some(p),
+            _ => {
+                return Err(BadInput(format!(
+                    "--passphrase-env {var}: the environment variable {var} is not set or empty"
+                ))
+                .into())
+            }
+        },
+        None => None,
+    };
+    let base = output.unwrap_or_else(|| PathBuf::from(format!("lethe-export-{id}")));
+    let store = open_store(&config).await?;
+    let pkg = package::build(
+        store.as_ref(),
+        &config.export_dir,
+        &id,
+        store::ms(Utc::now()),
+    )
+    .await
+    .map_err(|e| match e {
+        PackageError::NoRequest(_) | PackageError::NotExport(_) => {
+            anyhow::Error::new(BadInput(e.to_string()))
+        }
+        PackageError::Store(s) => anyhow::Error::new(s),
+        other => anyhow::Error::new(other),
+    })?;
+    let with_ext = |ext: &str| {
+        let mut s = base.clone().into_os_string();
+        s.push(ext);
+        PathBuf::from(s)
+    };
+    let zip = pkg.zip()?;
+    let written = match passphrase {
+        Some(p) => {
+            let path = with_ext(".zip.age");
+            package::write_new_file(&path, &package::encrypt(&zip, &p)?)?;
+            vec![path]
+        }
+        None => {
+            let zpath = with_ext(".zip");
+            if zpath.exists() {
+                return Err(BadInput(format!(
+                    "{} already exists: remove it or choose another -o",
+                    zpath.display()
+                ))
+                .into());
+            }
+            pkg.write_dir(&base)?;
+            package::write_new_file(&zpath, &zip)?;
+            vec![base.clone(), zpath]
+        }
+    };
+    let m = &pkg.manifest;
+    println!(
+        "export package for request {} ({})",
+        m.request.id, m.request.subject
+    );
+    for p in &m.processors {
+        println!("  {:<18} {}", p.processor, p.summary);
+    }
+    for w in &written {
+        println!("wrote {}", w.display());
+    }
+    if !m.request.status.starts_with("completed") {
+        eprintln!(
+            "warning: request status is {}: the package holds only what was collected so far",
+            m.request.status
+        );
+    }
     Ok(0)
 }
 

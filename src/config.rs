@@ -43,6 +43,10 @@ pub struct StoreSection {
     /// The env var holding the identity encryption key (32 bytes, base64).
     #[serde(default = "d_key_env")]
     pub key_env: String,
+    /// How long the sealed identities of a closed request are kept once no
+    /// step needs them; then they are destroyed (crypto-shredding).
+    #[serde(default = "d_identity_retention")]
+    pub identity_retention: HumanDuration,
 }
 
 fn d_url() -> String {
@@ -51,12 +55,16 @@ fn d_url() -> String {
 fn d_key_env() -> String {
     "LETHE_KEY".into()
 }
+fn d_identity_retention() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30 * 24 * 3600))
+}
 
 impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
             url: d_url(),
             key_env: d_key_env(),
+            identity_retention: d_identity_retention(),
         }
     }
 }
@@ -483,6 +491,7 @@ pub const EXAMPLE: &str = r#"# lethe configuration. Secrets are never written he
 [store]
 url = "sqlite://lethe.db"            # or "postgres://user@localhost/lethe"
 key_env = "LETHE_KEY"                # 32 random bytes, base64: openssl rand -base64 32
+# identity_retention = "30d"         # then a closed request's sealed identities are destroyed
 
 [intake]
 listen = "127.0.0.1:8080"
@@ -521,6 +530,27 @@ mod tests {
         let t = EXAMPLE.replace("\"MAILCHIMP_API_KEY\"", "\"0123abcd-us21\"");
         let e = Config::parse(Path::new("lethe.toml"), &t).unwrap_err();
         assert_eq!(e.key, "processor[0].secrets.api_key");
+    }
+
+    #[test]
+    fn identity_retention_defaults_to_30_days_and_takes_human_durations() {
+        let c = Config::parse(Path::new("lethe.toml"), EXAMPLE).unwrap();
+        assert_eq!(
+            c.store.identity_retention.get(),
+            Duration::from_secs(30 * 86_400)
+        );
+        let t = EXAMPLE.replace(
+            "# identity_retention = \"30d\"",
+            "identity_retention = \"1s\"",
+        );
+        let c = Config::parse(Path::new("lethe.toml"), &t).unwrap();
+        assert_eq!(c.store.identity_retention.get(), Duration::from_secs(1));
+        let t = EXAMPLE.replace(
+            "# identity_retention = \"30d\"",
+            "identity_retention = \"forever\"",
+        );
+        let e = Config::parse(Path::new("lethe.toml"), &t).unwrap_err();
+        assert!(e.reason.contains("forever"), "{e}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod limits;
 pub mod planner;
+pub mod retention;
 pub mod worker;
 pub mod workflow;
 

@@ -143,6 +143,7 @@ impl Engine {
         let mut stopping = false;
         let release_every = (lease / 2).min(Duration::from_secs(1));
         let mut last_release: Option<std::time::Instant> = None;
+        let mut retention = super::retention::RetentionPass::default();
         loop {
             // Reap finished tasks without waiting.
             while let Some(r) = tasks.try_join_next() {
@@ -173,6 +174,7 @@ impl Engine {
                     continue;
                 }
             }
+            retention.tick(self, tasks.is_empty()).await;
             if tasks.is_empty() && (until_idle || stopping) {
                 break;
             }

@@ -449,6 +449,16 @@ macro_rules! shared_store_fns {
         /// Apply a change set inside an open transaction. Returns the result and
         /// whether to commit (false: roll back, nothing written).
         pub(super) async fn apply_in(conn: &mut $conn, cs: ChangeSet) -> Result<(Applied, bool), StoreError> {
+            // Lock the request row first, so that two change sets of one request
+            // (two steps finishing at once) are serialised: each then derives the
+            // status from the other's committed step state. Without it, under
+            // PostgreSQL's READ COMMITTED both could miss each other and the last
+            // commit would leave a stale status. (SQLite is already serialised
+            // by BEGIN IMMEDIATE; the statement is harmless there.)
+            sqlx::query("UPDATE requests SET updated_at = updated_at WHERE id = $1")
+                .bind(&cs.request_id)
+                .execute(&mut *conn)
+                .await?;
             let cur: Option<(String, i64, Option<String>)> =
                 sqlx::query_as("SELECT status, cancelled, extended_reason FROM requests WHERE id = $1")
                     .bind(&cs.request_id)
@@ -830,6 +840,47 @@ macro_rules! shared_store_fns {
                 .fetch_all(pool)
                 .await?)
         }
+
+        /// Steps of the requests received in `[from, to)`, by processor.
+        pub(super) async fn steps_received_between(pool: &$pool, from: i64, to: i64) -> Result<Vec<StepRow>, StoreError> {
+            let sql = format!(
+                "SELECT {STEP_COLS} FROM steps WHERE request_id IN \
+                 (SELECT id FROM requests WHERE received_at >= $1 AND received_at < $2) ORDER BY processor, id"
+            );
+            let raw: Vec<RawStep> = sqlx::query_as(&sql).bind(from).bind(to).fetch_all(pool).await?;
+            raw.into_iter().map(RawStep::into_row).collect()
+        }
+
+        /// Destroy the sealed identities of closed requests that no step needs any
+        /// more and that last changed at or before `now - retention`; one audit event each.
+        pub(super) async fn shred_identities(conn: &mut $conn, now: i64, retention_ms: i64) -> Result<Vec<String>, StoreError> {
+            let rows: Vec<(String,)> = sqlx::query_as(
+                "UPDATE requests SET identities = NULL, updated_at = $1 WHERE identities IS NOT NULL \
+                 AND status IN ('completed','completed_with_exceptions','cancelled') AND updated_at <= $2 \
+                 AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.request_id = requests.id \
+                 AND s.state IN ('pending','running','retry_wait','grace','held','awaiting_confirmation')) \
+                 RETURNING id",
+            )
+            .bind(now)
+            .bind(now.saturating_sub(retention_ms))
+            .fetch_all(&mut *conn)
+            .await?;
+            let ids: Vec<String> = rows.into_iter().map(|(id,)| id).collect();
+            let events = ids
+                .iter()
+                .map(|id| PendingEvent {
+                    request_id: Some(id.clone()),
+                    step_id: None,
+                    kind: "request.identities_destroyed".into(),
+                    detail: serde_json::json!({
+                        "retention_ms": retention_ms,
+                        "kept": "subject_hash (keyed HMAC) and subject_masked only",
+                    }),
+                })
+                .collect();
+            append_events(conn, now, events).await?;
+            Ok(ids)
+        }
     };
 }
 
@@ -839,7 +890,7 @@ pub(super) use shared_store_fns;
 /// field, given its transaction-start function, its claim statement and its
 /// migrator. The `shared` module (from [`shared_store_fns!`]) must be in scope.
 macro_rules! impl_store {
-    ($store:ty, $begin:path, $claim_sql:path, $claim_outbox_sql:path, $migrator:expr) => {
+    ($store:ty, $begin:path, $claim_sql:path, $claim_outbox_sql:path, $after_shred:path, $migrator:expr) => {
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             async fn migrate(&self) -> Result<(), $crate::store::StoreError> {
@@ -1141,6 +1192,28 @@ macro_rules! impl_store {
 
             async fn outbox_counts(&self) -> Result<Vec<(String, i64)>, $crate::store::StoreError> {
                 shared::outbox_counts(&self.pool).await
+            }
+
+            async fn steps_received_between(
+                &self,
+                from: i64,
+                to: i64,
+            ) -> Result<Vec<$crate::store::StepRow>, $crate::store::StoreError> {
+                shared::steps_received_between(&self.pool, from, to).await
+            }
+
+            async fn shred_identities(
+                &self,
+                now: i64,
+                retention_ms: i64,
+            ) -> Result<Vec<String>, $crate::store::StoreError> {
+                let mut tx = $begin(&self.pool).await?;
+                let ids = shared::shred_identities(&mut tx, now, retention_ms).await?;
+                tx.commit().await?;
+                if !ids.is_empty() {
+                    $after_shred(&self.pool).await?;
+                }
+                Ok(ids)
             }
         }
     };

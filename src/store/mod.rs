@@ -473,6 +473,22 @@ pub trait Store: Send + Sync {
     async fn attempt_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
     /// Callbacks by outbox state (`pending`, `delivered`, `dead`).
     async fn outbox_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Steps of the requests received in `[from, to)`, by processor (period reports).
+    async fn steps_received_between(
+        &self,
+        from: Millis,
+        to: Millis,
+    ) -> Result<Vec<StepRow>, StoreError>;
+    /// Crypto-shredding: set the sealed identities of every closed request to
+    /// NULL once no step can still need them (nothing held, in grace, awaiting
+    /// confirmation or runnable) and it last changed at least `retention_ms`
+    /// before `now`. Writes a `request.identities_destroyed` event for each and
+    /// returns their ids. The keyed hash and the masked form remain.
+    async fn shred_identities(
+        &self,
+        now: Millis,
+        retention_ms: i64,
+    ) -> Result<Vec<String>, StoreError>;
 }
 
 /// A status-callback destination of a request.

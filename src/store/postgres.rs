@@ -70,10 +70,16 @@ fn claim_outbox_sql() -> String {
     )
 }
 
+/// After crypto-shredding: nothing more to do (dead row versions are reclaimed by VACUUM).
+async fn after_shred(_pool: &PgPool) -> Result<(), super::StoreError> {
+    Ok(())
+}
+
 super::common::impl_store!(
     PgStore,
     begin,
     claim_sql,
     claim_outbox_sql,
+    after_shred,
     sqlx::migrate!("./migrations/postgres")
 );

@@ -29,6 +29,11 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
+            // Overwrite deleted content (e.g. shredded identities) with zeros
+            // instead of leaving it in free space inside the file.
+            .pragma("secure_delete", "fast")
+            // Deleted content is overwritten, not left in free pages (crypto-shredding).
+            .pragma("secure_delete", "fast")
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
@@ -65,10 +70,23 @@ fn claim_outbox_sql() -> String {
     )
 }
 
+/// After crypto-shredding: the WAL still holds earlier versions of the
+/// shredded rows' pages, so copy everything into the main file and truncate it.
+async fn after_shred(pool: &SqlitePool) -> Result<(), super::StoreError> {
+    let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+        .fetch_one(pool)
+        .await?;
+    if busy != 0 {
+        tracing::warn!("WAL checkpoint after crypto-shredding was blocked by a reader; it completes at the next checkpoint");
+    }
+    Ok(())
+}
+
 super::common::impl_store!(
     SqliteStore,
     begin,
     claim_sql,
     claim_outbox_sql,
+    after_shred,
     sqlx::migrate!("./migrations/sqlite")
 );

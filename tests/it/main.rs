@@ -4,6 +4,7 @@
 mod bad_input;
 mod cluster;
 mod daemon;
+mod evidence;
 mod fakes;
 mod helpers;
 mod intake;

@@ -1,0 +1,309 @@
+//! The export package: what an export request hands to its subject.
+//!
+//! The engine writes one JSON file per processor as each export step finishes
+//! (`<export_dir>/<request>/<processor>.json`) and records the file's SHA-256
+//! in the step's evidence. The package gathers those files — refusing any
+//! whose bytes no longer match the recorded hash — and adds a `manifest.json`
+//! (the request, what each processor returned or that it held nothing, the
+//! SHA-256 of every file) and a short `index.html` for the subject to read.
+//!
+//! It is written as a directory plus a zip of it; with a passphrase, only an
+//! age-encrypted zip is written (a plaintext copy next to it would defeat the
+//! point). The passphrase comes from an environment variable, never from the
+//! command line, where it would land in shell history and `ps`.
+
+use super::ts;
+use crate::domain::RequestKind;
+use crate::store::{Millis, Store, StoreError};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::Path;
+
+/// Why a package could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    /// No such request.
+    #[error("no request with id `{0}`")]
+    NoRequest(String),
+    /// Packages are for export requests.
+    #[error("request `{0}` is an erasure: only export requests have data to package")]
+    NotExport(String),
+    /// An exported file is missing or was altered since it was collected.
+    #[error("{0}")]
+    Integrity(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Writing failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    /// Format marker.
+    pub format: String,
+    /// When packaged (RFC 3339).
+    pub generated_at: String,
+    /// The request.
+    pub request: ManifestRequest,
+    /// One entry per processor.
+    pub processors: Vec<ManifestProcessor>,
+    /// Every other file of the package with its SHA-256.
+    pub files: Vec<ManifestFile>,
+}
+
+/// The request in a manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct ManifestRequest {
+    /// Request id.
+    pub id: String,
+    /// Always `export`.
+    pub kind: String,
+    /// Status when packaged.
+    pub status: String,
+    /// Masked identities.
+    pub subject: String,
+    /// RFC 3339.
+    pub received_at: String,
+    /// RFC 3339, if closed.
+    pub completed_at: Option<String>,
+}
+
+/// What one processor returned.
+#[derive(Debug, Clone, Serialize)]
+pub struct ManifestProcessor {
+    /// Processor name.
+    pub processor: String,
+    /// Category.
+    pub category: String,
+    /// Step state.
+    pub state: String,
+    /// Outcome (`exported`, `not_found`), if done.
+    pub outcome: Option<String>,
+    /// For people: "data returned", "held nothing about the subject", "failed: …".
+    pub summary: String,
+    /// The file in the package, if any.
+    pub file: Option<String>,
+    /// Its size.
+    pub bytes: Option<u64>,
+    /// Its SHA-256 (hex).
+    pub sha256: Option<String>,
+}
+
+/// A file and its hash.
+#[derive(Debug, Clone, Serialize)]
+pub struct ManifestFile {
+    /// Path inside the package.
+    pub path: String,
+    /// Size.
+    pub bytes: u64,
+    /// SHA-256 (hex).
+    pub sha256: String,
+}
+
+/// A package in memory: the manifest and every file (including `manifest.json`).
+#[derive(Debug, Clone)]
+pub struct Package {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// (path, bytes), `manifest.json` last.
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// Gather request `id`'s export files from `export_dir` into a package.
+pub async fn build(
+    store: &dyn Store,
+    export_dir: &Path,
+    id: &str,
+    now: Millis,
+) -> Result<Package, PackageError> {
+    let req = store
+        .get_request(id)
+        .await?
+        .ok_or_else(|| PackageError::NoRequest(id.to_string()))?;
+    if req.kind != RequestKind::Export {
+        return Err(PackageError::NotExport(req.id));
+    }
+    let steps = store.steps(&req.id).await?;
+    let mut files = vec![];
+    let mut processors = vec![];
+    for s in &steps {
+        let outcome = s.outcome.map(|o| o.as_str().to_string());
+        let mut entry = ManifestProcessor {
+            processor: s.processor.clone(),
+            category: s.category.clone(),
+            state: s.state.as_str().into(),
+            outcome: outcome.clone(),
+            summary: String::new(),
+            file: None,
+            bytes: None,
+            sha256: None,
+        };
+        match outcome.as_deref() {
+            Some("exported") => {
+                let path = export_dir
+                    .join(&req.id)
+                    .join(format!("{}.json", s.processor));
+                let bytes = std::fs::read(&path).map_err(|e| {
+                    PackageError::Integrity(format!(
+                        "the export file of processor `{}` cannot be read ({}: {e}); `lethe retry` cannot re-collect a finished step: file a new export",
+                        s.processor,
+                        path.display()
+                    ))
+                })?;
+                let hash = sha256_hex(&bytes);
+                let recorded = s
+                    .evidence
+                    .as_ref()
+                    .and_then(|e| e.get("note"))
+                    .and_then(|n| n.as_str())
+                    .and_then(|n| n.split("sha256 ").nth(1))
+                    .map(|h| h.trim().to_string());
+                if let Some(rec) = recorded {
+                    if rec != hash {
+                        return Err(PackageError::Integrity(format!(
+                            "the export file of processor `{}` ({}) was altered after it was collected: its SHA-256 is {hash}, the audit trail recorded {rec}",
+                            s.processor,
+                            path.display()
+                        )));
+                    }
+                }
+                let name = format!("{}.json", s.processor);
+                entry.summary = "data returned".into();
+                entry.file = Some(name.clone());
+                entry.bytes = Some(bytes.len() as u64);
+                entry.sha256 = Some(hash);
+                files.push((name, bytes));
+            }
+            Some("not_found") => entry.summary = "held no data about the subject".into(),
+            Some(o) => entry.summary = o.replace('_', " "),
+            None => {
+                entry.summary = match &s.last_error {
+                    Some(e) => format!("{}: {e}", s.state.as_str()),
+                    None => format!("not collected ({})", s.state.as_str()),
+                }
+            }
+        }
+        processors.push(entry);
+    }
+    let mut manifest = Manifest {
+        format: "lethe-export-package/1".into(),
+        generated_at: ts(now),
+        request: ManifestRequest {
+            id: req.id.clone(),
+            kind: req.kind.as_str().into(),
+            status: req.status.as_str().into(),
+            subject: req.subject_masked.clone(),
+            received_at: ts(req.received_at),
+            completed_at: req.completed_at.map(ts),
+        },
+        processors,
+        files: vec![],
+    };
+    let index = super::html::package_index(&manifest)
+        .map_err(|e| PackageError::Io(format!("rendering index.html: {e}")))?
+        .into_bytes();
+    files.push(("index.html".into(), index));
+    manifest.files = files
+        .iter()
+        .map(|(p, b)| ManifestFile {
+            path: p.clone(),
+            bytes: b.len() as u64,
+            sha256: sha256_hex(b),
+        })
+        .collect();
+    let mjson = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| PackageError::Io(format!("encoding manifest.json: {e}")))?;
+    files.push(("manifest.json".into(), mjson));
+    Ok(Package { manifest, files })
+}
+
+impl Package {
+    /// The package as a zip (deflated).
+    pub fn zip(&self) -> Result<Vec<u8>, PackageError> {
+        let io = |e: &dyn std::fmt::Display| PackageError::Io(format!("building the zip: {e}"));
+        let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (name, bytes) in &self.files {
+            z.start_file(name.as_str(), opts).map_err(|e| io(&e))?;
+            z.write_all(bytes).map_err(|e| io(&e))?;
+        }
+        Ok(z.finish().map_err(|e| io(&e))?.into_inner())
+    }
+
+    /// Write the files into a new directory `dir` (refused if it exists), via a
+    /// temporary sibling renamed into place, so a failure leaves nothing half-written.
+    pub fn write_dir(&self, dir: &Path) -> Result<(), PackageError> {
+        if dir.exists() {
+            return Err(PackageError::Io(format!(
+                "{} already exists: remove it or choose another -o",
+                dir.display()
+            )));
+        }
+        let tmp = tmp_sibling(dir);
+        let io = |e: std::io::Error| PackageError::Io(format!("writing {}: {e}", dir.display()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(io)?;
+        for (name, bytes) in &self.files {
+            std::fs::write(tmp.join(name), bytes).map_err(io)?;
+        }
+        std::fs::rename(&tmp, dir).map_err(io)
+    }
+}
+
+fn tmp_sibling(p: &Path) -> std::path::PathBuf {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "package".into());
+    p.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Write `bytes` to a new file `path` (refused if it exists), atomically.
+pub fn write_new_file(path: &Path, bytes: &[u8]) -> Result<(), PackageError> {
+    if path.exists() {
+        return Err(PackageError::Io(format!(
+            "{} already exists: remove it or choose another -o",
+            path.display()
+        )));
+    }
+    let tmp = tmp_sibling(path);
+    let io = |e: std::io::Error| PackageError::Io(format!("writing {}: {e}", path.display()));
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Encrypt with an age passphrase (scrypt recipient).
+pub fn encrypt(plain: &[u8], passphrase: &str) -> Result<Vec<u8>, PackageError> {
+    let io = |e: &dyn std::fmt::Display| PackageError::Io(format!("encrypting: {e}"));
+    let enc = age::Encryptor::with_user_passphrase(age::secrecy::SecretString::from(
+        passphrase.to_owned(),
+    ));
+    let mut out = vec![];
+    let mut w = enc.wrap_output(&mut out).map_err(|e| io(&e))?;
+    w.write_all(plain).map_err(|e| io(&e))?;
+    w.finish().map_err(|e| io(&e))?;
+    Ok(out)
+}
+
+/// Decrypt what [`encrypt`] wrote.
+pub fn decrypt(cipher: &[u8], passphrase: &str) -> Result<Vec<u8>, PackageError> {
+    use std::io::Read;
+    let err = |e: &dyn std::fmt::Display| PackageError::Io(format!("decrypting: {e}"));
+    let d = age::Decryptor::new_buffered(cipher).map_err(|e| err(&e))?;
+    let id = age::scrypt::Identity::new(age::secrecy::SecretString::from(passphrase.to_owned()));
+    let mut r = d
+        .decrypt(std::iter::once(&id as &dyn age::Identity))
+        .map_err(|e| err(&e))?;
+    let mut out = vec![];
+    r.read_to_end(&mut out).map_err(|e| err(&e))?;
+    Ok(out)
+}
