@@ -154,6 +154,9 @@ pub struct ProcessorConfig {
     /// Override the connector's soft-delete window (e.g. Dropbox plans differ).
     #[serde(default)]
     pub soft_delete_window: Option<HumanDuration>,
+    /// Override the connector's category (e.g. a `manual` processor that is an SMS provider).
+    #[serde(default)]
+    pub category: Option<Category>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -315,6 +318,10 @@ impl Config {
                     ));
                 }
             }
+            if let Some(native) = &def.native {
+                crate::connectors::validate_native(native, &p.settings)
+                    .map_err(|(k, r)| err(&key(&k), r))?;
+            }
             for (k, v) in &p.secrets {
                 check_env_name(v).map_err(|r| err(&key(&format!("secrets.{k}")), r))?;
             }
@@ -388,15 +395,18 @@ impl Config {
                 .soft_delete_window
                 .map(|w| w.get())
                 .or(def.and_then(|d| d.soft_delete_window.map(|w| w.get()))),
+            category: self.category(p),
         }
     }
 
     /// A processor's category.
     pub fn category(&self, p: &ProcessorConfig) -> Category {
-        self.registry
-            .get(&p.connector)
-            .map(|d| d.category)
-            .unwrap_or(Category::Other)
+        p.category.unwrap_or_else(|| {
+            self.registry
+                .get(&p.connector)
+                .map(|d| d.category)
+                .unwrap_or(Category::Other)
+        })
     }
 }
 

@@ -35,6 +35,8 @@ pub struct ProcessorSpec {
     pub concurrency: u32,
     /// Recovery window after a soft delete.
     pub soft_delete_window: Option<Duration>,
+    /// The processor's category (the connector's, unless lethe.toml overrides it).
+    pub category: Category,
 }
 
 /// A connector driven by a definition file.
