@@ -5,6 +5,7 @@
 //! the audit event and the request's derived status together. Nothing lives
 //! only in memory; a wait of 30 days is a `run_at` in a row.
 
+pub mod manual;
 pub mod planner;
 pub mod worker;
 pub mod workflow;
@@ -367,6 +368,7 @@ impl Engine {
     fn phase_after(to: StepState, phase: Phase) -> Phase {
         match to {
             StepState::Grace => Phase::Verify,
+            StepState::AwaitingConfirmation => Phase::Remind,
             StepState::Pending | StepState::Held => Phase::Act,
             _ => phase,
         }

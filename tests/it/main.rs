@@ -6,4 +6,6 @@ mod fakes;
 mod helpers;
 mod lease;
 mod mailchimp;
+mod s3;
+mod s3_server;
 mod store_conformance;
