@@ -6,6 +6,7 @@ mod fakes;
 mod helpers;
 mod lease;
 mod mailchimp;
+mod manual;
 mod s3;
 mod s3_server;
 mod store_conformance;
