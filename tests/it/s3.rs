@@ -116,6 +116,8 @@ on_both_backends!(
     more_than_1000_versions_are_deleted_in_batches_of_at_most_1000_with_a_correct_content_md5,
     a_503_slowdown_is_throttling_and_the_erasure_then_completes,
     rejected_credentials_fail_naming_the_env_vars_and_a_missing_bucket_says_so,
+    a_prefix_template_that_could_select_other_subjects_is_refused_with_exit_2,
+    check_reaches_the_bucket_and_reports_rejected_credentials,
 );
 
 async fn an_erasure_removes_every_version_and_delete_marker_of_the_subject_and_nothing_else(
@@ -532,4 +534,58 @@ async fn rejected_credentials_fail_naming_the_env_vars_and_a_missing_bucket_says
         err.contains("bucket `gone` does not exist") && err.contains("settings.bucket"),
         "{err}"
     );
+}
+
+async fn a_prefix_template_that_could_select_other_subjects_is_refused_with_exit_2(
+    backend: Backend,
+) {
+    for (template, why) in [
+        ("customers/", "must use the subject"),
+        ("customers/{{ subject.customer_id }}", "must end with `/`"),
+    ] {
+        let body = processor_toml("http://127.0.0.1:9", "bucket")
+            .replace("customers/{{ subject.customer_id }}/", template);
+        let env = TestEnv::new(backend, "", &body).await;
+        let out = env
+            .lethe(&["request", "erase", "--customer-id", SUBJECT])
+            .await;
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("processor[0].settings.prefix_template") && err.contains(why),
+            "{template}: {err}"
+        );
+    }
+}
+
+async fn check_reaches_the_bucket_and_reports_rejected_credentials(backend: Backend) {
+    let s3 = S3::new();
+    let bucket = s3.versioned_bucket().await;
+    let env = env_for(backend, &s3.base, &bucket).await;
+    let v = env.json(&["check", "--json"]).await;
+    let p = &v["processors"][0];
+    assert_eq!(p["processor"], "files");
+    assert_eq!(p["ok"], true, "{v:#}");
+
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/bucket"))
+        .and(query_param("versioning", ""))
+        .respond_with(s3_error(
+            403,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided.",
+        ))
+        .mount(&server)
+        .await;
+    let env = env_for(backend, &server.uri(), "bucket").await;
+    let out = env.lethe(&["check", "--json"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = &v["processors"][0];
+    assert_eq!(p["ok"], false);
+    assert_eq!(p["error_class"], "permanent");
+    assert!(p["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("SignatureDoesNotMatch") && e.contains("S3_SECRET_ACCESS_KEY")));
 }
