@@ -89,8 +89,7 @@ pub fn validate_settings(settings: &BTreeMap<String, String>) -> Result<(), (Str
     if !t.trim_end().ends_with('/') {
         return Err((
             "settings.prefix_template".into(),
-            "must end with `/`, so that `customers/12` cannot also select `customers/123/…`"
-                .into(),
+            "must end with `/`, so that `customers/12` cannot also select `customers/123/…`".into(),
         ));
     }
     if let Some(m) = settings.get("export_inline_max_bytes") {
@@ -172,16 +171,12 @@ struct XmlError {
     message: String,
 }
 
+/// `DeleteObjects` in quiet mode: only the keys that failed are listed.
 #[derive(Debug, Deserialize)]
 struct DeleteResult {
-    #[serde(rename = "Deleted", default)]
-    deleted: Vec<IgnoredAny>,
     #[serde(rename = "Error", default)]
     errors: Vec<XmlError>,
 }
-
-#[derive(Debug, Deserialize)]
-struct IgnoredAny {}
 
 #[derive(Debug, Serialize)]
 #[serde(rename = "Delete")]
@@ -300,13 +295,22 @@ impl S3Connector {
         let mut ids = serde_json::Map::new();
         let mut missing = Vec::new();
         for (name, v) in [
-            ("email", subject.email.as_ref().map(|e| e.expose().to_string())),
-            ("phone", subject.phone.as_ref().map(|p| p.expose().to_string())),
+            (
+                "email",
+                subject.email.as_ref().map(|e| e.expose().to_string()),
+            ),
+            (
+                "phone",
+                subject.phone.as_ref().map(|p| p.expose().to_string()),
+            ),
             (
                 "customer_id",
                 subject.customer_id.as_ref().map(|c| c.expose().to_string()),
             ),
-            ("name", subject.name.as_ref().map(|n| n.expose().to_string())),
+            (
+                "name",
+                subject.name.as_ref().map(|n| n.expose().to_string()),
+            ),
         ] {
             match v {
                 Some(v) => {
@@ -434,7 +438,11 @@ impl S3Connector {
                 Some(s) => scrub(&err.message, s),
                 None => err.message.clone(),
             };
-            format!(": {} ({})", err.code, m.chars().take(200).collect::<String>())
+            format!(
+                ": {} ({})",
+                err.code,
+                m.chars().take(200).collect::<String>()
+            )
         };
         let status = r.status;
         let (class, message) = match (status, err.code.as_str()) {
@@ -595,7 +603,6 @@ impl S3Connector {
                     self.spec.name
                 ))
             })?;
-            let _ = result.deleted.len();
             if let Some(first) = result.errors.first() {
                 let n = result.errors.len();
                 let permanent = result.errors.iter().any(|e| {
@@ -638,7 +645,11 @@ impl S3Connector {
         Ok(batches)
     }
 
-    async fn get_object(&self, key: &str, subject: &Subject) -> Result<Option<Vec<u8>>, ConnectorError> {
+    async fn get_object(
+        &self,
+        key: &str,
+        subject: &Subject,
+    ) -> Result<Option<Vec<u8>>, ConnectorError> {
         let path = format!("/{}/{}", self.bucket, encode(key, true));
         let r = self.send("GET", &path, "", Vec::new(), &[]).await?;
         match r.status {
@@ -707,7 +718,13 @@ impl Connector for S3Connector {
     async fn check(&self) -> Result<Evidence, ConnectorError> {
         // GetBucketVersioning: cheap, authenticated, and says whether versions exist.
         let r = self
-            .send("GET", &format!("/{}", self.bucket), "versioning=", Vec::new(), &[])
+            .send(
+                "GET",
+                &format!("/{}", self.bucket),
+                "versioning=",
+                Vec::new(),
+                &[],
+            )
             .await?;
         if r.status != 200 {
             return Err(self.error(&r, None));
@@ -812,7 +829,10 @@ impl Connector for S3Connector {
         let ev = Evidence {
             status: Some(200),
             reference: None,
-            note: Some(format!("{} version(s) and delete marker(s) listed", left.len())),
+            note: Some(format!(
+                "{} version(s) and delete marker(s) listed",
+                left.len()
+            )),
         };
         Ok(if left.is_empty() {
             Verify::Clean(ev)

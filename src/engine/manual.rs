@@ -16,7 +16,9 @@ use super::{Engine, EngineError};
 use crate::connectors::manual::Task;
 use crate::connectors::{scrub, Connector, ConnectorError};
 use crate::domain::{Outcome, Phase, RequestStatus, StepEvent, StepState, Subject};
-use crate::store::{from_ms, ms, Applied, ChangeSet, Millis, RequestPatch, RequestRow, StepChange, StepRow};
+use crate::store::{
+    from_ms, ms, Applied, ChangeSet, Millis, RequestPatch, RequestRow, StepChange, StepRow,
+};
 use chrono::Utc;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -57,14 +59,7 @@ impl Engine {
         } else {
             0
         };
-        let task = task(
-            step,
-            req,
-            subject,
-            m.contact(),
-            m.instructions(),
-            reminder,
-        );
+        let task = task(step, req, subject, m.contact(), m.instructions(), reminder);
         let evidence = m.send(&task).await?;
         let every = m.remind_every();
         let next = now.saturating_add(every.as_millis().min(i64::MAX as u128) as i64);
@@ -126,7 +121,9 @@ impl Engine {
             .state
             .apply(StepEvent::Confirm)
             .map_err(|e| EngineError::Invalid(e.to_string()))?;
-        let note = note.map(|n| self.clean_note(&req, n)).filter(|n| !n.is_empty());
+        let note = note
+            .map(|n| self.clean_note(&req, n))
+            .filter(|n| !n.is_empty());
         let now = ms(Utc::now());
         let mut evidence = match &step.evidence {
             Some(Value::Object(o)) => o.clone(),

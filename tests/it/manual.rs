@@ -120,13 +120,19 @@ async fn a_manual_processor_gets_a_signed_task_is_reminded_and_is_completed_by_c
     assert_eq!(task["action"], "erase");
     assert_eq!(task["reminder"], 0);
     assert_eq!(task["contact"], "ops@shop.example");
-    assert_eq!(task["due_at"].as_str().unwrap()[..10], st["due_at"].as_str().unwrap()[..10]);
+    assert_eq!(
+        task["due_at"].as_str().unwrap()[..10],
+        st["due_at"].as_str().unwrap()[..10]
+    );
     assert_eq!(task["subject_masked"], st["subject"]);
     // The contact needs the real identities to act: they are in the task body only.
     assert_eq!(task["subject"]["email"], "jane.doe@example.com");
     assert_eq!(task["subject"]["phone"], PHONE);
     let text = task["text"].as_str().unwrap();
-    assert!(text.contains(&format!("lethe confirm {id} --processor textmarketer")), "{text}");
+    assert!(
+        text.contains(&format!("lethe confirm {id} --processor textmarketer")),
+        "{text}"
+    );
     assert!(text.contains("search by number"), "{text}");
 
     // After remind_every, the next run sends a reminder of the same task.
@@ -142,8 +148,14 @@ async fn a_manual_processor_gets_a_signed_task_is_reminded_and_is_completed_by_c
     assert_eq!(sent[1]["task_id"], sent[0]["task_id"]);
     assert!(sent[1]["text"].as_str().unwrap().starts_with("Reminder 1:"));
     let st = env.status(&id).await;
-    assert_eq!(TestEnv::step(&st, "textmarketer")["state"], "awaiting_confirmation");
-    assert_eq!(TestEnv::step(&st, "textmarketer")["evidence"]["reminders"], 1);
+    assert_eq!(
+        TestEnv::step(&st, "textmarketer")["state"],
+        "awaiting_confirmation"
+    );
+    assert_eq!(
+        TestEnv::step(&st, "textmarketer")["evidence"]["reminders"],
+        1
+    );
 
     let out = env
         .lethe(&[
@@ -183,7 +195,10 @@ async fn a_manual_processor_gets_a_signed_task_is_reminded_and_is_completed_by_c
     let status_text = serde_json::to_string(&st).unwrap().to_lowercase();
     for raw in ["jane.doe@", "7700900123"] {
         assert!(!all.contains(raw), "raw identity in events: {all}");
-        assert!(!status_text.contains(raw), "raw identity in status: {status_text}");
+        assert!(
+            !status_text.contains(raw),
+            "raw identity in status: {status_text}"
+        );
     }
     let audit = env.lethe(&["audit", "verify"]).await;
     assert!(audit.status.success(), "{}", show(&audit));
@@ -202,13 +217,21 @@ async fn confirm_refuses_an_unknown_processor_and_a_step_not_awaiting_confirmati
         .await;
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("`pending`, not `awaiting_confirmation`"), "{err}");
+    assert!(
+        err.contains("`pending`, not `awaiting_confirmation`"),
+        "{err}"
+    );
 
     env.run_until_status(&id, &["waiting"], 20).await;
-    let out = env.lethe(&["confirm", &id, "--processor", "kashflow"]).await;
+    let out = env
+        .lethe(&["confirm", &id, "--processor", "kashflow"])
+        .await;
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no step at processor `kashflow`") && err.contains("textmarketer"), "{err}");
+    assert!(
+        err.contains("no step at processor `kashflow`") && err.contains("textmarketer"),
+        "{err}"
+    );
     let st = env.status(&id).await;
     assert_eq!(
         TestEnv::step(&st, "textmarketer")["state"],
@@ -273,5 +296,8 @@ async fn a_task_webhook_that_is_down_is_retried_and_the_task_is_not_lost(backend
     let sent = tasks(&server).await;
     assert_eq!(sent.len(), 2, "a 503, then the same task delivered");
     assert_eq!(sent[0]["task_id"], sent[1]["task_id"]);
-    assert_eq!(sent[1]["reminder"], 0, "still the first task, not a reminder");
+    assert_eq!(
+        sent[1]["reminder"], 0,
+        "still the first task, not a reminder"
+    );
 }

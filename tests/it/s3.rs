@@ -54,7 +54,10 @@ async fn env_for(backend: Backend, base: &str, bucket: &str) -> TestEnv {
         std::fs::write(dir.join(f), t).unwrap();
     }
     env.set_env("S3_ACCESS_KEY_ID", "AKIDLETHETEST");
-    env.set_env("S3_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
+    env.set_env(
+        "S3_SECRET_ACCESS_KEY",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    );
     env
 }
 
@@ -78,7 +81,11 @@ async fn file_erasure(env: &TestEnv, customer_id: &str) -> String {
 /// 1 delete marker); and objects of another subject and of a prefix neighbour.
 async fn seeded_bucket(s3: &S3) -> String {
     let b = s3.versioned_bucket().await;
-    for v in ["{\"v\":1}", "{\"v\":2}", "{\"v\":3,\"email\":\"jane@example.com\"}"] {
+    for v in [
+        "{\"v\":1}",
+        "{\"v\":2}",
+        "{\"v\":3,\"email\":\"jane@example.com\"}",
+    ] {
         s3.put(&b, &format!("customers/{SUBJECT}/profile.json"), v)
             .await;
     }
@@ -127,7 +134,11 @@ async fn an_erasure_removes_every_version_and_delete_marker_of_the_subject_and_n
     let bucket = seeded_bucket(&s3).await;
     let before = s3.list_all(&bucket).await;
     let mine = under(&before, &format!("customers/{SUBJECT}/"));
-    assert_eq!(mine.len(), 6, "seeded 5 versions + 1 delete marker: {mine:#?}");
+    assert_eq!(
+        mine.len(),
+        6,
+        "seeded 5 versions + 1 delete marker: {mine:#?}"
+    );
     assert_eq!(mine.iter().filter(|l| l.delete_marker).count(), 1);
     let others: Vec<Listed> = before
         .iter()
@@ -179,13 +190,7 @@ async fn an_export_collects_the_subjects_current_objects_as_text_or_base64(backe
     let bucket = seeded_bucket(&s3).await;
     let env = env_for(backend, &s3.base, &bucket).await;
     let v = env
-        .json(&[
-            "request",
-            "export",
-            "--customer-id",
-            SUBJECT,
-            "--json",
-        ])
+        .json(&["request", "export", "--customer-id", SUBJECT, "--json"])
         .await;
     let id = v["id"].as_str().unwrap().to_string();
     let st = env
@@ -213,12 +218,13 @@ async fn an_export_collects_the_subjects_current_objects_as_text_or_base64(backe
         .find(|o| o["key"].as_str().unwrap().ends_with("profile.json"))
         .unwrap();
     assert_eq!(
-        profile["content_text"],
-        "{\"v\":3,\"email\":\"jane@example.com\"}",
+        profile["content_text"], "{\"v\":3,\"email\":\"jane@example.com\"}",
         "the current version"
     );
     assert_eq!(profile["size"], 34);
-    assert!(profile["last_modified"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(profile["last_modified"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
     let scan = objects
         .iter()
         .find(|o| o["key"].as_str().unwrap().ends_with("scan.bin"))
@@ -406,7 +412,8 @@ async fn more_than_1000_versions_are_deleted_in_batches_of_at_most_1000_with_a_c
         .unwrap_or_default()
         .to_string();
     assert!(
-        note.contains("1000 object version(s) and 500 delete marker(s)") && note.contains("2 batch(es)"),
+        note.contains("1000 object version(s) and 500 delete marker(s)")
+            && note.contains("2 batch(es)"),
         "{note}"
     );
 
@@ -422,7 +429,11 @@ async fn more_than_1000_versions_are_deleted_in_batches_of_at_most_1000_with_a_c
             base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body.as_bytes())),
             "Content-MD5 must be base64(MD5(body))"
         );
-        assert_eq!(body.matches("<VersionId>").count(), n, "every key by versionId");
+        assert_eq!(
+            body.matches("<VersionId>").count(),
+            n,
+            "every key by versionId"
+        );
         deleted += n;
     }
     assert_eq!(deleted, 1500);
@@ -437,10 +448,12 @@ async fn more_than_1000_versions_are_deleted_in_batches_of_at_most_1000_with_a_c
         .headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256 Credential=AKIDLETHETEST/")
-            && a.contains("/eu-west-2/s3/aws4_request")
-            && a.contains("SignedHeaders=")
-            && a.contains("content-md5") == (r.method.as_str() == "POST"))
+        .is_some_and(
+            |a| a.starts_with("AWS4-HMAC-SHA256 Credential=AKIDLETHETEST/")
+                && a.contains("/eu-west-2/s3/aws4_request")
+                && a.contains("SignedHeaders=")
+                && a.contains("content-md5") == (r.method.as_str() == "POST")
+        )
         && r.headers.contains_key("x-amz-date")
         && r.headers.contains_key("x-amz-content-sha256")));
 }
@@ -454,7 +467,11 @@ async fn a_503_slowdown_is_throttling_and_the_erasure_then_completes(backend: Ba
     .await;
     Mock::given(method("GET"))
         .and(path("/bucket"))
-        .respond_with(s3_error(503, "SlowDown", "Please reduce your request rate."))
+        .respond_with(s3_error(
+            503,
+            "SlowDown",
+            "Please reduce your request rate.",
+        ))
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&fake.server)
@@ -471,7 +488,10 @@ async fn a_503_slowdown_is_throttling_and_the_erasure_then_completes(backend: Ba
     assert!(step["last_error"]
         .as_str()
         .is_some_and(|e| e.contains("throttling") && e.contains("SlowDown")));
-    assert_eq!(step["attempts"], 0, "a throttled call does not use up an attempt");
+    assert_eq!(
+        step["attempts"], 0,
+        "a throttled call does not use up an attempt"
+    );
 
     let st = env
         .run_until_status(&id, &["completed", "failed"], 30)
@@ -508,7 +528,9 @@ async fn rejected_credentials_fail_naming_the_env_vars_and_a_missing_bucket_says
 
     let env = env_for(backend, &server.uri(), "bucket").await;
     let id = file_erasure(&env, SUBJECT).await;
-    let st = env.run_until_status(&id, &["failed", "completed"], 30).await;
+    let st = env
+        .run_until_status(&id, &["failed", "completed"], 30)
+        .await;
     assert_eq!(st["status"], "failed", "{st:#}");
     let step = TestEnv::step(&st, "files");
     assert_eq!(step["error_class"], "permanent");
@@ -521,11 +543,17 @@ async fn rejected_credentials_fail_naming_the_env_vars_and_a_missing_bucket_says
     );
     assert_eq!(step["attempts"], 1, "a permanent error is not retried");
     let out = env.lethe(&["status", &id]).await;
-    assert_eq!(out.status.code(), Some(1), "a failed request needs attention");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed request needs attention"
+    );
 
     let env = env_for(backend, &server.uri(), "gone").await;
     let id = file_erasure(&env, SUBJECT).await;
-    let st = env.run_until_status(&id, &["failed", "completed"], 30).await;
+    let st = env
+        .run_until_status(&id, &["failed", "completed"], 30)
+        .await;
     let err = TestEnv::step(&st, "files")["last_error"]
         .as_str()
         .unwrap_or_default()
@@ -585,7 +613,9 @@ async fn check_reaches_the_bucket_and_reports_rejected_credentials(backend: Back
     let p = &v["processors"][0];
     assert_eq!(p["ok"], false);
     assert_eq!(p["error_class"], "permanent");
-    assert!(p["error"]
-        .as_str()
-        .is_some_and(|e| e.contains("SignatureDoesNotMatch") && e.contains("S3_SECRET_ACCESS_KEY")));
+    assert!(
+        p["error"].as_str().is_some_and(
+            |e| e.contains("SignatureDoesNotMatch") && e.contains("S3_SECRET_ACCESS_KEY")
+        )
+    );
 }

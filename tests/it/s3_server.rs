@@ -107,18 +107,13 @@ impl S3 {
     /// A new bucket with versioning enabled.
     pub async fn versioned_bucket(&self) -> String {
         let b = format!("lethe-{}", uuid::Uuid::new_v4().simple());
+        self.ok(self.http.put(format!("{}/{b}", self.base)), "create bucket")
+            .await;
         self.ok(
-            self.http.put(format!("{}/{b}", self.base)),
-            "create bucket",
-        )
-        .await;
-        self.ok(
-            self.http
-                .put(format!("{}/{b}?versioning", self.base))
-                .body(
-                    "<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+            self.http.put(format!("{}/{b}?versioning", self.base)).body(
+                "<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
                      <Status>Enabled</Status></VersioningConfiguration>",
-                ),
+            ),
             "enable versioning",
         )
         .await;
