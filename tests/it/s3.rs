@@ -125,6 +125,7 @@ on_both_backends!(
     rejected_credentials_fail_naming_the_env_vars_and_a_missing_bucket_says_so,
     a_prefix_template_that_could_select_other_subjects_is_refused_with_exit_2,
     check_reaches_the_bucket_and_reports_rejected_credentials,
+    a_version_that_delete_objects_refuses_fails_the_step_without_naming_the_key,
 );
 
 async fn an_erasure_removes_every_version_and_delete_marker_of_the_subject_and_nothing_else(
@@ -617,5 +618,49 @@ async fn check_reaches_the_bucket_and_reports_rejected_credentials(backend: Back
         p["error"].as_str().is_some_and(
             |e| e.contains("SignatureDoesNotMatch") && e.contains("S3_SECRET_ACCESS_KEY")
         )
+    );
+}
+
+async fn a_version_that_delete_objects_refuses_fails_the_step_without_naming_the_key(
+    backend: Backend,
+) {
+    let fake = fake_s3(vec![
+        (format!("customers/{SUBJECT}/a.txt"), "v1".into(), false),
+        (format!("customers/{SUBJECT}/b.txt"), "v2".into(), false),
+    ])
+    .await;
+    // S3 answers 200 and lists, in quiet mode, only the keys it could not delete
+    // (here: a version under an Object Lock legal hold).
+    Mock::given(method("POST"))
+        .and(path("/bucket"))
+        .and(query_param("delete", ""))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "application/xml")
+                .set_body_string(format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DeleteResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Error><Key>customers/{SUBJECT}/b.txt</Key><VersionId>v2</VersionId><Code>AccessDenied</Code><Message>Access Denied</Message></Error></DeleteResult>"
+                )),
+        )
+        .with_priority(1)
+        .mount(&fake.server)
+        .await;
+    let env = env_for(backend, &fake.server.uri(), "bucket").await;
+    let id = file_erasure(&env, SUBJECT).await;
+    let st = env
+        .run_until_status(&id, &["failed", "completed"], 30)
+        .await;
+    assert_eq!(st["status"], "failed", "{st:#}");
+    let step = TestEnv::step(&st, "files");
+    assert_eq!(step["error_class"], "permanent");
+    let err = step["last_error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("could not delete 1 of 2 versions")
+            && err.contains("AccessDenied")
+            && err.contains("Object Lock"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(SUBJECT),
+        "object keys hold identifiers: {err}"
     );
 }
