@@ -664,3 +664,61 @@ async fn a_version_that_delete_objects_refuses_fails_the_step_without_naming_the
         "object keys hold identifiers: {err}"
     );
 }
+
+/// On the real server: 1,001 versions (11 keys × 91; the 1,000-entry page ends
+/// inside a key, so the listing pages by version-id marker) plus a delete marker
+/// need two DeleteObjects calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_a_thousand_versions_on_the_real_server_are_all_deleted() {
+    let s3 = S3::new();
+    let bucket = s3.versioned_bucket().await;
+    // Versions of one key are written in order; different keys in parallel.
+    futures::future::join_all((0..11).map(|k| {
+        let (s3, bucket) = (&s3, &bucket);
+        async move {
+            for i in 0..91 {
+                s3.put(
+                    bucket,
+                    &format!("customers/{SUBJECT}/log{k:02}.txt"),
+                    format!("line {i}"),
+                )
+                .await;
+            }
+        }
+    }))
+    .await;
+    let key = format!("customers/{SUBJECT}/log00.txt");
+    s3.delete(&bucket, &key).await;
+    s3.put(&bucket, &format!("customers/{OTHER}/log.txt"), "keep")
+        .await;
+    assert_eq!(
+        under(
+            &s3.list_all(&bucket).await,
+            &format!("customers/{SUBJECT}/")
+        )
+        .len(),
+        1002
+    );
+
+    let env = env_for(Backend::Sqlite, &s3.base, &bucket).await;
+    let id = file_erasure(&env, SUBJECT).await;
+    let st = env
+        .run_until_status(&id, &["completed", "failed"], 60)
+        .await;
+    assert_eq!(st["status"], "completed", "{st:#}");
+    let note = TestEnv::step(&st, "files")["evidence"]["note"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        note.contains("1001 object version(s) and 1 delete marker(s)")
+            && note.contains("in 2 batch(es)"),
+        "{note}"
+    );
+    let after = s3.list_all(&bucket).await;
+    assert!(
+        under(&after, &format!("customers/{SUBJECT}/")).is_empty(),
+        "{after:#?}"
+    );
+    assert_eq!(after.len(), 1, "the other subject's object is untouched");
+}
