@@ -95,6 +95,7 @@ on_both_backends!(
     a_manual_processor_gets_a_signed_task_is_reminded_and_is_completed_by_confirm,
     confirm_refuses_an_unknown_processor_and_a_step_not_awaiting_confirmation_with_exit_2,
     a_task_webhook_that_is_down_is_retried_and_the_task_is_not_lost,
+    an_export_at_a_manual_processor_asks_for_a_copy_and_is_confirmed,
 );
 
 async fn a_manual_processor_gets_a_signed_task_is_reminded_and_is_completed_by_confirm(
@@ -299,5 +300,44 @@ async fn a_task_webhook_that_is_down_is_retried_and_the_task_is_not_lost(backend
     assert_eq!(
         sent[1]["reminder"], 0,
         "still the first task, not a reminder"
+    );
+}
+
+async fn an_export_at_a_manual_processor_asks_for_a_copy_and_is_confirmed(backend: Backend) {
+    let server = receiver().await;
+    let env = env_for(backend, &server.uri(), "5d").await;
+    let v = env
+        .json(&["request", "export", "--phone", PHONE, "--json"])
+        .await;
+    let id = v["id"].as_str().unwrap().to_string();
+    let st = env.run_until_status(&id, &["waiting", "failed"], 20).await;
+    assert_eq!(st["status"], "waiting", "{st:#}");
+    let sent = tasks(&server).await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["action"], "export");
+    assert!(sent[0]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("Collect a copy of every record of this person at textmarketer"));
+    assert_eq!(sent[0]["subject"]["phone"], PHONE);
+    assert!(sent[0]["subject"].get("email").is_none());
+
+    let out = env
+        .lethe(&[
+            "confirm",
+            &id,
+            "--processor",
+            "textmarketer",
+            "--note",
+            "CSV sent to the subject",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", show(&out));
+    let st = env.status(&id).await;
+    assert_eq!(st["status"], "completed");
+    assert_eq!(TestEnv::step(&st, "textmarketer")["outcome"], "confirmed");
+    assert_eq!(
+        TestEnv::step(&st, "textmarketer")["evidence"]["note"],
+        "confirmed: CSV sent to the subject"
     );
 }
