@@ -39,7 +39,7 @@ use crate::domain::Subject;
 use async_trait::async_trait;
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings,
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
     UriPathNormalizationMode,
 };
 use base64::Engine as _;
@@ -372,6 +372,8 @@ impl S3Connector {
         let mut settings = SigningSettings::default();
         settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
         settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        // S3 signs the path exactly as sent (encoded once); the default would encode it twice.
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
         let params = aws_sigv4::sign::v4::SigningParams::builder()
             .identity(&identity)
             .region(&self.region)

@@ -5,7 +5,7 @@
 
 use crate::helpers::{show, Backend, TestEnv};
 use crate::on_both_backends;
-use crate::s3_server::{Listed, S3};
+use crate::s3_server::{Listed, SignedServer, S3};
 use base64::Engine as _;
 use md5::Digest as _;
 use std::sync::{Arc, Mutex};
@@ -721,4 +721,36 @@ async fn over_a_thousand_versions_on_the_real_server_are_all_deleted() {
         "{after:#?}"
     );
     assert_eq!(after.len(), 1, "the other subject's object is untouched");
+}
+
+/// moto with authentication on checks SigV4 signatures against an IAM access
+/// key: `lethe check` (GetBucketVersioning) is accepted with the right secret and
+/// refused as rejected credentials with a wrong one. (Only `check`: moto's
+/// verifier sees query values decoded, so it miscomputes any signed request whose
+/// query holds an encoded `/`, such as every ListObjectVersions prefix; real S3
+/// does not. The erasure itself is proven against the unauthenticated moto.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_verifies_sigv4_accepts_the_signature_and_refuses_a_wrong_secret() {
+    let server = tokio::task::spawn_blocking(SignedServer::start)
+        .await
+        .unwrap();
+    let mut env = env_for(Backend::Sqlite, &server.url, "signed").await;
+    env.set_env("S3_ACCESS_KEY_ID", &server.access_key_id);
+    env.set_env("S3_SECRET_ACCESS_KEY", &server.secret_access_key);
+    let out = env.lethe(&["check", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["processors"][0]["ok"], true, "{v:#}");
+
+    env.set_env("S3_SECRET_ACCESS_KEY", "not-the-secret");
+    let out = env.lethe(&["check", "--json"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = v["processors"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("credentials rejected by processor `files`")
+            && err.contains("SignatureDoesNotMatch")
+            && err.contains("S3_SECRET_ACCESS_KEY"),
+        "{err}"
+    );
 }

@@ -230,3 +230,75 @@ fn xml_to_entries(xml: &str) -> serde_json::Value {
         "next_version": next_version,
     })
 }
+
+/// A second moto, with request authentication on (`INITIAL_NO_AUTH_ACTION_COUNT=0`):
+/// it checks each request's SigV4 signature against an IAM access key created
+/// in-process, with a versioned bucket `signed`. Stops when dropped.
+pub struct SignedServer {
+    pub url: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    child: Child,
+}
+
+const SIGNED_SCRIPT: &str = r#"
+import os, sys, json
+os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
+from moto.server import ThreadedMotoServer
+from moto.iam.models import iam_backends
+from moto.s3.models import s3_backends
+from moto.core import DEFAULT_ACCOUNT_ID as ACC
+iam = iam_backends[ACC]["global"]
+iam.create_user("us-east-1", "lethe")
+key = iam.create_access_key("lethe")
+iam.put_user_policy("lethe", "s3all", json.dumps({"Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+s3 = s3_backends[ACC]["aws"]
+s3.create_bucket("signed", "eu-west-2")
+s3.put_bucket_versioning("signed", "Enabled")
+s = ThreadedMotoServer(ip_address="127.0.0.1", port=int(sys.argv[1]), verbose=False)
+s.start()
+print("ready", key.access_key_id, key.secret_access_key, flush=True)
+sys.stdin.read()
+s.stop()
+"#;
+
+impl SignedServer {
+    pub fn start() -> SignedServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut child = Command::new("python3")
+            .args(["-c", SIGNED_SCRIPT, &port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 is needed to run moto");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .ok();
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        if parts.len() != 3 || parts[0] != "ready" {
+            panic!(
+                "moto with authentication did not start: {line:?}; `pip install 'moto[server]'`"
+            );
+        }
+        SignedServer {
+            url: format!("http://127.0.0.1:{port}"),
+            access_key_id: parts[1].to_string(),
+            secret_access_key: parts[2].to_string(),
+            child,
+        }
+    }
+}
+
+impl Drop for SignedServer {
+    fn drop(&mut self) {
+        // Closing stdin ends the script; then reap it.
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
