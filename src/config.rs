@@ -318,10 +318,6 @@ impl Config {
                     ));
                 }
             }
-            if let Some(native) = &def.native {
-                crate::connectors::validate_native(native, &p.settings)
-                    .map_err(|(k, r)| err(&key(&k), r))?;
-            }
             for (k, v) in &p.secrets {
                 check_env_name(v).map_err(|r| err(&key(&format!("secrets.{k}")), r))?;
             }
@@ -332,8 +328,11 @@ impl Config {
                     format!("missing, and connector `{}` has no default", def.name),
                 ));
             };
+            let mail = def.native.as_deref() == Some("manual");
             match url::Url::parse(&url) {
                 Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                // A manual processor's tasks may go by email instead of a webhook.
+                Ok(u) if mail && (u.scheme() == "smtp" || u.scheme() == "smtps") => {}
                 _ => {
                     return Err(err(
                         &key("base_url"),
@@ -343,6 +342,10 @@ impl Config {
             }
             if p.concurrency == Some(0) {
                 return Err(err(&key("concurrency"), "must be at least 1".into()));
+            }
+            if let Some(native) = &def.native {
+                crate::connectors::validate_native(native, &url, &p.settings, &p.secrets)
+                    .map_err(|(k, r)| err(&key(&k), r))?;
             }
         }
         for (wname, wf) in &workflows.by_name {

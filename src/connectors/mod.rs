@@ -195,11 +195,13 @@ pub const NATIVE: [&str; 2] = ["s3", "manual"];
 /// Returns the key (e.g. `settings.bucket`) and what is wrong.
 pub fn validate_native(
     native: &str,
+    base_url: &str,
     settings: &std::collections::BTreeMap<String, String>,
+    secrets: &std::collections::BTreeMap<String, String>,
 ) -> Result<(), (String, String)> {
     match native {
         "s3" => s3::validate_settings(settings),
-        "manual" => manual::validate_settings(settings),
+        "manual" => manual::validate_settings(base_url, settings, secrets),
         _ => Ok(()),
     }
 }

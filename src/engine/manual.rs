@@ -73,6 +73,7 @@ impl Engine {
             error: None,
             evidence: Some(json!({
                 "status": evidence.status,
+                "reference": evidence.reference,
                 "note": if reminder == 0 {
                     format!("task sent to {sent_to}; waiting for `lethe confirm`")
                 } else {

@@ -96,6 +96,7 @@ on_both_backends!(
     confirm_refuses_an_unknown_processor_and_a_step_not_awaiting_confirmation_with_exit_2,
     a_task_webhook_that_is_down_is_retried_and_the_task_is_not_lost,
     an_export_at_a_manual_processor_asks_for_a_copy_and_is_confirmed,
+    a_task_by_email_reaches_the_contact_through_smtp_after_a_temporary_refusal,
 );
 
 async fn a_manual_processor_gets_a_signed_task_is_reminded_and_is_completed_by_confirm(
@@ -340,4 +341,153 @@ async fn an_export_at_a_manual_processor_asks_for_a_copy_and_is_confirmed(backen
         TestEnv::step(&st, "textmarketer")["evidence"]["note"],
         "confirmed: CSV sent to the subject"
     );
+}
+
+/// A minimal SMTP server (RFC 5321's happy path): keeps each mail's envelope and
+/// DATA; answers the first MAIL FROM with `451` when `refuse_first` is set.
+async fn smtp_server(
+    refuse_first: bool,
+) -> (
+    u16,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mails = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let refuse = std::sync::Arc::new(AtomicBool::new(refuse_first));
+    let kept = mails.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let (kept, refuse) = (kept.clone(), refuse.clone());
+            tokio::spawn(async move {
+                let (r, mut w) = sock.into_split();
+                let mut lines = BufReader::new(r).lines();
+                let _ = w.write_all(b"220 test.local ESMTP\r\n").await;
+                let (mut from, mut to) = (String::new(), String::new());
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let cmd = line.to_ascii_uppercase();
+                    let reply: &[u8] = if cmd.starts_with("EHLO") || cmd.starts_with("HELO") {
+                        b"250-test.local\r\n250 8BITMIME\r\n"
+                    } else if cmd.starts_with("MAIL FROM:") {
+                        if refuse.swap(false, Ordering::SeqCst) {
+                            b"451 4.3.0 try again later\r\n"
+                        } else {
+                            from = line[10..].trim().to_string();
+                            b"250 2.1.0 Ok\r\n"
+                        }
+                    } else if cmd.starts_with("RCPT TO:") {
+                        to = line[8..].trim().to_string();
+                        b"250 2.1.5 Ok\r\n"
+                    } else if cmd == "DATA" {
+                        let _ = w
+                            .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                            .await;
+                        let mut data = String::new();
+                        while let Ok(Some(l)) = lines.next_line().await {
+                            if l == "." {
+                                break;
+                            }
+                            data.push_str(&l);
+                            data.push('\n');
+                        }
+                        kept.lock().unwrap().push((from.clone(), to.clone(), data));
+                        b"250 2.0.0 Ok: queued as 7F3A\r\n"
+                    } else if cmd == "QUIT" {
+                        let _ = w.write_all(b"221 2.0.0 Bye\r\n").await;
+                        break;
+                    } else if cmd == "RSET" || cmd == "NOOP" {
+                        b"250 2.0.0 Ok\r\n"
+                    } else {
+                        b"502 5.5.2 Command not recognized\r\n"
+                    };
+                    if w.write_all(reply).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (port, mails)
+}
+
+async fn a_task_by_email_reaches_the_contact_through_smtp_after_a_temporary_refusal(
+    backend: Backend,
+) {
+    let (port, mails) = smtp_server(true).await;
+    let body = format!(
+        r#"
+[[processor]]
+name = "kashflow"
+connector = "manual"
+category = "accounting"
+base_url = "smtp://127.0.0.1:{port}"
+settings = {{ contact = "books@shop.example", smtp_from = "lethe@shop.example", smtp_tls = "none", remind_every = "5d" }}
+"#
+    );
+    let env = TestEnv::new(backend, "workflows_dir = \"workflows\"", &body).await;
+    std::fs::create_dir_all(env.dir.path().join("workflows")).unwrap();
+    std::fs::write(env.dir.path().join("workflows/erasure.toml"), FAST_WORKFLOW).unwrap();
+    let id = erase(&env).await;
+
+    // The server says "try later": a transient error, the task is kept for a retry.
+    let out = env.lethe(&["run", "--until-idle"]).await;
+    assert!(out.status.success(), "{}", show(&out));
+    let st = env.status(&id).await;
+    let step = TestEnv::step(&st, "kashflow");
+    assert_eq!(step["state"], "retry_wait", "{st:#}");
+    assert_eq!(step["error_class"], "transient");
+    assert!(step["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("451"));
+
+    let st = env.run_until_status(&id, &["waiting", "failed"], 20).await;
+    assert_eq!(st["status"], "waiting", "{st:#}");
+    let step = TestEnv::step(&st, "kashflow");
+    assert_eq!(step["state"], "awaiting_confirmation");
+    assert!(step["evidence"]["reference"]
+        .as_str()
+        .is_some_and(|r| r.starts_with("SMTP 250")));
+
+    let mails = mails.lock().unwrap().clone();
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    let (from, to, raw) = &mails[0];
+    let data = &unfold_and_decode(raw);
+    assert_eq!(from, "<lethe@shop.example>");
+    assert_eq!(to, "<books@shop.example>");
+    assert!(
+        data.contains("Subject: [lethe] Erase j***@example.com, +44********23 at kashflow, due 20"),
+        "{data}"
+    );
+    assert!(data.contains("  email: jane.doe@example.com"), "{data}");
+    assert!(data.contains(&format!("Request: {id}")), "{data}");
+    assert!(data.contains("lethe confirm"), "{data}");
+
+    let out = env
+        .lethe(&["confirm", &id, "--processor", "kashflow"])
+        .await;
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(env.status(&id).await["status"], "completed");
+}
+
+/// Unfold header lines and decode the quoted-printable body, as a mail reader would.
+fn unfold_and_decode(raw: &str) -> String {
+    let unfolded = raw.replace("\n ", " ").replace("=\n", "");
+    let bytes = unfolded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&unfolded[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
