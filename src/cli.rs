@@ -103,6 +103,17 @@ pub enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// A manual processor has done its part: its step becomes done (confirmed).
+    Confirm {
+        /// Request id.
+        id: String,
+        /// The processor whose task was carried out.
+        #[arg(long)]
+        processor: String,
+        /// What was done (kept as evidence; identities in it are masked).
+        #[arg(long)]
+        note: Option<String>,
+    },
     /// The audit trail.
     Audit {
         /// What to do.
@@ -521,6 +532,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Hold { cmd } => hold(config, cmd).await,
+        Command::Confirm {
+            id,
+            processor,
+            note,
+        } => {
+            let e = engine(config).await?;
+            let st = e.confirm(&id, &processor, note.as_deref()).await?;
+            println!("request {id}: `{processor}` confirmed; request is {st}");
+            Ok(0)
+        }
         Command::Audit {
             cmd: AuditCmd::Verify { json },
         } => {

@@ -192,6 +192,9 @@ pub struct ProcessorConfig {
     /// Override the connector's rate limit (calls per second).
     #[serde(default)]
     pub rate_per_second: Option<f64>,
+    /// Override the connector's category (e.g. a `manual` processor that is an SMS provider).
+    #[serde(default)]
+    pub category: Option<Category>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -385,8 +388,11 @@ impl Config {
                     format!("missing, and connector `{}` has no default", def.name),
                 ));
             };
+            let mail = def.native.as_deref() == Some("manual");
             match url::Url::parse(&url) {
                 Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                // A manual processor's tasks may go by email instead of a webhook.
+                Ok(u) if mail && (u.scheme() == "smtp" || u.scheme() == "smtps") => {}
                 _ => {
                     return Err(err(
                         &key("base_url"),
@@ -404,6 +410,10 @@ impl Config {
                     &key("rate_per_second"),
                     "must be a positive number".into(),
                 ));
+            }
+            if let Some(native) = &def.native {
+                crate::connectors::validate_native(native, &url, &p.settings, &p.secrets)
+                    .map_err(|(k, r)| err(&key(&k), r))?;
             }
         }
         for (wname, wf) in &workflows.by_name {
@@ -460,15 +470,18 @@ impl Config {
             rate_per_second: p
                 .rate_per_second
                 .or(def.and_then(|d| d.limits.rate_per_second)),
+            category: self.category(p),
         }
     }
 
     /// A processor's category.
     pub fn category(&self, p: &ProcessorConfig) -> Category {
-        self.registry
-            .get(&p.connector)
-            .map(|d| d.category)
-            .unwrap_or(Category::Other)
+        p.category.unwrap_or_else(|| {
+            self.registry
+                .get(&p.connector)
+                .map(|d| d.category)
+                .unwrap_or(Category::Other)
+        })
     }
 }
 

@@ -11,10 +11,14 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// The built-in definitions, embedded so the binary works from any directory.
-pub const BUILTIN: &[(&str, &str)] = &[(
-    "mailchimp.toml",
-    include_str!("../../connectors/mailchimp.toml"),
-)];
+pub const BUILTIN: &[(&str, &str)] = &[
+    (
+        "mailchimp.toml",
+        include_str!("../../connectors/mailchimp.toml"),
+    ),
+    ("s3.toml", include_str!("../../connectors/s3.toml")),
+    ("manual.toml", include_str!("../../connectors/manual.toml")),
+];
 
 /// A processor category.
 #[derive(
@@ -398,6 +402,17 @@ impl ConnectorDef {
         check_responses(&self.responses).map_err(|(k, r)| err(&format!("responses.{k}"), r))?;
         if let Some(c) = &self.check {
             check_call(&env, c).map_err(|(k, r)| err(&format!("check.{k}"), r))?;
+        }
+        if let Some(n) = &self.native {
+            if !crate::connectors::NATIVE.contains(&n.as_str()) {
+                return Err(err(
+                    "native",
+                    format!(
+                        "`{n}` is not a native connector (known: {})",
+                        crate::connectors::NATIVE.join(", ")
+                    ),
+                ));
+            }
         }
         if self.native.is_none() {
             if self.actions.erase.is_none() {

@@ -37,6 +37,8 @@ pub struct ProcessorSpec {
     pub soft_delete_window: Option<Duration>,
     /// Most calls per second (None: no rate limit beyond concurrency).
     pub rate_per_second: Option<f64>,
+    /// The processor's category (the connector's, unless lethe.toml overrides it).
+    pub category: Category,
 }
 
 /// A connector driven by a definition file.

@@ -7,7 +7,9 @@
 
 pub mod definition;
 pub mod http;
+pub mod manual;
 pub mod registry;
+pub mod s3;
 pub mod template;
 
 use crate::domain::Subject;
@@ -179,6 +181,29 @@ pub trait Connector: Send + Sync {
     async fn verify(&self, cx: CallContext<'_>) -> Result<Verify, ConnectorError>;
     /// Permanently delete what a soft delete left.
     async fn purge(&self, cx: CallContext<'_>) -> Result<Erase, ConnectorError>;
+    /// A processor with no API, handled by a person: the engine sends tasks and
+    /// waits for `lethe confirm` instead of calling erase/export.
+    fn as_manual(&self) -> Option<&manual::ManualConnector> {
+        None
+    }
+}
+
+/// The native connectors (`native = "…"` in a definition) implemented in code.
+pub const NATIVE: [&str; 2] = ["s3", "manual"];
+
+/// Check a processor's settings against what its native connector needs, at config load.
+/// Returns the key (e.g. `settings.bucket`) and what is wrong.
+pub fn validate_native(
+    native: &str,
+    base_url: &str,
+    settings: &std::collections::BTreeMap<String, String>,
+    secrets: &std::collections::BTreeMap<String, String>,
+) -> Result<(), (String, String)> {
+    match native {
+        "s3" => s3::validate_settings(settings),
+        "manual" => manual::validate_settings(base_url, settings, secrets),
+        _ => Ok(()),
+    }
 }
 
 /// Replace every identity of `subject` that occurs in `text` by its masked form,

@@ -3,6 +3,8 @@
 
 use super::definition::{ConnectorDef, DefinitionError, BUILTIN};
 use super::http::{HttpConnector, ProcessorSpec};
+use super::manual::ManualConnector;
+use super::s3::S3Connector;
 use super::Connector;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -70,6 +72,13 @@ impl Registry {
         client: reqwest::Client,
     ) -> Option<Arc<dyn Connector>> {
         let def = self.defs.get(connector)?.clone();
-        Some(Arc::new(HttpConnector::new(spec, def, client)))
+        let timeout = def.limits.timeout.get();
+        match def.native.as_deref() {
+            None => Some(Arc::new(HttpConnector::new(spec, def, client))),
+            Some("s3") => Some(Arc::new(S3Connector::new(spec, client, timeout))),
+            Some("manual") => Some(Arc::new(ManualConnector::new(spec, client, timeout))),
+            // Definitions are validated at load: an unknown native name never gets here.
+            Some(_) => None,
+        }
     }
 }

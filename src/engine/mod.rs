@@ -6,6 +6,7 @@
 //! only in memory; a wait of 30 days is a `run_at` in a row.
 
 pub mod limits;
+pub mod manual;
 pub mod planner;
 pub mod retention;
 pub mod worker;
@@ -469,6 +470,7 @@ impl Engine {
     fn phase_after(to: StepState, phase: Phase) -> Phase {
         match to {
             StepState::Grace => Phase::Verify,
+            StepState::AwaitingConfirmation => Phase::Remind,
             StepState::Pending | StepState::Held => Phase::Act,
             _ => phase,
         }

@@ -30,17 +30,17 @@ pub struct RunSummary {
 }
 
 /// The decision for one claimed step.
-struct Decision {
-    event: StepEvent,
-    outcome: Option<Outcome>,
-    run_at: Millis,
-    attempts: Option<i64>,
-    error: Option<(String, String)>,
-    evidence: Option<Value>,
-    grace_until: Option<Millis>,
-    hold: Option<(String, Millis)>,
-    kind: &'static str,
-    extra: Value,
+pub(super) struct Decision {
+    pub(super) event: StepEvent,
+    pub(super) outcome: Option<Outcome>,
+    pub(super) run_at: Millis,
+    pub(super) attempts: Option<i64>,
+    pub(super) error: Option<(String, String)>,
+    pub(super) evidence: Option<Value>,
+    pub(super) grace_until: Option<Millis>,
+    pub(super) hold: Option<(String, Millis)>,
+    pub(super) kind: &'static str,
+    pub(super) extra: Value,
 }
 
 impl Decision {
@@ -412,6 +412,7 @@ impl Engine {
         };
         let started = std::time::Instant::now();
         let result = match (step.phase, step.action) {
+            (Phase::Act, _) if connector.as_manual().is_some() => self.manual_step(connector.as_ref(), step, &req, &subject, now).await,
             (Phase::Act, Action::Erase) => connector.erase(cx).await.map(|e| self.on_erase(e, now)),
             (Phase::Act, Action::Export) => match connector.export(cx).await {
                 Ok(Export::Data { data, evidence }) => self.write_export(step, &req.kind, data, evidence, now),
@@ -442,7 +443,7 @@ impl Engine {
                 )),
                 Err(e) => Err(e),
             },
-            (Phase::Remind, _) => Ok(failed(step, format!("processor `{}` has no manual task to remind", step.processor), None)),
+            (Phase::Remind, _) => self.manual_step(connector.as_ref(), step, &req, &subject, now).await,
         };
         crate::metrics::observe_call(
             &step.processor,
