@@ -6,7 +6,9 @@
 //! throttled (with `Retry-After`), transient or permanent — with a message that
 //! names the processor and, for rejected credentials, the env var to check.
 
-use super::definition::{ActionDef, Auth, Call, Category, ConnectorDef, EraseEffect, Responses};
+use super::definition::{
+    ActionDef, Auth, Call, Category, ConnectorDef, EraseEffect, Responses, RuleOutcome,
+};
 use super::{
     scrub, CallContext, Connector, ConnectorError, Erase, ErrorClass, Evidence, Export, Lookup,
     Verify,
@@ -43,6 +45,21 @@ pub struct HttpConnector {
     def: Arc<ConnectorDef>,
     client: reqwest::Client,
     env: Environment<'static>,
+}
+
+/// What one call left for the action.
+enum Step {
+    /// The subject (or, in a loop, this element) is not there.
+    NotFound,
+    /// The call worked; its body, when it was JSON.
+    Done(Option<Value>),
+}
+
+/// What an action accumulates across its calls.
+struct RunState {
+    vars: Map<String, Value>,
+    data: Map<String, Value>,
+    evidence: Evidence,
 }
 
 /// What running an action's calls produced.
@@ -95,20 +112,35 @@ impl HttpConnector {
         cx: Option<&CallContext<'_>>,
         vars: &Map<String, Value>,
         secrets: &BTreeMap<String, String>,
-    ) -> Value {
+        item: Option<&Value>,
+    ) -> Result<Value, ConnectorError> {
         let subject = cx
             .map(|c| subject_value(c.subject))
             .unwrap_or(Value::Object(Map::new()));
-        serde_json::json!({
-            "settings": self.spec.settings,
+        let request = serde_json::json!({
+            "id": cx.map(|c| c.request_id).unwrap_or(""),
+            "idempotency_key": cx.map(|c| c.idempotency_key).unwrap_or(""),
+        });
+        // A setting may itself be a template over the subject (a Dropbox folder
+        // per customer, a cPanel account name): render it first.
+        let mut settings = Map::new();
+        let sctx = serde_json::json!({ "subject": subject, "request": request });
+        for (k, v) in &self.spec.settings {
+            let value = if v.contains("{{") || v.contains("{%") {
+                self.render(&format!("setting `{k}`"), v, &sctx)?
+            } else {
+                v.clone()
+            };
+            settings.insert(k.clone(), Value::String(value));
+        }
+        Ok(serde_json::json!({
+            "settings": settings,
             "secrets": secrets,
             "subject": subject,
-            "request": {
-                "id": cx.map(|c| c.request_id).unwrap_or(""),
-                "idempotency_key": cx.map(|c| c.idempotency_key).unwrap_or(""),
-            },
+            "request": request,
             "vars": vars,
-        })
+            "item": item.cloned().unwrap_or(Value::Null),
+        }))
     }
 
     fn render(&self, what: &str, template: &str, ctx: &Value) -> Result<String, ConnectorError> {
@@ -177,6 +209,7 @@ impl HttpConnector {
                 header_value(&self.render("a header", v, ctx)?)?,
             );
         }
+        let mut sent_body: Vec<u8> = Vec::new();
         if let Some(j) = &call.json {
             let body = self.render("the JSON body", j, ctx)?;
             let parsed: Value = serde_json::from_str(&body).map_err(|e| {
@@ -185,7 +218,12 @@ impl HttpConnector {
                     self.def.name
                 ))
             })?;
-            req = req.json(&parsed);
+            sent_body = serde_json::to_vec(&parsed).map_err(|e| {
+                ConnectorError::permanent(format!("cannot encode the JSON body: {e}"))
+            })?;
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(sent_body.clone());
         }
         if let Some(f) = &call.form {
             let mut form = Vec::with_capacity(f.len());
@@ -197,12 +235,20 @@ impl HttpConnector {
                 .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
                 .collect::<Vec<_>>()
                 .join("&");
+            sent_body = body.clone().into_bytes();
             req = req
                 .header(
                     reqwest::header::CONTENT_TYPE,
                     "application/x-www-form-urlencoded",
                 )
                 .body(body);
+        }
+        if let Some(sign) = &self.def.sign {
+            let key = self.render("sign.secret", &sign.secret, &sctx)?;
+            req = req.header(
+                header_name(&sign.header)?,
+                header_value(&format!("{}{}", sign.prefix, hmac_hex(&key, &sent_body)))?,
+            );
         }
         let resp = req.send().await.map_err(|e| {
             let e = e.without_url();
@@ -231,100 +277,169 @@ impl HttpConnector {
         Ok((status, headers, body))
     }
 
-    /// Run an action's calls in order.
+    /// Run an action's calls in order (and `for_each` loops over the calls after one).
     async fn run(
         &self,
         action: &ActionDef,
         cx: Option<&CallContext<'_>>,
     ) -> Result<ActionRun, ConnectorError> {
         let secrets = self.secret_values()?;
-        let mut vars = Map::new();
-        let mut data = Map::new();
-        let mut evidence = Evidence::default();
-        let subject = cx.map(|c| c.subject);
-        for (i, call) in action.calls.iter().enumerate() {
-            let ctx = self.context(cx, &vars, &secrets);
-            let (status, headers, body) = self.send(call, &ctx, &secrets).await?;
-            let rules = call.responses.merged(&self.def.responses);
-            match classify(&rules, status, &body) {
-                Class::Success => {}
-                Class::NotFound if call.optional => {
-                    data.insert(call_name(call, i), Value::Null);
-                    continue;
-                }
-                Class::NotFound => {
-                    evidence.status = Some(status);
+        let mut st = RunState {
+            vars: Map::new(),
+            data: Map::new(),
+            evidence: Evidence::default(),
+        };
+        let calls = &action.calls;
+        let mut iterated = false;
+        let mut items_seen = 0usize;
+        let mut i = 0;
+        while i < calls.len() {
+            let call = &calls[i];
+            let doc = match self.exec(call, i, cx, &secrets, None, &mut st).await? {
+                Step::NotFound => {
                     return Ok(ActionRun {
                         not_found: true,
-                        data,
-                        evidence,
-                    });
+                        data: st.data,
+                        evidence: st.evidence,
+                    })
                 }
-                Class::Error(class) => {
-                    return Err(self.error(class, status, &headers, &body, &rules, subject))
-                }
-            }
-            let json: Option<Value> = if body.trim().is_empty() {
-                None
-            } else {
-                serde_json::from_str(&body).ok()
+                Step::Done(doc) => doc,
             };
-            if !call.extract.is_empty() || call.reference.is_some() {
-                let Some(doc) = &json else {
-                    return Err(ConnectorError {
-                        class: ErrorClass::Transient,
-                        message: format!(
-                            "processor `{}` answered HTTP {status} with a body that is not JSON; expected JSON to read the response",
-                            self.spec.name
-                        ),
-                        status: Some(status),
-                        retry_after: None,
-                    });
-                };
-                for (var, ptr) in &call.extract {
-                    match doc.pointer(ptr).filter(|v| !v.is_null()) {
-                        Some(v) => {
-                            vars.insert(var.clone(), v.clone());
-                        }
-                        None if call.missing_means_not_found => {
-                            evidence.status = Some(status);
-                            return Ok(ActionRun { not_found: true, data, evidence });
-                        }
-                        None => {
-                            return Err(ConnectorError {
-                                class: ErrorClass::Permanent,
-                                message: format!(
-                                    "processor `{}` answered HTTP {status} without `{ptr}` (needed for `{var}`); the API may have changed",
-                                    self.spec.name
-                                ),
-                                status: Some(status),
-                                retry_after: None,
-                            })
-                        }
-                    }
+            let Some(ptr) = &call.for_each else {
+                i += 1;
+                continue;
+            };
+            iterated = true;
+            let items = match doc.as_ref().and_then(|d| d.pointer(ptr)) {
+                Some(Value::Array(a)) => a.clone(),
+                Some(Value::Null) | None if doc.is_some() => Vec::new(),
+                _ => {
+                    return Err(ConnectorError::permanent(format!(
+                        "processor `{}` answered without a JSON array at `{ptr}` (for_each of call {i}); the API may have changed",
+                        self.spec.name
+                    )))
                 }
-                if let Some(ptr) = &call.reference {
-                    if let Some(v) = doc.pointer(ptr) {
-                        evidence.reference = Some(match v {
-                            Value::String(s) => s.clone(),
-                            other => other.to_string(),
-                        });
+            };
+            let end = calls[i + 1..]
+                .iter()
+                .position(|c| c.for_each.is_some())
+                .map(|p| i + 1 + p)
+                .unwrap_or(calls.len());
+            items_seen += items.len();
+            for item in &items {
+                for (j, inner) in calls.iter().enumerate().take(end).skip(i + 1) {
+                    if let Step::NotFound =
+                        self.exec(inner, j, cx, &secrets, Some(item), &mut st).await?
+                    {
+                        // This element is already gone; go on with the next one.
+                        break;
                     }
                 }
             }
-            evidence.status = Some(status);
-            let value = match json {
-                Some(v) => v,
-                None if body.is_empty() => Value::Null,
-                None => Value::String(body),
-            };
-            data.insert(call_name(call, i), value);
+            i = end;
         }
         Ok(ActionRun {
-            not_found: false,
-            data,
-            evidence,
+            not_found: iterated && items_seen == 0,
+            data: st.data,
+            evidence: st.evidence,
         })
+    }
+
+    /// One call: send, classify, extract. Returns the parsed body.
+    async fn exec(
+        &self,
+        call: &Call,
+        i: usize,
+        cx: Option<&CallContext<'_>>,
+        secrets: &BTreeMap<String, String>,
+        item: Option<&Value>,
+        st: &mut RunState,
+    ) -> Result<Step, ConnectorError> {
+        let subject = cx.map(|c| c.subject);
+        let ctx = self.context(cx, &st.vars, secrets, item)?;
+        let (status, headers, body) = self.send(call, &ctx, secrets).await?;
+        let rules = call.responses.merged(&self.def.responses);
+        match classify(&rules, status, &body) {
+            Class::Success => {}
+            Class::NotFound if call.optional && item.is_none() => {
+                st.data.insert(call_name(call, i), Value::Null);
+                return Ok(Step::Done(None));
+            }
+            Class::NotFound => {
+                st.evidence.status = Some(status);
+                return Ok(Step::NotFound);
+            }
+            Class::Error(class) => {
+                return Err(self.error(class, status, &headers, &body, &rules, subject))
+            }
+        }
+        let json: Option<Value> = if body.trim().is_empty() {
+            None
+        } else {
+            serde_json::from_str(&body).ok()
+        };
+        if !call.extract.is_empty() || call.reference.is_some() || call.for_each.is_some() {
+            let Some(doc) = &json else {
+                return Err(ConnectorError {
+                    class: ErrorClass::Transient,
+                    message: format!(
+                        "processor `{}` answered HTTP {status} with a body that is not JSON; expected JSON to read the response",
+                        self.spec.name
+                    ),
+                    status: Some(status),
+                    retry_after: None,
+                });
+            };
+            for (var, ptr) in &call.extract {
+                match doc.pointer(ptr).filter(|v| !v.is_null()) {
+                    Some(v) => {
+                        st.vars.insert(var.clone(), v.clone());
+                    }
+                    None if call.missing_means_not_found => {
+                        st.evidence.status = Some(status);
+                        return Ok(Step::NotFound);
+                    }
+                    None => {
+                        return Err(ConnectorError {
+                            class: ErrorClass::Permanent,
+                            message: format!(
+                                "processor `{}` answered HTTP {status} without `{ptr}` (needed for `{var}`); the API may have changed",
+                                self.spec.name
+                            ),
+                            status: Some(status),
+                            retry_after: None,
+                        })
+                    }
+                }
+            }
+            if let Some(ptr) = &call.reference {
+                if let Some(v) = doc.pointer(ptr) {
+                    st.evidence.reference = Some(match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    });
+                }
+            }
+        }
+        st.evidence.status = Some(status);
+        let value = match &json {
+            Some(v) => v.clone(),
+            None if body.is_empty() => Value::Null,
+            None => Value::String(body),
+        };
+        let name = call_name(call, i);
+        if item.is_some() {
+            // Inside a loop: one result per element, in order.
+            match st.data.get_mut(&name) {
+                Some(Value::Array(a)) => a.push(value),
+                _ => {
+                    st.data.insert(name, Value::Array(vec![value]));
+                }
+            }
+        } else {
+            st.data.insert(name, value);
+        }
+        Ok(Step::Done(json))
     }
 
     fn error(
@@ -549,6 +664,18 @@ enum Class {
 }
 
 fn classify(rules: &Responses, status: u16, body: &str) -> Class {
+    if let Some(when) = &rules.when {
+        let json = serde_json::from_str::<Value>(body).ok();
+        if let Some(rule) = when.iter().find(|r| r.matches(status, body, json.as_ref())) {
+            return match rule.then {
+                RuleOutcome::Success => Class::Success,
+                RuleOutcome::NotFound => Class::NotFound,
+                RuleOutcome::Throttled => Class::Error(ErrorClass::Throttled),
+                RuleOutcome::Transient => Class::Error(ErrorClass::Transient),
+                RuleOutcome::Permanent => Class::Error(ErrorClass::Permanent),
+            };
+        }
+    }
     let within = |l: &Option<Vec<u16>>| l.as_ref().is_some_and(|l| l.contains(&status));
     let success = match &rules.success {
         Some(l) => l.contains(&status),
@@ -645,6 +772,18 @@ fn header_value(v: &str) -> Result<HeaderValue, ConnectorError> {
         .map_err(|_| ConnectorError::permanent("a header value has characters HTTP does not allow"))
 }
 
+/// Hex HMAC-SHA256 of `body` under `key`.
+pub fn hmac_hex(key: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+    let mut mac = match Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -664,6 +803,166 @@ fn host_of(base: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::connectors::definition::ConnectorDef;
+    use wiremock::matchers::{method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn connector(server: &MockServer, text: &str) -> HttpConnector {
+        let def = ConnectorDef::parse("t.toml", text).expect("definition");
+        let spec = ProcessorSpec {
+            name: "p".into(),
+            base_url: server.uri(),
+            settings: [("folder".to_string(), "/c/{{ subject.customer_id }}".to_string())]
+                .into_iter()
+                .collect(),
+            secrets: BTreeMap::new(),
+            concurrency: 1,
+            soft_delete_window: None,
+        };
+        HttpConnector::new(spec, Arc::new(def), reqwest::Client::new())
+    }
+
+    const LOOP: &str = r#"
+name = "looping"
+category = "sms"
+[actions.export]
+[[actions.export.calls]]
+path = "/list"
+query = { to = "{{ subject.phone }}" }
+for_each = "/items"
+[[actions.erase.calls]]
+name = "list"
+path = "/list"
+query = { to = "{{ subject.phone }}" }
+for_each = "/items"
+[[actions.erase.calls]]
+name = "deleted"
+method = "DELETE"
+path = "/items/{{ item.sid }}"
+[[actions.erase.calls]]
+name = "folder"
+path = "/folders{{ settings.folder }}"
+"#;
+
+    fn subject() -> Subject {
+        Subject::parse(None, Some("+442079460958"), Some("c42"), None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn for_each_runs_the_following_calls_once_per_element_and_skips_gone_ones() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/list"))
+            .and(query_param("to", "+442079460958"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                serde_json::json!({"items": [{"sid": "a"}, {"sid": "b"}, {"sid": "c"}]}),
+            ))
+            .mount(&server)
+            .await;
+        for (sid, status) in [("a", 204), ("b", 404), ("c", 204)] {
+            Mock::given(method("DELETE"))
+                .and(path(format!("/items/{sid}")))
+                .respond_with(ResponseTemplate::new(status))
+                .expect(1)
+                .mount(&server)
+                .await;
+        }
+        // The setting is a template over the subject. This call is in the loop body
+        // too: it runs for `a` and `c`, not for `b`, whose DELETE found it gone.
+        Mock::given(method("GET"))
+            .and(path("/folders/c/c42"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({})))
+            .expect(2)
+            .mount(&server)
+            .await;
+        let c = connector(&server, LOOP);
+        let s = subject();
+        let cx = CallContext {
+            subject: &s,
+            request_id: "r",
+            idempotency_key: "r:p:0",
+        };
+        let e = c.erase(cx).await.expect("erase");
+        assert!(matches!(e, Erase::Erased(_)), "{e:?}");
+        server.verify().await;
+    }
+
+    #[tokio::test]
+    async fn for_each_over_an_empty_array_means_not_found() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/list"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(serde_json::json!({"items": []})),
+            )
+            .mount(&server)
+            .await;
+        let c = connector(&server, LOOP);
+        let s = subject();
+        let cx = CallContext {
+            subject: &s,
+            request_id: "r",
+            idempotency_key: "r:p:0",
+        };
+        let ex = c.export(cx).await.expect("export");
+        assert!(matches!(ex, Export::NotFound(_)), "{ex:?}");
+        assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn sign_sends_an_hmac_of_the_exact_body() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/erase"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(&server)
+            .await;
+        std::env::set_var("LETHE_UNIT_SIGNING", "s3cret");
+        let text = r#"
+name = "signed"
+category = "other"
+secrets = ["k"]
+[sign]
+header = "X-Sig"
+secret = "{{ secrets.k }}"
+[actions.export]
+[[actions.export.calls]]
+path = "/x"
+[actions.erase]
+[[actions.erase.calls]]
+method = "POST"
+path = "/erase"
+json = '{"subject": {{ subject | tojson }}}'
+"#;
+        let def = ConnectorDef::parse("t.toml", text).unwrap();
+        let spec = ProcessorSpec {
+            name: "p".into(),
+            base_url: server.uri(),
+            settings: BTreeMap::new(),
+            secrets: [("k".to_string(), "LETHE_UNIT_SIGNING".to_string())]
+                .into_iter()
+                .collect(),
+            concurrency: 1,
+            soft_delete_window: None,
+        };
+        let c = HttpConnector::new(spec, Arc::new(def), reqwest::Client::new());
+        let s = subject();
+        let cx = CallContext {
+            subject: &s,
+            request_id: "r",
+            idempotency_key: "r:p:0",
+        };
+        c.erase(cx).await.expect("erase");
+        let req = &server.received_requests().await.unwrap()[0];
+        let sig = req.headers.get("x-sig").unwrap().to_str().unwrap();
+        assert_eq!(sig, format!("sha256={}", hmac_hex("s3cret", &req.body)));
+        // Computed independently: python3 -c "import hmac,hashlib;print(hmac.new(b'key',b'The quick brown fox jumps over the lazy dog',hashlib.sha256).hexdigest())"
+        assert_eq!(
+            hmac_hex("key", b"The quick brown fox jumps over the lazy dog"),
+            "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
+    }
 
     #[test]
     fn retry_after_reads_seconds_and_http_dates() {
