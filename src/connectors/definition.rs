@@ -457,6 +457,11 @@ pub struct Call {
     /// answering `not_found` means that element is already gone: the loop moves on.
     #[serde(default)]
     pub for_each: Option<String>,
+    /// With `for_each`: an expression over `item` (and the usual context); only
+    /// elements for which it is true are iterated, for APIs that cannot filter
+    /// server-side (e.g. `item.email == subject.email`).
+    #[serde(default)]
+    pub for_each_if: Option<String>,
 }
 
 fn default_method() -> String {
@@ -700,6 +705,13 @@ fn check_call(env: &minijinja::Environment<'static>, c: &Call) -> Result<(), (St
     }
     if let Some(p) = &c.for_each {
         check_pointer(p).map_err(|e| ("for_each".to_string(), e))?;
+    }
+    if let Some(x) = &c.for_each_if {
+        if c.for_each.is_none() {
+            return Err(("for_each_if".into(), "needs a `for_each`".into()));
+        }
+        env.compile_expression(x)
+            .map_err(|e| ("for_each_if".to_string(), format!("expression does not compile: {e}")))?;
     }
     check_responses(&c.responses).map_err(|(k, e)| (format!("responses.{k}"), e))?;
     Ok(())

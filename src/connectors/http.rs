@@ -320,6 +320,29 @@ impl HttpConnector {
                     )))
                 }
             };
+            let items = match &call.for_each_if {
+                None => items,
+                Some(expr) => {
+                    let mut kept = Vec::new();
+                    for item in items {
+                        let ctx = self.context(cx, &st.vars, &secrets, Some(&item))?;
+                        let keep = self
+                            .env
+                            .compile_expression(expr)
+                            .and_then(|e| e.eval(&ctx))
+                            .map_err(|e| {
+                                ConnectorError::permanent(format!(
+                                    "connector `{}`: for_each_if of call {i} failed: {e}",
+                                    self.def.name
+                                ))
+                            })?;
+                        if keep.is_true() {
+                            kept.push(item);
+                        }
+                    }
+                    kept
+                }
+            };
             let end = calls[i + 1..]
                 .iter()
                 .position(|c| c.for_each.is_some())

@@ -2,6 +2,8 @@
 //! and processor fakes that answer like the real APIs.
 
 mod bad_input;
+mod connectors_fakes;
+mod connectors_suite;
 mod fakes;
 mod helpers;
 mod lease;
