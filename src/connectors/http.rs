@@ -126,7 +126,12 @@ impl HttpConnector {
         let mut settings = Map::new();
         let sctx = serde_json::json!({ "subject": subject, "request": request });
         for (k, v) in &self.spec.settings {
-            let value = if v.contains("{{") || v.contains("{%") {
+            let is_template = v.contains("{{") || v.contains("{%");
+            if is_template && cx.is_none() {
+                // No subject (a `check` call): a per-subject setting has no value.
+                continue;
+            }
+            let value = if is_template {
                 self.render(&format!("setting `{k}`"), v, &sctx)?
             } else {
                 v.clone()

@@ -144,6 +144,15 @@ impl super::Store for PgStore {
 
     async fn apply(&self, changes: super::ChangeSet) -> Result<super::Applied, super::StoreError> {
         let mut tx = self.pool.begin().await?;
+        // Serialise change sets of one request: the derived request status is
+        // computed from every step's state, so two workers finishing two steps of
+        // the same request at once must not each miss the other's step (under
+        // READ COMMITTED both would, and the later commit would write a stale
+        // status). SQLite gets this from `BEGIN IMMEDIATE`.
+        sqlx::query("SELECT 1 FROM requests WHERE id = $1 FOR UPDATE")
+            .bind(&changes.request_id)
+            .execute(&mut *tx)
+            .await?;
         let (applied, commit) = shared::apply_in(&mut tx, changes).await?;
         if commit {
             tx.commit().await?;

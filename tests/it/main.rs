@@ -2,7 +2,9 @@
 //! and processor fakes that answer like the real APIs.
 
 mod bad_input;
+mod connectors_all;
 mod connectors_fakes;
+mod connectors_specific;
 mod connectors_suite;
 mod fakes;
 mod helpers;
