@@ -32,18 +32,9 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "zoho_desk.toml",
         include_str!("../../connectors/zoho_desk.toml"),
     ),
-    (
-        "xero.toml",
-        include_str!("../../connectors/xero.toml"),
-    ),
-    (
-        "stripe.toml",
-        include_str!("../../connectors/stripe.toml"),
-    ),
-    (
-        "whm.toml",
-        include_str!("../../connectors/whm.toml"),
-    ),
+    ("xero.toml", include_str!("../../connectors/xero.toml")),
+    ("stripe.toml", include_str!("../../connectors/stripe.toml")),
+    ("whm.toml", include_str!("../../connectors/whm.toml")),
     (
         "dropbox.toml",
         include_str!("../../connectors/dropbox.toml"),
@@ -52,10 +43,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "onedrive.toml",
         include_str!("../../connectors/onedrive.toml"),
     ),
-    (
-        "twilio.toml",
-        include_str!("../../connectors/twilio.toml"),
-    ),
+    ("twilio.toml", include_str!("../../connectors/twilio.toml")),
     (
         "webhook.toml",
         include_str!("../../connectors/webhook.toml"),
@@ -710,8 +698,12 @@ fn check_call(env: &minijinja::Environment<'static>, c: &Call) -> Result<(), (St
         if c.for_each.is_none() {
             return Err(("for_each_if".into(), "needs a `for_each`".into()));
         }
-        env.compile_expression(x)
-            .map_err(|e| ("for_each_if".to_string(), format!("expression does not compile: {e}")))?;
+        env.compile_expression(x).map_err(|e| {
+            (
+                "for_each_if".to_string(),
+                format!("expression does not compile: {e}"),
+            )
+        })?;
     }
     check_responses(&c.responses).map_err(|(k, e)| (format!("responses.{k}"), e))?;
     Ok(())
@@ -795,6 +787,9 @@ path = "/a"
             equals: Some(serde_json::json!("20009")),
             ..code
         };
-        assert!(as_text.matches(400, "", Some(&j)), "a number matches its string form");
+        assert!(
+            as_text.matches(400, "", Some(&j)),
+            "a number matches its string form"
+        );
     }
 }

@@ -356,8 +356,9 @@ impl HttpConnector {
             items_seen += items.len();
             for item in &items {
                 for (j, inner) in calls.iter().enumerate().take(end).skip(i + 1) {
-                    if let Step::NotFound =
-                        self.exec(inner, j, cx, &secrets, Some(item), &mut st).await?
+                    if let Step::NotFound = self
+                        .exec(inner, j, cx, &secrets, Some(item), &mut st)
+                        .await?
                     {
                         // This element is already gone; go on with the next one.
                         break;
@@ -841,9 +842,12 @@ mod tests {
         let spec = ProcessorSpec {
             name: "p".into(),
             base_url: server.uri(),
-            settings: [("folder".to_string(), "/c/{{ subject.customer_id }}".to_string())]
-                .into_iter()
-                .collect(),
+            settings: [(
+                "folder".to_string(),
+                "/c/{{ subject.customer_id }}".to_string(),
+            )]
+            .into_iter()
+            .collect(),
             secrets: BTreeMap::new(),
             concurrency: 1,
             soft_delete_window: None,

@@ -261,3 +261,41 @@ async fn check_names_the_env_var_of_every_processor_whose_credentials_are_reject
         assert!(!err.contains("rejected-secret-value"), "{name}: {err}");
     }
 }
+
+#[test]
+fn the_readme_small_company_config_loads() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("### A small company")
+        .nth(1)
+        .expect("the small-company section");
+    let block = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("its toml block");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = lethe::config::Config::parse(&dir.path().join("lethe.toml"), block)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut connectors: Vec<&str> = cfg
+        .processors
+        .iter()
+        .map(|p| p.connector.as_str())
+        .collect();
+    connectors.sort();
+    assert_eq!(
+        connectors,
+        [
+            "dropbox",
+            "mailchimp",
+            "mailgun",
+            "stripe",
+            "twilio",
+            "webhook",
+            "whm",
+            "xero",
+            "zendesk"
+        ]
+    );
+}

@@ -421,8 +421,11 @@ impl Api for Zendesk {
     fn throttled(&self) -> Option<ResponseTemplate> {
         // 429 + Retry-After in seconds; the body is often text/plain.
         Some(
-            text(429, "Rate limit for users exceeded. Please wait and try again.")
-                .insert_header("retry-after", "1"),
+            text(
+                429,
+                "Rate limit for users exceeded. Please wait and try again.",
+            )
+            .insert_header("retry-after", "1"),
         )
     }
     fn erased_as_expected(&self) -> bool {
@@ -688,7 +691,10 @@ impl Api for Xero {
         ("POST", r"^/Contacts/[0-9a-f-]+$")
     }
     fn transient(&self) -> ResponseTemplate {
-        j(503, json!({"Title": "Service Unavailable", "Status": 503, "Detail": "The Xero API is temporarily unavailable"}))
+        j(
+            503,
+            json!({"Title": "Service Unavailable", "Status": 503, "Detail": "The Xero API is temporarily unavailable"}),
+        )
     }
     fn throttled(&self) -> Option<ResponseTemplate> {
         Some(
@@ -704,7 +710,10 @@ impl Api for Xero {
         !s.present && s.soft_deleted && !s.idempotency_keys.is_empty()
     }
     fn check_export(&self, data: &Value) {
-        assert_eq!(data["contact"]["Contacts"][0]["EmailAddress"], EMAIL, "{data:#}");
+        assert_eq!(
+            data["contact"]["Contacts"][0]["EmailAddress"], EMAIL,
+            "{data:#}"
+        );
         assert_eq!(data["invoices"]["Invoices"][0]["InvoiceNumber"], "INV-0042");
     }
 }
@@ -790,7 +799,10 @@ impl Api for Stripe {
         ("DELETE", r"^/v1/customers/cus_\w+$")
     }
     fn transient(&self) -> ResponseTemplate {
-        j(500, json!({"error": {"type": "api_error", "message": "An unknown error occurred"}}))
+        j(
+            500,
+            json!({"error": {"type": "api_error", "message": "An unknown error occurred"}}),
+        )
     }
     fn throttled(&self) -> Option<ResponseTemplate> {
         Some(j(
@@ -890,7 +902,10 @@ impl Api for Whm {
         !lock(&self.state).present
     }
     fn check_export(&self, data: &Value) {
-        assert_eq!(data["account"]["data"]["acct"][0]["email"], EMAIL, "{data:#}");
+        assert_eq!(
+            data["account"]["data"]["acct"][0]["email"], EMAIL,
+            "{data:#}"
+        );
     }
 }
 
@@ -1062,7 +1077,10 @@ impl Api for OneDrive {
         ("DELETE", r"^/drives/[^/]+/items/[^/]+$")
     }
     fn transient(&self) -> ResponseTemplate {
-        j(503, json!({"error": {"code": "serviceNotAvailable", "message": "The service is not available. Try the request again after a delay."}}))
+        j(
+            503,
+            json!({"error": {"code": "serviceNotAvailable", "message": "The service is not available. Try the request again after a delay."}}),
+        )
     }
     fn throttled(&self) -> Option<ResponseTemplate> {
         Some(
@@ -1103,11 +1121,31 @@ impl Api for Twilio {
 
     async fn start(with_subject: bool) -> Self {
         let server = MockServer::start().await;
-        let mut messages = vec![tw_message("SM0000000000000000000000000000other", "+447700900123", TW_NUMBER, "Your code is 1234")];
+        let mut messages = vec![tw_message(
+            "SM0000000000000000000000000000other",
+            "+447700900123",
+            TW_NUMBER,
+            "Your code is 1234",
+        )];
         if with_subject {
-            messages.push(tw_message("SM1f1e1d1c1b1a19181716151413121110", PHONE, TW_NUMBER, "Your order has shipped"));
-            messages.push(tw_message("SM2f2e2d2c2b2a29282726252423222120", PHONE, TW_NUMBER, "Your parcel arrives today"));
-            messages.push(tw_message("SM3f3e3d3c3b3a39383736353433323130", TW_NUMBER, PHONE, "STOP"));
+            messages.push(tw_message(
+                "SM1f1e1d1c1b1a19181716151413121110",
+                PHONE,
+                TW_NUMBER,
+                "Your order has shipped",
+            ));
+            messages.push(tw_message(
+                "SM2f2e2d2c2b2a29282726252423222120",
+                PHONE,
+                TW_NUMBER,
+                "Your parcel arrives today",
+            ));
+            messages.push(tw_message(
+                "SM3f3e3d3c3b3a39383736353433323130",
+                TW_NUMBER,
+                PHONE,
+                "STOP",
+            ));
         }
         let state: Shared = Arc::new(Mutex::new(State {
             present: with_subject,
@@ -1168,7 +1206,10 @@ impl Api for Twilio {
         ("DELETE", r"^/2010-04-01/Accounts/\w+/Messages/\w+\.json$")
     }
     fn transient(&self) -> ResponseTemplate {
-        j(500, json!({"code": 20500, "message": "An internal server error has occurred", "more_info": "https://www.twilio.com/docs/errors/20500", "status": 500}))
+        j(
+            500,
+            json!({"code": 20500, "message": "An internal server error has occurred", "more_info": "https://www.twilio.com/docs/errors/20500", "status": 500}),
+        )
     }
     fn throttled(&self) -> Option<ResponseTemplate> {
         Some(
@@ -1182,14 +1223,24 @@ impl Api for Twilio {
         s.messages.len() == 1 && s.messages[0]["to"] != PHONE
     }
     fn check_export(&self, data: &Value) {
-        assert_eq!(data["to_subject"]["messages"].as_array().map(Vec::len), Some(2), "{data:#}");
-        assert_eq!(data["from_subject"]["messages"][0]["body"], "STOP", "{data:#}");
+        assert_eq!(
+            data["to_subject"]["messages"].as_array().map(Vec::len),
+            Some(2),
+            "{data:#}"
+        );
+        assert_eq!(
+            data["from_subject"]["messages"][0]["body"], "STOP",
+            "{data:#}"
+        );
     }
 }
 
 /// The 20009 answer: a message that is not finished cannot be deleted yet.
 pub fn twilio_20009() -> ResponseTemplate {
-    j(400, json!({"code": 20009, "message": "Cannot delete message because it is not yet finished", "more_info": "https://www.twilio.com/docs/errors/20009", "status": 400}))
+    j(
+        400,
+        json!({"code": 20009, "message": "Cannot delete message because it is not yet finished", "more_info": "https://www.twilio.com/docs/errors/20009", "status": 400}),
+    )
 }
 
 // ---------------------------------------------------------------- Webhook

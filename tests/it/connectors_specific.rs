@@ -12,7 +12,9 @@ use wiremock::ResponseTemplate;
 
 /// Soft delete "does not take" (an agent restores the item during the window):
 /// after the window verify still finds it, so the purge action runs.
-async fn still_there_after_the_window_is_purged<A: Api>(restore: impl Fn(&A)) -> (A, serde_json::Value) {
+async fn still_there_after_the_window_is_purged<A: Api>(
+    restore: impl Fn(&A),
+) -> (A, serde_json::Value) {
     let api = A::start(true).await;
     restore(&api);
     let env = env_for(Backend::Sqlite, &api).await;
@@ -33,12 +35,20 @@ async fn a_zendesk_user_still_found_after_the_window_is_permanently_deleted_by_p
     let step = TestEnv::step(&st, "helpdesk");
     assert_eq!(step["outcome"], "purged", "{st:#}");
     assert_eq!(step["evidence"]["reference"], "35436", "{st:#}");
-    let s = api.state.lock().unwrap();
-    assert!(s.soft_deleted && s.purged, "{s:?}");
-    drop(s);
+    let (soft, purged) = {
+        let s = api.state.lock().unwrap();
+        (s.soft_deleted, s.purged)
+    };
+    assert!(soft && purged);
     // Soft delete twice (erase, then purge), permanent delete once.
-    assert_eq!(count(&api.server, "DELETE", r"^/api/v2/users/35436$").await, 2);
-    assert_eq!(count(&api.server, "DELETE", r"^/api/v2/deleted_users/35436$").await, 1);
+    assert_eq!(
+        count(&api.server, "DELETE", r"^/api/v2/users/35436$").await,
+        2
+    );
+    assert_eq!(
+        count(&api.server, "DELETE", r"^/api/v2/deleted_users/35436$").await,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,7 +60,10 @@ async fn a_dropbox_folder_still_there_after_the_window_is_permanently_deleted() 
     assert_eq!(st["status"], "completed", "{st:#}");
     assert_eq!(TestEnv::step(&st, "files")["outcome"], "purged", "{st:#}");
     assert!(api.state.lock().unwrap().purged);
-    assert_eq!(count(&api.server, "POST", r"^/2/files/permanently_delete$").await, 1);
+    assert_eq!(
+        count(&api.server, "POST", r"^/2/files/permanently_delete$").await,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,7 +73,11 @@ async fn a_onedrive_item_restored_from_the_recycle_bin_is_permanently_deleted() 
     })
     .await;
     assert_eq!(st["status"], "completed", "{st:#}");
-    assert_eq!(TestEnv::step(&st, "sharepoint")["outcome"], "purged", "{st:#}");
+    assert_eq!(
+        TestEnv::step(&st, "sharepoint")["outcome"],
+        "purged",
+        "{st:#}"
+    );
     assert!(api.state.lock().unwrap().purged);
     assert_eq!(count(&api.server, "POST", r"/permanentDelete$").await, 1);
 }
@@ -72,14 +89,21 @@ async fn a_zoho_contact_still_found_after_the_window_fails_asking_a_person_to_ac
     let env = env_for(Backend::Sqlite, &api).await;
     let id = file(&env, "erase").await;
     let st = run_once(&env, &id).await;
-    assert_eq!(TestEnv::step(&st, "support-desk")["state"], "grace", "{st:#}");
+    assert_eq!(
+        TestEnv::step(&st, "support-desk")["state"],
+        "grace",
+        "{st:#}"
+    );
     // Someone restores the contact from the recycle bin during the window.
     api.state.lock().unwrap().soft_deleted = false;
     let st = finish(&env, &id).await;
     assert_eq!(st["status"], "failed", "{st:#}");
     let step = TestEnv::step(&st, "support-desk");
     let err = step["last_error"].as_str().unwrap_or_default();
-    assert!(err.contains("still holds the subject after its recovery window"), "{err}");
+    assert!(
+        err.contains("still holds the subject after its recovery window"),
+        "{err}"
+    );
     assert!(err.contains("lethe retry"), "{err}");
 }
 
@@ -111,7 +135,10 @@ async fn twilio_error_20009_is_retried_later_then_every_message_is_deleted_once(
         let n = count(&api.server, "DELETE", &format!("/Messages/{sid}\\.json$")).await;
         assert!(n >= 1, "{sid} deleted");
     }
-    assert_eq!(count(&api.server, "DELETE", r"/Messages/SM0+other\.json$").await, 0);
+    assert_eq!(
+        count(&api.server, "DELETE", r"/Messages/SM0+other\.json$").await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,4 +197,18 @@ async fn a_whm_refusal_answered_with_http_200_fails_with_whms_reason() {
     let err = step["last_error"].as_str().unwrap_or_default();
     assert!(err.contains("owned by a reseller"), "{err}");
     assert!(!api.erased_as_expected(), "the account is still there");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_template_that_does_not_compile_is_refused_at_load_naming_the_key() {
+    let env = crate::connectors_suite::env_with(
+        Backend::Sqlite,
+        "[[processor]]\nname = \"files\"\nconnector = \"dropbox\"\nsettings = { path = \"/Customers/{{ subject.customer_id \" }\nsecrets = { access_token = \"DROPBOX_TOKEN\" }\n",
+    )
+    .await;
+    let out = env.lethe(&["check"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", crate::helpers::show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("processor[0].settings.path"), "{err}");
+    assert!(err.contains("template does not compile"), "{err}");
 }

@@ -69,8 +69,12 @@ pub async fn file(env: &TestEnv, kind: &str) -> String {
 
 /// Run until the request closes (completed or failed); returns the status.
 pub async fn finish(env: &TestEnv, id: &str) -> Value {
-    env.run_until_status(id, &["completed", "completed_with_exceptions", "failed"], 30)
-        .await
+    env.run_until_status(
+        id,
+        &["completed", "completed_with_exceptions", "failed"],
+        30,
+    )
+    .await
 }
 
 /// `run --until-idle` once; returns the status.
@@ -98,7 +102,10 @@ fn assert_success<A: Api>(st: &Value) {
         Ended::Retained(reason) => {
             assert_eq!(step["outcome"], "retained", "{st:#}");
             let note = step["evidence"]["note"].as_str().unwrap_or_default();
-            assert!(note.contains(reason), "the reason is kept as evidence: {st:#}");
+            assert!(
+                note.contains(reason),
+                "the reason is kept as evidence: {st:#}"
+            );
         }
     }
 }
@@ -112,7 +119,10 @@ pub async fn success<A: Api>(backend: Backend) {
     if A::ENDED == Ended::Grace {
         let st = run_once(&env, &id).await;
         let step = TestEnv::step(&st, A::PROCESSOR);
-        assert_eq!(step["state"], "grace", "soft-deleted, waiting out the window: {st:#}");
+        assert_eq!(
+            step["state"], "grace",
+            "soft-deleted, waiting out the window: {st:#}"
+        );
         assert!(step["grace_until"].is_string(), "{st:#}");
         assert_eq!(st["status"], "waiting", "{st:#}");
         assert!(api.erased_as_expected(), "the erase call reached the fake");
@@ -126,7 +136,10 @@ pub async fn success<A: Api>(backend: Backend) {
         !shown.contains(crate::connectors_fakes::EMAIL) && !shown.contains("7946"),
         "identities are masked in status: {shown}"
     );
-    assert!(api.erased_as_expected(), "the fake no longer holds what was erased");
+    assert!(
+        api.erased_as_expected(),
+        "the fake no longer holds what was erased"
+    );
 }
 
 /// An unknown subject ends `not_found`, the request completed.
@@ -142,7 +155,11 @@ pub async fn not_found<A: Api>(backend: Backend) {
     let (m, p) = api.erase_call();
     assert_eq!(
         crate::connectors_fakes::count(api.server(), m, p).await,
-        if A::CONNECTOR == "mailgun" || A::CONNECTOR == "whm" || A::CONNECTOR == "dropbox" || A::CONNECTOR == "webhook" {
+        if A::CONNECTOR == "mailgun"
+            || A::CONNECTOR == "whm"
+            || A::CONNECTOR == "dropbox"
+            || A::CONNECTOR == "webhook"
+        {
             1 // the erase call itself answers "not found"
         } else {
             0 // a search found nothing, so nothing was deleted
@@ -191,7 +208,10 @@ pub async fn throttled_then_success<A: Api>(backend: Backend) {
     assert_eq!(step["error_class"], "throttled");
     assert_eq!(step["attempts"], 0, "throttling does not use up an attempt");
     assert!(
-        step["last_error"].as_str().unwrap_or_default().contains("429"),
+        step["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("429"),
         "{st:#}"
     );
 
@@ -219,7 +239,10 @@ pub async fn rejected_credentials_fail<A: Api>(backend: Backend) {
     assert_eq!(step["attempts"], 1, "a permanent error is not retried");
     let err = step["last_error"].as_str().unwrap_or_default();
     assert!(
-        err.contains(&format!("credentials rejected by processor `{}`", A::PROCESSOR)),
+        err.contains(&format!(
+            "credentials rejected by processor `{}`",
+            A::PROCESSOR
+        )),
         "{err}"
     );
     assert!(err.contains(A::SECRET_VAR), "{err}");
