@@ -450,6 +450,19 @@ pub struct Call {
     /// server-side (e.g. `item.email == subject.email`).
     #[serde(default)]
     pub for_each_if: Option<String>,
+    /// With `for_each`: a JSON Pointer to the next page's URL in the response
+    /// (Twilio's `/next_page_uri`, Zendesk's `/next_page`); pages are followed,
+    /// on the processor's own host only, until it is null (at most 1,000 pages).
+    #[serde(default)]
+    pub next_page: Option<String>,
+    /// Keep this call's response in an export (default true). Set false for
+    /// searches whose results may name other people.
+    #[serde(default = "default_keep")]
+    pub keep: bool,
+}
+
+fn default_keep() -> bool {
+    true
 }
 
 fn default_method() -> String {
@@ -693,6 +706,12 @@ fn check_call(env: &minijinja::Environment<'static>, c: &Call) -> Result<(), (St
     }
     if let Some(p) = &c.for_each {
         check_pointer(p).map_err(|e| ("for_each".to_string(), e))?;
+    }
+    if let Some(p) = &c.next_page {
+        if c.for_each.is_none() {
+            return Err(("next_page".into(), "needs a `for_each`".into()));
+        }
+        check_pointer(p).map_err(|e| ("next_page".to_string(), e))?;
     }
     if let Some(x) = &c.for_each_if {
         if c.for_each.is_none() {

@@ -47,6 +47,9 @@ pub struct HttpConnector {
     env: Environment<'static>,
 }
 
+/// The most pages one `for_each` call follows.
+const MAX_PAGES: usize = 1000;
+
 /// What one call left for the action.
 enum Step {
     /// The subject (or, in a loop, this element) is not there.
@@ -57,9 +60,27 @@ enum Step {
 
 /// What an action accumulates across its calls.
 struct RunState {
+    secrets: BTreeMap<String, String>,
     vars: Map<String, Value>,
     data: Map<String, Value>,
     evidence: Evidence,
+}
+
+impl RunState {
+    /// Keep a call's response for the export: inside a loop (or across pages),
+    /// one entry per element (or page), in order.
+    fn record(&mut self, name: String, value: Value, as_list: bool) {
+        if !as_list {
+            self.data.insert(name, value);
+            return;
+        }
+        match self.data.get_mut(&name) {
+            Some(Value::Array(a)) => a.push(value),
+            _ => {
+                self.data.insert(name, Value::Array(vec![value]));
+            }
+        }
+    }
 }
 
 /// What running an action's calls produced.
@@ -171,9 +192,16 @@ impl HttpConnector {
         call: &Call,
         ctx: &Value,
         secrets: &BTreeMap<String, String>,
+        page_url: Option<&str>,
     ) -> Result<(u16, HeaderMap, String), ConnectorError> {
-        let path = self.render("the path", &call.path, ctx)?;
-        let url = format!("{}{}", self.spec.base_url, path);
+        let url = match page_url {
+            Some(u) => u.to_string(),
+            None => format!(
+                "{}{}",
+                self.spec.base_url,
+                self.render("the path", &call.path, ctx)?
+            ),
+        };
         let method = reqwest::Method::from_bytes(call.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| ConnectorError::permanent(format!("bad method {}", call.method)))?;
         let mut req = self
@@ -201,7 +229,7 @@ impl HttpConnector {
                 }
             }
         }
-        if !call.query.is_empty() {
+        if !call.query.is_empty() && page_url.is_none() {
             let mut q = Vec::with_capacity(call.query.len());
             for (k, v) in &call.query {
                 q.push((k.clone(), self.render("a query parameter", v, ctx)?));
@@ -290,6 +318,7 @@ impl HttpConnector {
     ) -> Result<ActionRun, ConnectorError> {
         let secrets = self.secret_values()?;
         let mut st = RunState {
+            secrets,
             vars: Map::new(),
             data: Map::new(),
             evidence: Evidence::default(),
@@ -300,7 +329,7 @@ impl HttpConnector {
         let mut i = 0;
         while i < calls.len() {
             let call = &calls[i];
-            let doc = match self.exec(call, i, cx, &secrets, None, &mut st).await? {
+            let doc = match self.exec(call, i, cx, None, &mut st, None).await? {
                 Step::NotFound => {
                     return Ok(ActionRun {
                         not_found: true,
@@ -315,55 +344,46 @@ impl HttpConnector {
                 continue;
             };
             iterated = true;
-            let items = match doc.as_ref().and_then(|d| d.pointer(ptr)) {
-                Some(Value::Array(a)) => a.clone(),
-                Some(Value::Null) | None if doc.is_some() => Vec::new(),
-                _ => {
-                    return Err(ConnectorError::permanent(format!(
-                        "processor `{}` answered without a JSON array at `{ptr}` (for_each of call {i}); the API may have changed",
-                        self.spec.name
-                    )))
-                }
-            };
-            let items = match &call.for_each_if {
-                None => items,
-                Some(expr) => {
-                    let mut kept = Vec::new();
-                    for item in items {
-                        let ctx = self.context(cx, &st.vars, &secrets, Some(&item))?;
-                        let keep = self
-                            .env
-                            .compile_expression(expr)
-                            .and_then(|e| e.eval(&ctx))
-                            .map_err(|e| {
-                                ConnectorError::permanent(format!(
-                                    "connector `{}`: for_each_if of call {i} failed: {e}",
-                                    self.def.name
-                                ))
-                            })?;
-                        if keep.is_true() {
-                            kept.push(item);
-                        }
-                    }
-                    kept
-                }
-            };
             let end = calls[i + 1..]
                 .iter()
                 .position(|c| c.for_each.is_some())
                 .map(|p| i + 1 + p)
                 .unwrap_or(calls.len());
-            items_seen += items.len();
-            for item in &items {
-                for (j, inner) in calls.iter().enumerate().take(end).skip(i + 1) {
-                    if let Step::NotFound = self
-                        .exec(inner, j, cx, &secrets, Some(item), &mut st)
-                        .await?
-                    {
-                        // This element is already gone; go on with the next one.
-                        break;
+            let mut doc = doc;
+            let mut pages = 1usize;
+            loop {
+                let items = self.items(call, i, ptr, doc.as_ref(), cx, &st)?;
+                items_seen += items.len();
+                for item in &items {
+                    for (j, inner) in calls.iter().enumerate().take(end).skip(i + 1) {
+                        if let Step::NotFound =
+                            self.exec(inner, j, cx, Some(item), &mut st, None).await?
+                        {
+                            // This element is already gone; go on with the next one.
+                            break;
+                        }
                     }
                 }
+                let next = call
+                    .next_page
+                    .as_ref()
+                    .and_then(|np| doc.as_ref().and_then(|d| d.pointer(np)))
+                    .and_then(|v| v.as_str())
+                    .filter(|u| !u.is_empty())
+                    .map(|u| self.same_origin(u))
+                    .transpose()?;
+                let Some(next) = next else { break };
+                pages += 1;
+                if pages > MAX_PAGES {
+                    return Err(ConnectorError::permanent(format!(
+                        "processor `{}`: more than {MAX_PAGES} pages for call {i}; stopping",
+                        self.spec.name
+                    )));
+                }
+                doc = match self.exec(call, i, cx, None, &mut st, Some(&next)).await? {
+                    Step::NotFound => break,
+                    Step::Done(d) => d,
+                };
             }
             i = end;
         }
@@ -374,24 +394,93 @@ impl HttpConnector {
         })
     }
 
+    /// The elements a `for_each` iterates over in one response, after `for_each_if`.
+    fn items(
+        &self,
+        call: &Call,
+        i: usize,
+        ptr: &str,
+        doc: Option<&Value>,
+        cx: Option<&CallContext<'_>>,
+        st: &RunState,
+    ) -> Result<Vec<Value>, ConnectorError> {
+        let items = match doc.map(|d| d.pointer(ptr)) {
+            Some(Some(Value::Array(a))) => a.clone(),
+            Some(Some(Value::Null) | None) => Vec::new(),
+            _ => {
+                return Err(ConnectorError::permanent(format!(
+                    "processor `{}` answered without a JSON array at `{ptr}` (for_each of call {i}); the API may have changed",
+                    self.spec.name
+                )))
+            }
+        };
+        let Some(expr) = &call.for_each_if else {
+            return Ok(items);
+        };
+        let compiled = self.env.compile_expression(expr).map_err(|e| {
+            ConnectorError::permanent(format!(
+                "connector `{}`: for_each_if of call {i} does not compile: {e}",
+                self.def.name
+            ))
+        })?;
+        let mut kept = Vec::new();
+        for item in items {
+            let ctx = self.context(cx, &st.vars, &st.secrets, Some(&item))?;
+            let keep = compiled.eval(&ctx).map_err(|e| {
+                ConnectorError::permanent(format!(
+                    "connector `{}`: for_each_if of call {i} failed: {e}",
+                    self.def.name
+                ))
+            })?;
+            if keep.is_true() {
+                kept.push(item);
+            }
+        }
+        Ok(kept)
+    }
+
+    /// A next-page link, resolved against the base URL; only on the processor's
+    /// own origin, so credentials never go to a host the config does not name.
+    fn same_origin(&self, link: &str) -> Result<String, ConnectorError> {
+        let base = url::Url::parse(&self.spec.base_url).map_err(|e| {
+            ConnectorError::permanent(format!("processor `{}`: bad base_url: {e}", self.spec.name))
+        })?;
+        let next = base.join(link).map_err(|e| {
+            ConnectorError::permanent(format!(
+                "processor `{}` gave a next-page link that is not a URL: {e}",
+                self.spec.name
+            ))
+        })?;
+        if next.origin() != base.origin() {
+            return Err(ConnectorError::permanent(format!(
+                "processor `{}` gave a next-page link on another host ({}); not followed",
+                self.spec.name,
+                next.host_str().unwrap_or("?")
+            )));
+        }
+        Ok(next.to_string())
+    }
+
     /// One call: send, classify, extract. Returns the parsed body.
     async fn exec(
         &self,
         call: &Call,
         i: usize,
         cx: Option<&CallContext<'_>>,
-        secrets: &BTreeMap<String, String>,
         item: Option<&Value>,
         st: &mut RunState,
+        page_url: Option<&str>,
     ) -> Result<Step, ConnectorError> {
         let subject = cx.map(|c| c.subject);
-        let ctx = self.context(cx, &st.vars, secrets, item)?;
-        let (status, headers, body) = self.send(call, &ctx, secrets).await?;
+        let ctx = self.context(cx, &st.vars, &st.secrets, item)?;
+        let (status, headers, body) = self.send(call, &ctx, &st.secrets, page_url).await?;
         let rules = call.responses.merged(&self.def.responses);
         match classify(&rules, status, &body) {
             Class::Success => {}
-            Class::NotFound if call.optional && item.is_none() => {
-                st.data.insert(call_name(call, i), Value::Null);
+            Class::NotFound if call.optional => {
+                if call.keep {
+                    st.record(call_name(call, i), Value::Null, item.is_some());
+                }
                 return Ok(Step::Done(None));
             }
             Class::NotFound => {
@@ -456,18 +545,14 @@ impl HttpConnector {
             None if body.is_empty() => Value::Null,
             None => Value::String(body),
         };
-        let name = call_name(call, i);
-        if item.is_some() {
-            // Inside a loop: one result per element, in order.
-            match st.data.get_mut(&name) {
-                Some(Value::Array(a)) => a.push(value),
-                _ => {
-                    st.data.insert(name, Value::Array(vec![value]));
-                }
-            }
-        } else {
-            st.data.insert(name, value);
+        if !call.keep {
+            return Ok(Step::Done(json));
         }
+        st.record(
+            call_name(call, i),
+            value,
+            item.is_some() || call.next_page.is_some(),
+        );
         Ok(Step::Done(json))
     }
 
@@ -939,6 +1024,100 @@ path = "/folders{{ settings.folder }}"
         };
         let ex = c.export(cx).await.expect("export");
         assert!(matches!(ex, Export::NotFound(_)), "{ex:?}");
+        assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    }
+
+    const PAGED: &str = r#"
+name = "paged"
+category = "sms"
+[actions.export]
+[[actions.export.calls]]
+name = "pages"
+path = "/list"
+for_each = "/items"
+next_page = "/next"
+[actions.erase]
+[[actions.erase.calls]]
+path = "/list"
+for_each = "/items"
+next_page = "/next"
+for_each_if = "item.to == subject.phone"
+[[actions.erase.calls]]
+method = "DELETE"
+path = "/items/{{ item.sid }}"
+"#;
+
+    #[tokio::test]
+    async fn next_page_is_followed_and_for_each_if_keeps_only_matching_elements() {
+        let server = MockServer::start().await;
+        let next = format!("{}/list?page=2", server.uri());
+        Mock::given(method("GET"))
+            .and(path("/list"))
+            .and(query_param("page", "2"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "items": [{"sid": "c", "to": "+442079460958"}], "next": null
+            })))
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/list"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "items": [{"sid": "a", "to": "+442079460958"}, {"sid": "b", "to": "+15550001111"}],
+                "next": next
+            })))
+            .with_priority(2)
+            .mount(&server)
+            .await;
+        for sid in ["a", "c"] {
+            Mock::given(method("DELETE"))
+                .and(path(format!("/items/{sid}")))
+                .respond_with(ResponseTemplate::new(204))
+                .expect(1)
+                .mount(&server)
+                .await;
+        }
+        Mock::given(method("DELETE"))
+            .and(path("/items/b"))
+            .respond_with(ResponseTemplate::new(204))
+            .expect(0)
+            .mount(&server)
+            .await;
+        let c = connector(&server, PAGED);
+        let s = subject();
+        let cx = CallContext {
+            subject: &s,
+            request_id: "r",
+            idempotency_key: "r:p:0",
+        };
+        assert!(matches!(c.erase(cx).await.unwrap(), Erase::Erased(_)));
+        let Export::Data { data, .. } = c.export(cx).await.unwrap() else {
+            panic!("no data")
+        };
+        assert_eq!(data["pages"].as_array().map(Vec::len), Some(2), "{data}");
+        server.verify().await;
+    }
+
+    #[tokio::test]
+    async fn a_next_page_link_to_another_host_is_not_followed() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/list"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "items": [], "next": "https://elsewhere.example/list?page=2"
+            })))
+            .mount(&server)
+            .await;
+        let c = connector(&server, PAGED);
+        let s = subject();
+        let cx = CallContext {
+            subject: &s,
+            request_id: "r",
+            idempotency_key: "r:p:0",
+        };
+        let e = c.export(cx).await.unwrap_err();
+        assert_eq!(e.class, ErrorClass::Permanent);
+        assert!(e.message.contains("another host"), "{e}");
         assert_eq!(server.received_requests().await.unwrap().len(), 1);
     }
 

@@ -15,6 +15,27 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 pub const EMAIL: &str = "jane.doe@example.com";
 pub const PHONE: &str = "+442079460958";
 pub const CUSTOMER: &str = "jdoe42";
+/// Another customer whose address a fuzzy search also matches: never touched.
+pub const DECOY: &str = "jane.doe@example.com.au";
+/// The decoy's ids at Zendesk, Xero and Zoho.
+pub const DECOY_IDS: [&str; 3] = ["99001", "decoydecoy01", "1892000000099999"];
+
+/// Requests other than GET that named the decoy (in the path or the body).
+pub async fn decoy_writes(server: &MockServer) -> usize {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.method.as_str() != "GET")
+        .filter(|r| {
+            let body = String::from_utf8_lossy(&r.body);
+            DECOY_IDS
+                .iter()
+                .any(|id| r.url.path().contains(id) || body.contains(id))
+        })
+        .count()
+}
 
 /// The identities every connector test files its request with.
 pub const SUBJECT_ARGS: [&str; 6] = [
@@ -325,8 +346,15 @@ async fn zendesk_fake(with_subject: bool) -> (MockServer, Shared) {
                     json!({"user": {"id": 1, "email": ZD_AGENT, "role": "admin"}}),
                 ),
                 ("GET", "/api/v2/users/search") => {
-                    let hit = visible && query(req, "query").as_deref() == Some(EMAIL);
-                    let users = if hit { vec![user.clone()] } else { vec![] };
+                    // Zendesk's search is not an exact match: a similar address comes back too.
+                    let asked = query(req, "query").unwrap_or_default();
+                    let mut users = vec![];
+                    if DECOY.starts_with(asked.as_str()) {
+                        users.push(json!({"id": 99001, "name": "Jane Doe (AU)", "email": DECOY, "role": "end-user", "active": true}));
+                    }
+                    if visible && asked == EMAIL {
+                        users.push(user.clone());
+                    }
                     j(
                         200,
                         json!({"users": users, "next_page": null, "previous_page": null, "count": users.len()}),
@@ -344,6 +372,7 @@ async fn zendesk_fake(with_subject: bool) -> (MockServer, Shared) {
                     }
                     j(200, json!({"deleted_users": list, "next_page": null, "previous_page": null, "count": list.len()}))
                 }
+                ("GET", x) if x == uid && visible => j(200, json!({"user": user})),
                 ("GET", x) if x == format!("{uid}/identities") && visible => j(
                     200,
                     json!({"identities": [{"id": 77, "user_id": ZD_USER_ID, "type": "email", "value": EMAIL, "verified": true, "primary": true}], "next_page": null, "count": 1}),
@@ -433,9 +462,13 @@ impl Api for Zendesk {
         s.soft_deleted
     }
     fn check_export(&self, data: &Value) {
-        assert_eq!(data["user"]["users"][0]["email"], EMAIL, "{data:#}");
-        assert_eq!(data["identities"]["identities"][0]["value"], EMAIL);
-        assert_eq!(data["tickets"]["results"][0]["id"], 4711);
+        assert_eq!(data["user"][0]["user"]["email"], EMAIL, "{data:#}");
+        assert_eq!(data["identities"][0]["identities"][0]["value"], EMAIL);
+        assert_eq!(data["tickets"][0]["results"][0]["id"], 4711);
+        assert!(
+            !data.to_string().contains(DECOY),
+            "another person's data: {data:#}"
+        );
     }
 }
 
@@ -528,16 +561,26 @@ impl Api for ZohoDesk {
                         json!({"id": ZOHO_ORG, "companyName": "Acme", "edition": "PROFESSIONAL"}),
                     ),
                     ("GET", "/api/v1/contacts/search") => {
-                        if visible && query(req, "email").as_deref() == Some(EMAIL) {
-                            j(
-                                200,
-                                json!({"data": [{"id": ZOHO_CONTACT, "email": EMAIL, "firstName": "Jane", "lastName": "Doe"}], "count": 1}),
-                            )
+                        let asked = query(req, "email").unwrap_or_default();
+                        // A partial match also comes back.
+                        let mut data = vec![];
+                        if DECOY.starts_with(asked.as_str()) {
+                            data.push(json!({"id": "1892000000099999", "email": DECOY, "firstName": "Jane", "lastName": "Doe (AU)"}));
+                        }
+                        if visible && asked == EMAIL {
+                            data.push(json!({"id": ZOHO_CONTACT, "email": EMAIL, "firstName": "Jane", "lastName": "Doe"}));
+                        }
+                        if !data.is_empty() {
+                            j(200, json!({"data": data, "count": data.len()}))
                         } else {
                             // Zoho answers an empty search with 204 and no body.
                             ResponseTemplate::new(204)
                         }
                     }
+                    ("GET", x) if x == format!("/api/v1/contacts/{ZOHO_CONTACT}") && visible => j(
+                        200,
+                        json!({"id": ZOHO_CONTACT, "email": EMAIL, "firstName": "Jane", "lastName": "Doe", "phone": PHONE, "accountId": "1892000000042001"}),
+                    ),
                     ("GET", x) if x == format!("/api/v1/contacts/{ZOHO_CONTACT}/tickets") && visible => j(
                         200,
                         json!({"data": [{"id": "1892000000093071", "ticketNumber": "101", "subject": "Login problem", "status": "Closed"}]}),
@@ -594,8 +637,12 @@ impl Api for ZohoDesk {
         lock(&self.state).soft_deleted
     }
     fn check_export(&self, data: &Value) {
-        assert_eq!(data["contact"]["data"][0]["email"], EMAIL, "{data:#}");
-        assert_eq!(data["tickets"]["data"][0]["ticketNumber"], "101");
+        assert_eq!(data["contact"][0]["email"], EMAIL, "{data:#}");
+        assert_eq!(data["tickets"][0]["data"][0]["ticketNumber"], "101");
+        assert!(
+            !data.to_string().contains(DECOY),
+            "another person's data: {data:#}"
+        );
     }
 }
 
@@ -650,9 +697,17 @@ impl Api for Xero {
                         let archived_ok = query(req, "includeArchived").as_deref() == Some("true");
                         let hit = term == EMAIL && (s.present || (s.soft_deleted && archived_ok));
                         let status = if s.present { "ACTIVE" } else { "ARCHIVED" };
-                        let list = if hit { vec![contact(status)] } else { vec![] };
+                        // searchTerm is a contains-search over names and addresses.
+                        let mut list = vec![json!({"ContactID": "0f8a2c1e-1111-4c11-9cfb-decoydecoy01", "ContactStatus": "ACTIVE", "Name": "Jane Doe Pty", "EmailAddress": DECOY})];
+                        if hit {
+                            list.push(contact(status));
+                        }
                         j(200, envelope("Contacts", json!(list)))
                     }
+                    ("GET", x) if x == format!("/Contacts/{XERO_CONTACT}") && (s.present || s.soft_deleted) => j(
+                        200,
+                        envelope("Contacts", json!([contact(if s.present { "ACTIVE" } else { "ARCHIVED" })])),
+                    ),
                     ("GET", "/Invoices") if query(req, "ContactIDs").as_deref() == Some(XERO_CONTACT) => j(
                         200,
                         envelope("Invoices", json!([{"InvoiceID": "243216c5-369e-4056-ac67-05388f86dc81", "InvoiceNumber": "INV-0042", "Total": 120.0, "Status": "PAID"}])),
@@ -711,10 +766,17 @@ impl Api for Xero {
     }
     fn check_export(&self, data: &Value) {
         assert_eq!(
-            data["contact"]["Contacts"][0]["EmailAddress"], EMAIL,
+            data["contact"][0]["Contacts"][0]["EmailAddress"], EMAIL,
             "{data:#}"
         );
-        assert_eq!(data["invoices"]["Invoices"][0]["InvoiceNumber"], "INV-0042");
+        assert_eq!(
+            data["invoices"][0]["Invoices"][0]["InvoiceNumber"],
+            "INV-0042"
+        );
+        assert!(
+            !data.to_string().contains(DECOY),
+            "another person's data: {data:#}"
+        );
     }
 }
 
@@ -1166,13 +1228,30 @@ impl Api for Twilio {
                     ("GET", x) if x == format!("{base}/Messages.json") => {
                         let to = query(req, "To");
                         let from = query(req, "From");
-                        let page: Vec<Value> = s
+                        let size: usize = query(req, "PageSize").and_then(|p| p.parse().ok()).unwrap_or(50).clamp(1, 1000);
+                        let page_no: usize = query(req, "Page").and_then(|p| p.parse().ok()).unwrap_or(0);
+                        // PageToken "PA<sid>": the page starts after that message.
+                        let after = query(req, "PageToken").and_then(|t| t.strip_prefix("PA").map(str::to_string));
+                        let all: Vec<Value> = s
                             .messages
                             .iter()
                             .filter(|m| to.as_ref().is_none_or(|t| m["to"] == *t) && from.as_ref().is_none_or(|f| m["from"] == *f))
+                            .filter(|m| after.as_ref().is_none_or(|a| m["sid"].as_str().is_some_and(|sid| sid > a.as_str())))
                             .cloned()
                             .collect();
-                        j(200, json!({"messages": page, "end": page.len().saturating_sub(1), "first_page_uri": format!("{base}/Messages.json?PageSize=1000&Page=0"), "next_page_uri": null, "page": 0, "page_size": 1000, "previous_page_uri": null, "start": 0, "uri": format!("{base}/Messages.json?PageSize=1000&Page=0")}))
+                        let page: Vec<Value> = all.iter().take(size).cloned().collect();
+                        let filter = match (&to, &from) {
+                            (Some(t), _) => format!("To={}", t.replace('+', "%2B")),
+                            (_, Some(f)) => format!("From={}", f.replace('+', "%2B")),
+                            _ => String::new(),
+                        };
+                        let next = if all.len() > size {
+                            let last = page.last().and_then(|m| m["sid"].as_str()).unwrap_or_default();
+                            json!(format!("{base}/Messages.json?{filter}&PageSize={size}&Page={}&PageToken=PA{last}", page_no + 1))
+                        } else {
+                            Value::Null
+                        };
+                        j(200, json!({"messages": page, "end": page.len().saturating_sub(1), "first_page_uri": format!("{base}/Messages.json?{filter}&PageSize={size}&Page=0"), "next_page_uri": next, "page": page_no, "page_size": size, "previous_page_uri": null, "start": 0, "uri": format!("{base}/Messages.json?{filter}&PageSize={size}&Page={page_no}")}))
                     }
                     ("DELETE", x) if x.starts_with(&format!("{base}/Messages/")) && x.ends_with(".json") => {
                         let sid = &x[base.len() + "/Messages/".len()..x.len() - ".json".len()];
@@ -1224,12 +1303,12 @@ impl Api for Twilio {
     }
     fn check_export(&self, data: &Value) {
         assert_eq!(
-            data["to_subject"]["messages"].as_array().map(Vec::len),
+            data["to_subject"][0]["messages"].as_array().map(Vec::len),
             Some(2),
             "{data:#}"
         );
         assert_eq!(
-            data["from_subject"]["messages"][0]["body"], "STOP",
+            data["from_subject"][0]["messages"][0]["body"], "STOP",
             "{data:#}"
         );
     }

@@ -140,6 +140,11 @@ pub async fn success<A: Api>(backend: Backend) {
         api.erased_as_expected(),
         "the fake no longer holds what was erased"
     );
+    assert_eq!(
+        crate::connectors_fakes::decoy_writes(api.server()).await,
+        0,
+        "a similar address found by a fuzzy search is never touched"
+    );
 }
 
 /// An unknown subject ends `not_found`, the request completed.
