@@ -788,6 +788,7 @@ pub struct Stripe {
 }
 
 pub const STRIPE_CUS: &str = "cus_NffrFeUfNV2Hib";
+pub const STRIPE_CUS2: &str = "cus_Q2wB7nTg5YxZk1";
 
 impl Api for Stripe {
     const CONNECTOR: &'static str = "stripe";
@@ -799,8 +800,18 @@ impl Api for Stripe {
 
     async fn start(with_subject: bool) -> Self {
         let server = MockServer::start().await;
+        // Two customer records with the subject's email (a re-signup): both are the subject's.
+        let customers = if with_subject {
+            vec![
+                json!({"id": STRIPE_CUS, "object": "customer", "email": EMAIL, "name": "Jane Doe", "created": 1680893993, "livemode": false}),
+                json!({"id": STRIPE_CUS2, "object": "customer", "email": EMAIL, "name": "Jane Doe", "created": 1712430000, "livemode": false}),
+            ]
+        } else {
+            vec![]
+        };
         let state: Shared = Arc::new(Mutex::new(State {
             present: with_subject,
+            messages: customers,
             ..Default::default()
         }));
         let st = state.clone();
@@ -815,31 +826,43 @@ impl Api for Stripe {
                 let p = decoded_path(req);
                 let mut s = lock(&st);
                 let list = |data: Value, url: &str| json!({"object": "list", "data": data, "has_more": false, "url": url});
+                let held = |s: &State, id: &str| s.messages.iter().any(|c| c["id"] == id);
                 match (req.method.as_str(), p.as_str()) {
                     ("GET", "/v1/balance") => j(200, json!({"object": "balance", "available": [{"amount": 0, "currency": "gbp"}], "livemode": false})),
                     ("GET", "/v1/customers") => {
                         // Exact, case-sensitive email filter; deleted customers are not listed.
-                        let hit = s.present && query(req, "email").as_deref() == Some(EMAIL);
-                        let data = if hit {
-                            json!([{"id": STRIPE_CUS, "object": "customer", "email": EMAIL, "name": "Jane Doe", "created": 1680893993, "livemode": false}])
+                        let email = query(req, "email");
+                        let data: Vec<Value> = s.messages.iter().filter(|c| email.as_deref() == c["email"].as_str()).cloned().collect();
+                        j(200, list(json!(data), "/v1/customers"))
+                    }
+                    ("GET", "/v1/invoices") => {
+                        let cus = query(req, "customer").unwrap_or_default();
+                        let data = if cus == STRIPE_CUS && held(&s, &cus) {
+                            json!([{"id": "in_1MtHbELkdIwHu7ixl4OzzPMv", "object": "invoice", "customer": STRIPE_CUS, "amount_due": 1200}])
                         } else {
                             json!([])
                         };
-                        j(200, list(data, "/v1/customers"))
+                        j(200, list(data, "/v1/invoices"))
                     }
-                    ("GET", "/v1/invoices") if s.present => j(200, list(json!([{"id": "in_1MtHbELkdIwHu7ixl4OzzPMv", "object": "invoice", "customer": STRIPE_CUS, "amount_due": 1200}]), "/v1/invoices")),
-                    ("GET", "/v1/charges") if s.present => j(200, list(json!([]), "/v1/charges")),
-                    ("DELETE", x) if x == format!("/v1/customers/{STRIPE_CUS}") && s.present => {
-                        if let Some(k) = header(req, "idempotency-key") {
-                            s.idempotency_keys.push(k);
+                    ("GET", "/v1/charges") => j(200, list(json!([]), "/v1/charges")),
+                    ("DELETE", x) if x.starts_with("/v1/customers/") => {
+                        let id = x.trim_start_matches("/v1/customers/").to_string();
+                        if !held(&s, &id) {
+                            return j(404, json!({"error": {"code": "resource_missing", "doc_url": "https://stripe.com/docs/error-codes/resource-missing", "message": format!("No such customer: '{id}'"), "param": "id", "type": "invalid_request_error"}}));
                         }
-                        s.present = false;
-                        j(200, json!({"id": STRIPE_CUS, "object": "customer", "deleted": true}))
+                        // A key reused for a different request is refused (Stripe keeps the first).
+                        if let Some(k) = header(req, "idempotency-key") {
+                            let prefix = format!("{k}|");
+                            if s.idempotency_keys.iter().any(|seen| seen.starts_with(&prefix) && *seen != format!("{k}|{x}")) {
+                                return j(400, json!({"error": {"type": "idempotency_error", "message": "Keys for idempotent requests can only be used with the same parameters they were first used with."}}));
+                            }
+                            s.idempotency_keys.push(format!("{k}|{x}"));
+                        }
+                        s.messages.retain(|c| c["id"] != id.as_str());
+                        s.present = !s.messages.is_empty();
+                        j(200, json!({"id": id, "object": "customer", "deleted": true}))
                     }
-                    _ => j(
-                        404,
-                        json!({"error": {"code": "resource_missing", "doc_url": "https://stripe.com/docs/error-codes/resource-missing", "message": "No such customer: 'cus_NffrFeUfNV2Hib'", "param": "id", "type": "invalid_request_error"}}),
-                    ),
+                    _ => j(404, json!({"error": {"type": "invalid_request_error", "message": "Unrecognized request URL"}})),
                 }
             },
         )
@@ -874,11 +897,13 @@ impl Api for Stripe {
     }
     fn erased_as_expected(&self) -> bool {
         let s = lock(&self.state);
-        !s.present && !s.idempotency_keys.is_empty()
+        // Both customer records deleted, each with its own Idempotency-Key.
+        s.messages.is_empty() && s.idempotency_keys.len() >= 2
     }
     fn check_export(&self, data: &Value) {
         assert_eq!(data["customers"]["data"][0]["id"], STRIPE_CUS, "{data:#}");
-        assert_eq!(data["invoices"]["data"][0]["amount_due"], 1200);
+        assert_eq!(data["customers"]["data"][1]["id"], STRIPE_CUS2, "{data:#}");
+        assert_eq!(data["invoices"][0]["data"][0]["amount_due"], 1200);
     }
 }
 
