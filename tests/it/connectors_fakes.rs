@@ -84,6 +84,8 @@ pub trait Api: Sized {
     fn transient(&self) -> ResponseTemplate;
     /// What the API answers when throttling, with its Retry-After if it sends one.
     fn throttled(&self) -> Option<ResponseTemplate>;
+    /// The throttling answer carries `Retry-After: 1`.
+    const RETRY_AFTER: bool = false;
     /// The subject's data is gone (or, for retained outcomes, what must be kept is kept).
     fn erased_as_expected(&self) -> bool;
     /// Assert the exported document holds the subject's data.
@@ -414,6 +416,7 @@ async fn zendesk_fake(with_subject: bool) -> (MockServer, Shared) {
 }
 
 impl Api for Zendesk {
+    const RETRY_AFTER: bool = true;
     const CONNECTOR: &'static str = "zendesk";
     const PROCESSOR: &'static str = "helpdesk";
     const CATEGORY: &'static str = "ticketing";
@@ -476,6 +479,7 @@ impl Api for Zendesk {
 pub struct ZendeskPermanent(pub Zendesk);
 
 impl Api for ZendeskPermanent {
+    const RETRY_AFTER: bool = true;
     const CONNECTOR: &'static str = "zendesk_permanent";
     const PROCESSOR: &'static str = "helpdesk";
     const CATEGORY: &'static str = "ticketing";
@@ -657,6 +661,7 @@ pub const XERO_TENANT: &str = "70784a63-d24b-46a9-a4db-0e70a274b056";
 pub const XERO_CONTACT: &str = "bd2270c3-8706-4c11-9cfb-000b551c3f51";
 
 impl Api for Xero {
+    const RETRY_AFTER: bool = true;
     const CONNECTOR: &'static str = "xero";
     const PROCESSOR: &'static str = "books";
     const CATEGORY: &'static str = "accounting";
@@ -1006,6 +1011,7 @@ pub struct Dropbox {
 pub const DBX_PATH: &str = "/customers/jdoe42";
 
 impl Api for Dropbox {
+    const RETRY_AFTER: bool = true;
     const CONNECTOR: &'static str = "dropbox";
     const PROCESSOR: &'static str = "files";
     const CATEGORY: &'static str = "object_storage";
@@ -1101,6 +1107,7 @@ pub const OD_DRIVE: &str = "b!t18F8ybsHUq1z3LTz8xvZqP8zaSWjkFNhsME-Fepo75dTf9vQK
 pub const OD_ITEM: &str = "01BYE5RZ6QN3ZWBTUFOFD3GSPGOHDJD36K";
 
 impl Api for OneDrive {
+    const RETRY_AFTER: bool = true;
     const CONNECTOR: &'static str = "onedrive";
     const PROCESSOR: &'static str = "sharepoint";
     const CATEGORY: &'static str = "object_storage";
@@ -1199,6 +1206,7 @@ fn tw_message(sid: &str, to: &str, from: &str, body: &str) -> Value {
 }
 
 impl Api for Twilio {
+    const RETRY_AFTER: bool = true;
     const CONNECTOR: &'static str = "twilio";
     const PROCESSOR: &'static str = "sms";
     const CATEGORY: &'static str = "sms";
@@ -1355,6 +1363,7 @@ pub struct Webhook {
 }
 
 impl Api for Webhook {
+    const RETRY_AFTER: bool = true;
     const CONNECTOR: &'static str = "webhook";
     const PROCESSOR: &'static str = "crm";
     const CATEGORY: &'static str = "other";

@@ -133,7 +133,9 @@ pub async fn success<A: Api>(backend: Backend) {
     assert_eq!(step["attempts"], 1 + verify_calls::<A>(), "{st:#}");
     let shown = st.to_string();
     assert!(
-        !shown.contains(crate::connectors_fakes::EMAIL) && !shown.contains("7946"),
+        !shown.contains(crate::connectors_fakes::EMAIL)
+            && !shown.contains("7946")
+            && !shown.contains(crate::connectors_fakes::CUSTOMER),
         "identities are masked in status: {shown}"
     );
     assert!(
@@ -207,10 +209,21 @@ pub async fn throttled_then_success<A: Api>(backend: Backend) {
     let env = env_for(backend, &api).await;
     let id = file(&env, "erase").await;
 
+    let before = chrono::Utc::now();
     let st = run_once(&env, &id).await;
     let step = TestEnv::step(&st, A::PROCESSOR);
     assert_eq!(step["state"], "retry_wait", "{st:#}");
     assert_eq!(step["error_class"], "throttled");
+    if A::RETRY_AFTER {
+        // Retry-After: 1 wins over the 300ms back-off of the test workflow.
+        let run_at = chrono::DateTime::parse_from_rfc3339(step["run_at"].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert!(
+            run_at >= before + chrono::Duration::seconds(1),
+            "Retry-After honoured: run_at {run_at}, before {before}"
+        );
+    }
     assert_eq!(step["attempts"], 0, "throttling does not use up an attempt");
     assert!(
         step["last_error"]
@@ -275,6 +288,13 @@ pub async fn export_collects<A: Api>(backend: Backend) {
     assert_eq!(doc["processor"], A::PROCESSOR);
     assert_eq!(doc["category"], A::CATEGORY);
     api.check_export(&doc["data"]);
+    let shown = st.to_string();
+    assert!(
+        !shown.contains(crate::connectors_fakes::EMAIL)
+            && !shown.contains("7946")
+            && !shown.contains(crate::connectors_fakes::CUSTOMER),
+        "identities are masked in status (evidence included): {shown}"
+    );
     assert!(!api.erased_as_expected(), "an export never erases");
 }
 
