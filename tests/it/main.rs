@@ -10,4 +10,5 @@ mod fakes;
 mod helpers;
 mod lease;
 mod mailchimp;
+mod store_concurrent_apply;
 mod store_conformance;
