@@ -381,6 +381,19 @@ impl Config {
             for (k, v) in &p.secrets {
                 check_env_name(v).map_err(|r| err(&key(&format!("secrets.{k}")), r))?;
             }
+            // A setting may be a template over the subject: it must compile now,
+            // not fail on the first request.
+            let env = crate::connectors::template::environment();
+            for (k, v) in &p.settings {
+                if v.contains("{{") || v.contains("{%") {
+                    env.template_from_str(v).map_err(|e| {
+                        err(
+                            &key(&format!("settings.{k}")),
+                            format!("template does not compile: {e}"),
+                        )
+                    })?;
+                }
+            }
             let url = p.base_url.clone().or_else(|| def.default_base_url.clone());
             let Some(url) = url else {
                 return Err(err(

@@ -18,6 +18,38 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
     ("s3.toml", include_str!("../../connectors/s3.toml")),
     ("manual.toml", include_str!("../../connectors/manual.toml")),
+    (
+        "mailgun.toml",
+        include_str!("../../connectors/mailgun.toml"),
+    ),
+    (
+        "zendesk.toml",
+        include_str!("../../connectors/zendesk.toml"),
+    ),
+    (
+        "zendesk_permanent.toml",
+        include_str!("../../connectors/zendesk_permanent.toml"),
+    ),
+    (
+        "zoho_desk.toml",
+        include_str!("../../connectors/zoho_desk.toml"),
+    ),
+    ("xero.toml", include_str!("../../connectors/xero.toml")),
+    ("stripe.toml", include_str!("../../connectors/stripe.toml")),
+    ("whm.toml", include_str!("../../connectors/whm.toml")),
+    (
+        "dropbox.toml",
+        include_str!("../../connectors/dropbox.toml"),
+    ),
+    (
+        "onedrive.toml",
+        include_str!("../../connectors/onedrive.toml"),
+    ),
+    ("twilio.toml", include_str!("../../connectors/twilio.toml")),
+    (
+        "webhook.toml",
+        include_str!("../../connectors/webhook.toml"),
+    ),
 ];
 
 /// A processor category.
@@ -116,6 +148,9 @@ pub struct ConnectorDef {
     /// The cheapest authenticated call, for `lethe check`.
     #[serde(default)]
     pub check: Option<Call>,
+    /// Sign every request body with HMAC-SHA256 (in-house webhooks).
+    #[serde(default)]
+    pub sign: Option<Signing>,
     /// The actions.
     #[serde(default)]
     pub actions: Actions,
@@ -145,6 +180,24 @@ pub enum Auth {
         /// Header name to value template.
         headers: BTreeMap<String, String>,
     },
+}
+
+/// An HMAC-SHA256 signature over the exact request body bytes, sent in a header,
+/// so an in-house endpoint can tell lethe's calls from anyone else's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signing {
+    /// The header carrying the signature (e.g. `X-Lethe-Signature`).
+    pub header: String,
+    /// The key, a template (normally `{{ secrets.signing_secret }}`).
+    pub secret: String,
+    /// Put before the hex digest (default `sha256=`).
+    #[serde(default = "default_sign_prefix")]
+    pub prefix: String,
+}
+
+fn default_sign_prefix() -> String {
+    "sha256=".to_string()
 }
 
 /// Default limits.
@@ -201,6 +254,83 @@ pub struct Responses {
     /// JSON Pointers to the processor's error message, tried in order.
     #[serde(default)]
     pub error_message: Option<Vec<String>>,
+    /// Rules that look into the body, tried in order before the status lists
+    /// (Dropbox's `409 path/not_found`, Twilio's error 20009, WHM's `200` with `result: 0`).
+    #[serde(default)]
+    pub when: Option<Vec<BodyRule>>,
+}
+
+/// What a matching [`BodyRule`] makes of a response.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleOutcome {
+    /// The call worked.
+    Success,
+    /// No such subject (or item).
+    NotFound,
+    /// Slow down; `Retry-After` is honoured.
+    Throttled,
+    /// Try again later.
+    Transient,
+    /// A person must act.
+    Permanent,
+}
+
+/// A response rule that matches on the status and on the body.
+/// Every condition given must hold; at least one body condition is required.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BodyRule {
+    /// Statuses the rule applies to (default: any).
+    #[serde(default)]
+    pub status: Option<Vec<u16>>,
+    /// The raw body contains this text.
+    #[serde(default)]
+    pub body_contains: Option<String>,
+    /// A JSON Pointer into the body; with `equals`, the value there must equal it,
+    /// without, it must exist.
+    #[serde(default)]
+    pub pointer: Option<String>,
+    /// The value at `pointer` (compared as JSON; a number also matches its string form).
+    #[serde(default)]
+    pub equals: Option<serde_json::Value>,
+    /// What the response then means.
+    pub then: RuleOutcome,
+}
+
+impl BodyRule {
+    /// Does this rule match the response?
+    pub fn matches(&self, status: u16, body: &str, json: Option<&serde_json::Value>) -> bool {
+        if let Some(l) = &self.status {
+            if !l.contains(&status) {
+                return false;
+            }
+        }
+        if let Some(t) = &self.body_contains {
+            if !body.contains(t.as_str()) {
+                return false;
+            }
+        }
+        if let Some(p) = &self.pointer {
+            let Some(found) = json.and_then(|j| j.pointer(p)) else {
+                return false;
+            };
+            if let Some(want) = &self.equals {
+                let same = found == want
+                    || match (found, want) {
+                        (serde_json::Value::Number(n), serde_json::Value::String(s))
+                        | (serde_json::Value::String(s), serde_json::Value::Number(n)) => {
+                            n.to_string() == *s
+                        }
+                        _ => false,
+                    };
+                if !same {
+                    return false;
+                }
+            }
+        }
+        true
+    }
 }
 
 impl Responses {
@@ -228,6 +358,7 @@ impl Responses {
                 .error_message
                 .clone()
                 .or_else(|| fallback.error_message.clone()),
+            when: self.when.clone().or_else(|| fallback.when.clone()),
         }
     }
 }
@@ -317,6 +448,31 @@ pub struct Call {
     /// JSON Pointer to the processor's reference id for the evidence.
     #[serde(default)]
     pub reference: Option<String>,
+    /// JSON Pointer to an array in this call's response: the calls after this one
+    /// (up to the next call with a `for_each`, or the end) run once per element,
+    /// with the element bound as `{{ item }}`. An action whose every `for_each`
+    /// found an empty array found nothing (`not_found`). Inside the loop, a call
+    /// answering `not_found` means that element is already gone: the loop moves on.
+    #[serde(default)]
+    pub for_each: Option<String>,
+    /// With `for_each`: an expression over `item` (and the usual context); only
+    /// elements for which it is true are iterated, for APIs that cannot filter
+    /// server-side (e.g. `item.email == subject.email`).
+    #[serde(default)]
+    pub for_each_if: Option<String>,
+    /// With `for_each`: a JSON Pointer to the next page's URL in the response
+    /// (Twilio's `/next_page_uri`, Zendesk's `/next_page`); pages are followed,
+    /// on the processor's own host only, until it is null (at most 1,000 pages).
+    #[serde(default)]
+    pub next_page: Option<String>,
+    /// Keep this call's response in an export (default true). Set false for
+    /// searches whose results may name other people.
+    #[serde(default = "default_keep")]
+    pub keep: bool,
+}
+
+fn default_keep() -> bool {
+    true
 }
 
 fn default_method() -> String {
@@ -400,6 +556,15 @@ impl ConnectorDef {
             }
         }
         check_responses(&self.responses).map_err(|(k, r)| err(&format!("responses.{k}"), r))?;
+        if let Some(sg) = &self.sign {
+            check_template(&env, &sg.secret).map_err(|r| err("sign.secret", r))?;
+            if reqwest::header::HeaderName::from_bytes(sg.header.as_bytes()).is_err() {
+                return Err(err(
+                    "sign.header",
+                    format!("`{}` is not a valid header name", sg.header),
+                ));
+            }
+        }
         if let Some(c) = &self.check {
             check_call(&env, c).map_err(|(k, r)| err(&format!("check.{k}"), r))?;
         }
@@ -518,6 +683,23 @@ fn check_responses(r: &Responses) -> Result<(), (String, String)> {
     for p in r.error_message.iter().flatten() {
         check_pointer(p).map_err(|e| ("error_message".to_string(), e))?;
     }
+    for (i, rule) in r.when.iter().flatten().enumerate() {
+        let key = format!("when[{i}]");
+        check_statuses(&rule.status).map_err(|e| (key.clone(), e))?;
+        if let Some(p) = &rule.pointer {
+            check_pointer(p).map_err(|e| (format!("{key}.pointer"), e))?;
+        }
+        if rule.body_contains.is_none() && rule.pointer.is_none() {
+            return Err((
+                key,
+                "needs `body_contains` or `pointer` (status alone belongs in the status lists)"
+                    .into(),
+            ));
+        }
+        if rule.equals.is_some() && rule.pointer.is_none() {
+            return Err((format!("{key}.equals"), "needs a `pointer`".into()));
+        }
+    }
     Ok(())
 }
 
@@ -557,6 +739,26 @@ fn check_call(env: &minijinja::Environment<'static>, c: &Call) -> Result<(), (St
     if let Some(p) = &c.reference {
         check_pointer(p).map_err(|e| ("reference".to_string(), e))?;
     }
+    if let Some(p) = &c.for_each {
+        check_pointer(p).map_err(|e| ("for_each".to_string(), e))?;
+    }
+    if let Some(p) = &c.next_page {
+        if c.for_each.is_none() {
+            return Err(("next_page".into(), "needs a `for_each`".into()));
+        }
+        check_pointer(p).map_err(|e| ("next_page".to_string(), e))?;
+    }
+    if let Some(x) = &c.for_each_if {
+        if c.for_each.is_none() {
+            return Err(("for_each_if".into(), "needs a `for_each`".into()));
+        }
+        env.compile_expression(x).map_err(|e| {
+            (
+                "for_each_if".to_string(),
+                format!("expression does not compile: {e}"),
+            )
+        })?;
+    }
     check_responses(&c.responses).map_err(|(k, e)| (format!("responses.{k}"), e))?;
     Ok(())
 }
@@ -566,9 +768,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_built_in_definitions_are_valid() {
+    fn every_builtin_definition_loads_with_erase_export_and_check() {
         for (file, text) in BUILTIN {
-            ConnectorDef::parse(file, text).unwrap_or_else(|e| panic!("{e}"));
+            let def = ConnectorDef::parse(file, text).unwrap_or_else(|e| panic!("{e}"));
+            if def.native.is_some() {
+                // Native connectors (s3, manual) carry their actions in code.
+                continue;
+            }
+            assert!(def.actions.erase.is_some(), "{file}");
+            assert!(def.actions.export.is_some(), "{file}");
+            assert!(def.check.is_some(), "{file} has no [check] call");
         }
     }
 
@@ -578,5 +787,75 @@ mod tests {
         let bad = text.replace("[auth]", "[retry]\nfactor = 0.5\n\n[auth]");
         let e = ConnectorDef::parse("x.toml", &bad).unwrap_err();
         assert_eq!(e.key, "retry.factor", "{e}");
+    }
+
+    #[test]
+    fn a_body_rule_without_a_body_condition_is_refused_naming_the_key() {
+        let text = r#"
+name = "x"
+category = "other"
+[responses]
+when = [{ status = [409], then = "not_found" }]
+[actions.erase]
+[[actions.erase.calls]]
+path = "/a"
+[actions.export]
+[[actions.export.calls]]
+path = "/a"
+"#;
+        let e = ConnectorDef::parse("x.toml", text).unwrap_err();
+        assert_eq!(e.key, "responses.when[0]", "{e}");
+        assert!(e.reason.contains("body_contains"), "{e}");
+    }
+
+    #[test]
+    fn a_for_each_that_is_not_a_json_pointer_is_refused() {
+        let text = r#"
+name = "x"
+category = "other"
+[actions.erase]
+[[actions.erase.calls]]
+path = "/a"
+for_each = "messages"
+[actions.export]
+[[actions.export.calls]]
+path = "/a"
+"#;
+        let e = ConnectorDef::parse("x.toml", text).unwrap_err();
+        assert_eq!(e.key, "actions.erase.calls[0].for_each", "{e}");
+    }
+
+    #[test]
+    fn body_rules_match_status_text_and_pointer_values() {
+        let rule = BodyRule {
+            status: Some(vec![409]),
+            body_contains: Some("/not_found".into()),
+            pointer: None,
+            equals: None,
+            then: RuleOutcome::NotFound,
+        };
+        let b = r#"{"error_summary":"path_lookup/not_found/.","error":{".tag":"path_lookup"}}"#;
+        assert!(rule.matches(409, b, None));
+        assert!(!rule.matches(400, b, None));
+        assert!(!rule.matches(409, r#"{"error_summary":"path/conflict/"}"#, None));
+        let code = BodyRule {
+            status: None,
+            body_contains: None,
+            pointer: Some("/code".into()),
+            equals: Some(serde_json::json!(20009)),
+            then: RuleOutcome::Transient,
+        };
+        let j = serde_json::json!({"code": 20009, "message": "not finished"});
+        assert!(code.matches(400, "", Some(&j)));
+        assert!(!code.matches(400, "", Some(&serde_json::json!({"code": 20404}))));
+        assert!(!code.matches(400, "", None));
+        let as_text = BodyRule {
+            equals: Some(serde_json::json!("20009")),
+            ..code
+        };
+        assert!(
+            as_text.matches(400, "", Some(&j)),
+            "a number matches its string form"
+        );
     }
 }

@@ -6,7 +6,9 @@
 //! throttled (with `Retry-After`), transient or permanent — with a message that
 //! names the processor and, for rejected credentials, the env var to check.
 
-use super::definition::{ActionDef, Auth, Call, Category, ConnectorDef, EraseEffect, Responses};
+use super::definition::{
+    ActionDef, Auth, Call, Category, ConnectorDef, EraseEffect, Responses, RuleOutcome,
+};
 use super::{
     scrub, CallContext, Connector, ConnectorError, Erase, ErrorClass, Evidence, Export, Lookup,
     Verify,
@@ -47,6 +49,42 @@ pub struct HttpConnector {
     def: Arc<ConnectorDef>,
     client: reqwest::Client,
     env: Environment<'static>,
+}
+
+/// The most pages one `for_each` call follows.
+const MAX_PAGES: usize = 1000;
+
+/// What one call left for the action.
+enum Step {
+    /// The subject (or, in a loop, this element) is not there.
+    NotFound,
+    /// The call worked; its body, when it was JSON.
+    Done(Option<Value>),
+}
+
+/// What an action accumulates across its calls.
+struct RunState {
+    secrets: BTreeMap<String, String>,
+    vars: Map<String, Value>,
+    data: Map<String, Value>,
+    evidence: Evidence,
+}
+
+impl RunState {
+    /// Keep a call's response for the export: inside a loop (or across pages),
+    /// one entry per element (or page), in order.
+    fn record(&mut self, name: String, value: Value, as_list: bool) {
+        if !as_list {
+            self.data.insert(name, value);
+            return;
+        }
+        match self.data.get_mut(&name) {
+            Some(Value::Array(a)) => a.push(value),
+            _ => {
+                self.data.insert(name, Value::Array(vec![value]));
+            }
+        }
+    }
 }
 
 /// What running an action's calls produced.
@@ -99,20 +137,40 @@ impl HttpConnector {
         cx: Option<&CallContext<'_>>,
         vars: &Map<String, Value>,
         secrets: &BTreeMap<String, String>,
-    ) -> Value {
+        item: Option<&Value>,
+    ) -> Result<Value, ConnectorError> {
         let subject = cx
             .map(|c| subject_value(c.subject))
             .unwrap_or(Value::Object(Map::new()));
-        serde_json::json!({
-            "settings": self.spec.settings,
+        let request = serde_json::json!({
+            "id": cx.map(|c| c.request_id).unwrap_or(""),
+            "idempotency_key": cx.map(|c| c.idempotency_key).unwrap_or(""),
+        });
+        // A setting may itself be a template over the subject (a Dropbox folder
+        // per customer, a cPanel account name): render it first.
+        let mut settings = Map::new();
+        let sctx = serde_json::json!({ "subject": subject, "request": request });
+        for (k, v) in &self.spec.settings {
+            let is_template = v.contains("{{") || v.contains("{%");
+            if is_template && cx.is_none() {
+                // No subject (a `check` call): a per-subject setting has no value.
+                continue;
+            }
+            let value = if is_template {
+                self.render(&format!("setting `{k}`"), v, &sctx)?
+            } else {
+                v.clone()
+            };
+            settings.insert(k.clone(), Value::String(value));
+        }
+        Ok(serde_json::json!({
+            "settings": settings,
             "secrets": secrets,
             "subject": subject,
-            "request": {
-                "id": cx.map(|c| c.request_id).unwrap_or(""),
-                "idempotency_key": cx.map(|c| c.idempotency_key).unwrap_or(""),
-            },
+            "request": request,
             "vars": vars,
-        })
+            "item": item.cloned().unwrap_or(Value::Null),
+        }))
     }
 
     fn render(&self, what: &str, template: &str, ctx: &Value) -> Result<String, ConnectorError> {
@@ -138,9 +196,16 @@ impl HttpConnector {
         call: &Call,
         ctx: &Value,
         secrets: &BTreeMap<String, String>,
+        page_url: Option<&str>,
     ) -> Result<(u16, HeaderMap, String), ConnectorError> {
-        let path = self.render("the path", &call.path, ctx)?;
-        let url = format!("{}{}", self.spec.base_url, path);
+        let url = match page_url {
+            Some(u) => u.to_string(),
+            None => format!(
+                "{}{}",
+                self.spec.base_url,
+                self.render("the path", &call.path, ctx)?
+            ),
+        };
         let method = reqwest::Method::from_bytes(call.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| ConnectorError::permanent(format!("bad method {}", call.method)))?;
         let mut req = self
@@ -168,7 +233,7 @@ impl HttpConnector {
                 }
             }
         }
-        if !call.query.is_empty() {
+        if !call.query.is_empty() && page_url.is_none() {
             let mut q = Vec::with_capacity(call.query.len());
             for (k, v) in &call.query {
                 q.push((k.clone(), self.render("a query parameter", v, ctx)?));
@@ -181,6 +246,7 @@ impl HttpConnector {
                 header_value(&self.render("a header", v, ctx)?)?,
             );
         }
+        let mut sent_body: Vec<u8> = Vec::new();
         if let Some(j) = &call.json {
             let body = self.render("the JSON body", j, ctx)?;
             let parsed: Value = serde_json::from_str(&body).map_err(|e| {
@@ -189,7 +255,12 @@ impl HttpConnector {
                     self.def.name
                 ))
             })?;
-            req = req.json(&parsed);
+            sent_body = serde_json::to_vec(&parsed).map_err(|e| {
+                ConnectorError::permanent(format!("cannot encode the JSON body: {e}"))
+            })?;
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(sent_body.clone());
         }
         if let Some(f) = &call.form {
             let mut form = Vec::with_capacity(f.len());
@@ -201,12 +272,20 @@ impl HttpConnector {
                 .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
                 .collect::<Vec<_>>()
                 .join("&");
+            sent_body = body.clone().into_bytes();
             req = req
                 .header(
                     reqwest::header::CONTENT_TYPE,
                     "application/x-www-form-urlencoded",
                 )
                 .body(body);
+        }
+        if let Some(sign) = &self.def.sign {
+            let key = self.render("sign.secret", &sign.secret, &sctx)?;
+            req = req.header(
+                header_name(&sign.header)?,
+                header_value(&format!("{}{}", sign.prefix, hmac_hex(&key, &sent_body)))?,
+            );
         }
         let resp = req.send().await.map_err(|e| {
             let e = e.without_url();
@@ -235,100 +314,250 @@ impl HttpConnector {
         Ok((status, headers, body))
     }
 
-    /// Run an action's calls in order.
+    /// Run an action's calls in order (and `for_each` loops over the calls after one).
     async fn run(
         &self,
         action: &ActionDef,
         cx: Option<&CallContext<'_>>,
     ) -> Result<ActionRun, ConnectorError> {
         let secrets = self.secret_values()?;
-        let mut vars = Map::new();
-        let mut data = Map::new();
-        let mut evidence = Evidence::default();
-        let subject = cx.map(|c| c.subject);
-        for (i, call) in action.calls.iter().enumerate() {
-            let ctx = self.context(cx, &vars, &secrets);
-            let (status, headers, body) = self.send(call, &ctx, &secrets).await?;
-            let rules = call.responses.merged(&self.def.responses);
-            match classify(&rules, status, &body) {
-                Class::Success => {}
-                Class::NotFound if call.optional => {
-                    data.insert(call_name(call, i), Value::Null);
-                    continue;
-                }
-                Class::NotFound => {
-                    evidence.status = Some(status);
+        let mut st = RunState {
+            secrets,
+            vars: Map::new(),
+            data: Map::new(),
+            evidence: Evidence::default(),
+        };
+        let calls = &action.calls;
+        let mut iterated = false;
+        let mut items_seen = 0usize;
+        let mut i = 0;
+        while i < calls.len() {
+            let call = &calls[i];
+            let doc = match self.exec(call, i, cx, None, &mut st, None).await? {
+                Step::NotFound => {
                     return Ok(ActionRun {
                         not_found: true,
-                        data,
-                        evidence,
-                    });
+                        data: st.data,
+                        evidence: st.evidence,
+                    })
                 }
-                Class::Error(class) => {
-                    return Err(self.error(class, status, &headers, &body, &rules, subject))
-                }
-            }
-            let json: Option<Value> = if body.trim().is_empty() {
-                None
-            } else {
-                serde_json::from_str(&body).ok()
+                Step::Done(doc) => doc,
             };
-            if !call.extract.is_empty() || call.reference.is_some() {
-                let Some(doc) = &json else {
-                    return Err(ConnectorError {
-                        class: ErrorClass::Transient,
-                        message: format!(
-                            "processor `{}` answered HTTP {status} with a body that is not JSON; expected JSON to read the response",
-                            self.spec.name
-                        ),
-                        status: Some(status),
-                        retry_after: None,
-                    });
+            let Some(ptr) = &call.for_each else {
+                i += 1;
+                continue;
+            };
+            iterated = true;
+            let end = calls[i + 1..]
+                .iter()
+                .position(|c| c.for_each.is_some())
+                .map(|p| i + 1 + p)
+                .unwrap_or(calls.len());
+            let mut doc = doc;
+            let mut pages = 1usize;
+            loop {
+                let items = self.items(call, i, ptr, doc.as_ref(), cx, &st)?;
+                items_seen += items.len();
+                for item in &items {
+                    for (j, inner) in calls.iter().enumerate().take(end).skip(i + 1) {
+                        if let Step::NotFound =
+                            self.exec(inner, j, cx, Some(item), &mut st, None).await?
+                        {
+                            // This element is already gone; go on with the next one.
+                            break;
+                        }
+                    }
+                }
+                let next = call
+                    .next_page
+                    .as_ref()
+                    .and_then(|np| doc.as_ref().and_then(|d| d.pointer(np)))
+                    .and_then(|v| v.as_str())
+                    .filter(|u| !u.is_empty())
+                    .map(|u| self.same_origin(u))
+                    .transpose()?;
+                let Some(next) = next else { break };
+                pages += 1;
+                if pages > MAX_PAGES {
+                    return Err(ConnectorError::permanent(format!(
+                        "processor `{}`: more than {MAX_PAGES} pages for call {i}; stopping",
+                        self.spec.name
+                    )));
+                }
+                doc = match self.exec(call, i, cx, None, &mut st, Some(&next)).await? {
+                    Step::NotFound => break,
+                    Step::Done(d) => d,
                 };
-                for (var, ptr) in &call.extract {
-                    match doc.pointer(ptr).filter(|v| !v.is_null()) {
-                        Some(v) => {
-                            vars.insert(var.clone(), v.clone());
-                        }
-                        None if call.missing_means_not_found => {
-                            evidence.status = Some(status);
-                            return Ok(ActionRun { not_found: true, data, evidence });
-                        }
-                        None => {
-                            return Err(ConnectorError {
-                                class: ErrorClass::Permanent,
-                                message: format!(
-                                    "processor `{}` answered HTTP {status} without `{ptr}` (needed for `{var}`); the API may have changed",
-                                    self.spec.name
-                                ),
-                                status: Some(status),
-                                retry_after: None,
-                            })
-                        }
-                    }
-                }
-                if let Some(ptr) = &call.reference {
-                    if let Some(v) = doc.pointer(ptr) {
-                        evidence.reference = Some(match v {
-                            Value::String(s) => s.clone(),
-                            other => other.to_string(),
-                        });
-                    }
-                }
             }
-            evidence.status = Some(status);
-            let value = match json {
-                Some(v) => v,
-                None if body.is_empty() => Value::Null,
-                None => Value::String(body),
-            };
-            data.insert(call_name(call, i), value);
+            i = end;
         }
         Ok(ActionRun {
-            not_found: false,
-            data,
-            evidence,
+            not_found: iterated && items_seen == 0,
+            data: st.data,
+            evidence: st.evidence,
         })
+    }
+
+    /// The elements a `for_each` iterates over in one response, after `for_each_if`.
+    fn items(
+        &self,
+        call: &Call,
+        i: usize,
+        ptr: &str,
+        doc: Option<&Value>,
+        cx: Option<&CallContext<'_>>,
+        st: &RunState,
+    ) -> Result<Vec<Value>, ConnectorError> {
+        let items = match doc.map(|d| d.pointer(ptr)) {
+            Some(Some(Value::Array(a))) => a.clone(),
+            Some(Some(Value::Null) | None) => Vec::new(),
+            _ => {
+                return Err(ConnectorError::permanent(format!(
+                    "processor `{}` answered without a JSON array at `{ptr}` (for_each of call {i}); the API may have changed",
+                    self.spec.name
+                )))
+            }
+        };
+        let Some(expr) = &call.for_each_if else {
+            return Ok(items);
+        };
+        let compiled = self.env.compile_expression(expr).map_err(|e| {
+            ConnectorError::permanent(format!(
+                "connector `{}`: for_each_if of call {i} does not compile: {e}",
+                self.def.name
+            ))
+        })?;
+        let mut kept = Vec::new();
+        for item in items {
+            let ctx = self.context(cx, &st.vars, &st.secrets, Some(&item))?;
+            let keep = compiled.eval(&ctx).map_err(|e| {
+                ConnectorError::permanent(format!(
+                    "connector `{}`: for_each_if of call {i} failed: {e}",
+                    self.def.name
+                ))
+            })?;
+            if keep.is_true() {
+                kept.push(item);
+            }
+        }
+        Ok(kept)
+    }
+
+    /// A next-page link, resolved against the base URL; only on the processor's
+    /// own origin, so credentials never go to a host the config does not name.
+    fn same_origin(&self, link: &str) -> Result<String, ConnectorError> {
+        let base = url::Url::parse(&self.spec.base_url).map_err(|e| {
+            ConnectorError::permanent(format!("processor `{}`: bad base_url: {e}", self.spec.name))
+        })?;
+        let next = base.join(link).map_err(|e| {
+            ConnectorError::permanent(format!(
+                "processor `{}` gave a next-page link that is not a URL: {e}",
+                self.spec.name
+            ))
+        })?;
+        if next.origin() != base.origin() {
+            return Err(ConnectorError::permanent(format!(
+                "processor `{}` gave a next-page link on another host ({}); not followed",
+                self.spec.name,
+                next.host_str().unwrap_or("?")
+            )));
+        }
+        Ok(next.to_string())
+    }
+
+    /// One call: send, classify, extract. Returns the parsed body.
+    async fn exec(
+        &self,
+        call: &Call,
+        i: usize,
+        cx: Option<&CallContext<'_>>,
+        item: Option<&Value>,
+        st: &mut RunState,
+        page_url: Option<&str>,
+    ) -> Result<Step, ConnectorError> {
+        let subject = cx.map(|c| c.subject);
+        let ctx = self.context(cx, &st.vars, &st.secrets, item)?;
+        let (status, headers, body) = self.send(call, &ctx, &st.secrets, page_url).await?;
+        let rules = call.responses.merged(&self.def.responses);
+        match classify(&rules, status, &body) {
+            Class::Success => {}
+            Class::NotFound if call.optional => {
+                if call.keep {
+                    st.record(call_name(call, i), Value::Null, item.is_some());
+                }
+                return Ok(Step::Done(None));
+            }
+            Class::NotFound => {
+                st.evidence.status = Some(status);
+                return Ok(Step::NotFound);
+            }
+            Class::Error(class) => {
+                return Err(self.error(class, status, &headers, &body, &rules, subject))
+            }
+        }
+        let json: Option<Value> = if body.trim().is_empty() {
+            None
+        } else {
+            serde_json::from_str(&body).ok()
+        };
+        if !call.extract.is_empty() || call.reference.is_some() || call.for_each.is_some() {
+            let Some(doc) = &json else {
+                return Err(ConnectorError {
+                    class: ErrorClass::Transient,
+                    message: format!(
+                        "processor `{}` answered HTTP {status} with a body that is not JSON; expected JSON to read the response",
+                        self.spec.name
+                    ),
+                    status: Some(status),
+                    retry_after: None,
+                });
+            };
+            for (var, ptr) in &call.extract {
+                match doc.pointer(ptr).filter(|v| !v.is_null()) {
+                    Some(v) => {
+                        st.vars.insert(var.clone(), v.clone());
+                    }
+                    None if call.missing_means_not_found => {
+                        st.evidence.status = Some(status);
+                        return Ok(Step::NotFound);
+                    }
+                    None => {
+                        return Err(ConnectorError {
+                            class: ErrorClass::Permanent,
+                            message: format!(
+                                "processor `{}` answered HTTP {status} without `{ptr}` (needed for `{var}`); the API may have changed",
+                                self.spec.name
+                            ),
+                            status: Some(status),
+                            retry_after: None,
+                        })
+                    }
+                }
+            }
+            if let Some(ptr) = &call.reference {
+                if let Some(v) = doc.pointer(ptr) {
+                    st.evidence.reference = Some(match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    });
+                }
+            }
+        }
+        st.evidence.status = Some(status);
+        let value = match &json {
+            Some(v) => v.clone(),
+            None if body.is_empty() => Value::Null,
+            None => Value::String(body),
+        };
+        if !call.keep {
+            return Ok(Step::Done(json));
+        }
+        st.record(
+            call_name(call, i),
+            value,
+            item.is_some() || call.next_page.is_some(),
+        );
+        Ok(Step::Done(json))
     }
 
     fn error(
@@ -553,6 +782,18 @@ enum Class {
 }
 
 fn classify(rules: &Responses, status: u16, body: &str) -> Class {
+    if let Some(when) = &rules.when {
+        let json = serde_json::from_str::<Value>(body).ok();
+        if let Some(rule) = when.iter().find(|r| r.matches(status, body, json.as_ref())) {
+            return match rule.then {
+                RuleOutcome::Success => Class::Success,
+                RuleOutcome::NotFound => Class::NotFound,
+                RuleOutcome::Throttled => Class::Error(ErrorClass::Throttled),
+                RuleOutcome::Transient => Class::Error(ErrorClass::Transient),
+                RuleOutcome::Permanent => Class::Error(ErrorClass::Permanent),
+            };
+        }
+    }
     let within = |l: &Option<Vec<u16>>| l.as_ref().is_some_and(|l| l.contains(&status));
     let success = match &rules.success {
         Some(l) => l.contains(&status),
@@ -649,6 +890,18 @@ fn header_value(v: &str) -> Result<HeaderValue, ConnectorError> {
         .map_err(|_| ConnectorError::permanent("a header value has characters HTTP does not allow"))
 }
 
+/// Hex HMAC-SHA256 of `body` under `key`.
+pub fn hmac_hex(key: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+    let mut mac = match Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -668,6 +921,267 @@ fn host_of(base: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::connectors::definition::ConnectorDef;
+    use wiremock::matchers::{method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn connector(server: &MockServer, text: &str) -> HttpConnector {
+        let def = ConnectorDef::parse("t.toml", text).expect("definition");
+        let spec = ProcessorSpec {
+            name: "p".into(),
+            base_url: server.uri(),
+            settings: [(
+                "folder".to_string(),
+                "/c/{{ subject.customer_id }}".to_string(),
+            )]
+            .into_iter()
+            .collect(),
+            secrets: BTreeMap::new(),
+            concurrency: 1,
+            soft_delete_window: None,
+            rate_per_second: None,
+            category: Category::Other,
+        };
+        HttpConnector::new(spec, Arc::new(def), reqwest::Client::new())
+    }
+
+    const LOOP: &str = r#"
+name = "looping"
+category = "sms"
+[actions.export]
+[[actions.export.calls]]
+path = "/list"
+query = { to = "{{ subject.phone }}" }
+for_each = "/items"
+[[actions.erase.calls]]
+name = "list"
+path = "/list"
+query = { to = "{{ subject.phone }}" }
+for_each = "/items"
+[[actions.erase.calls]]
+name = "deleted"
+method = "DELETE"
+path = "/items/{{ item.sid }}"
+[[actions.erase.calls]]
+name = "folder"
+path = "/folders{{ settings.folder }}"
+"#;
+
+    fn subject() -> Subject {
+        Subject::parse(None, Some("+442079460958"), Some("c42"), None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn for_each_runs_the_following_calls_once_per_element_and_skips_gone_ones() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/list"))
+            .and(query_param("to", "+442079460958"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                serde_json::json!({"items": [{"sid": "a"}, {"sid": "b"}, {"sid": "c"}]}),
+            ))
+            .mount(&server)
+            .await;
+        for (sid, status) in [("a", 204), ("b", 404), ("c", 204)] {
+            Mock::given(method("DELETE"))
+                .and(path(format!("/items/{sid}")))
+                .respond_with(ResponseTemplate::new(status))
+                .expect(1)
+                .mount(&server)
+                .await;
+        }
+        // The setting is a template over the subject. This call is in the loop body
+        // too: it runs for `a` and `c`, not for `b`, whose DELETE found it gone.
+        Mock::given(method("GET"))
+            .and(path("/folders/c/c42"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({})))
+            .expect(2)
+            .mount(&server)
+            .await;
+        let c = connector(&server, LOOP);
+        let s = subject();
+        let cx = CallContext {
+            subject: &s,
+            request_id: "r",
+            idempotency_key: "r:p:0",
+        };
+        let e = c.erase(cx).await.expect("erase");
+        assert!(matches!(e, Erase::Erased(_)), "{e:?}");
+        server.verify().await;
+    }
+
+    #[tokio::test]
+    async fn for_each_over_an_empty_array_means_not_found() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/list"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(serde_json::json!({"items": []})),
+            )
+            .mount(&server)
+            .await;
+        let c = connector(&server, LOOP);
+        let s = subject();
+        let cx = CallContext {
+            subject: &s,
+            request_id: "r",
+            idempotency_key: "r:p:0",
+        };
+        let ex = c.export(cx).await.expect("export");
+        assert!(matches!(ex, Export::NotFound(_)), "{ex:?}");
+        assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    }
+
+    const PAGED: &str = r#"
+name = "paged"
+category = "sms"
+[actions.export]
+[[actions.export.calls]]
+name = "pages"
+path = "/list"
+for_each = "/items"
+next_page = "/next"
+[actions.erase]
+[[actions.erase.calls]]
+path = "/list"
+for_each = "/items"
+next_page = "/next"
+for_each_if = "item.to == subject.phone"
+[[actions.erase.calls]]
+method = "DELETE"
+path = "/items/{{ item.sid }}"
+"#;
+
+    #[tokio::test]
+    async fn next_page_is_followed_and_for_each_if_keeps_only_matching_elements() {
+        let server = MockServer::start().await;
+        let next = format!("{}/list?page=2", server.uri());
+        Mock::given(method("GET"))
+            .and(path("/list"))
+            .and(query_param("page", "2"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "items": [{"sid": "c", "to": "+442079460958"}], "next": null
+            })))
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/list"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "items": [{"sid": "a", "to": "+442079460958"}, {"sid": "b", "to": "+15550001111"}],
+                "next": next
+            })))
+            .with_priority(2)
+            .mount(&server)
+            .await;
+        for sid in ["a", "c"] {
+            Mock::given(method("DELETE"))
+                .and(path(format!("/items/{sid}")))
+                .respond_with(ResponseTemplate::new(204))
+                .expect(1)
+                .mount(&server)
+                .await;
+        }
+        Mock::given(method("DELETE"))
+            .and(path("/items/b"))
+            .respond_with(ResponseTemplate::new(204))
+            .expect(0)
+            .mount(&server)
+            .await;
+        let c = connector(&server, PAGED);
+        let s = subject();
+        let cx = CallContext {
+            subject: &s,
+            request_id: "r",
+            idempotency_key: "r:p:0",
+        };
+        assert!(matches!(c.erase(cx).await.unwrap(), Erase::Erased(_)));
+        let Export::Data { data, .. } = c.export(cx).await.unwrap() else {
+            panic!("no data")
+        };
+        assert_eq!(data["pages"].as_array().map(Vec::len), Some(2), "{data}");
+        server.verify().await;
+    }
+
+    #[tokio::test]
+    async fn a_next_page_link_to_another_host_is_not_followed() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/list"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "items": [], "next": "https://elsewhere.example/list?page=2"
+            })))
+            .mount(&server)
+            .await;
+        let c = connector(&server, PAGED);
+        let s = subject();
+        let cx = CallContext {
+            subject: &s,
+            request_id: "r",
+            idempotency_key: "r:p:0",
+        };
+        let e = c.export(cx).await.unwrap_err();
+        assert_eq!(e.class, ErrorClass::Permanent);
+        assert!(e.message.contains("another host"), "{e}");
+        assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn sign_sends_an_hmac_of_the_exact_body() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/erase"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(&server)
+            .await;
+        std::env::set_var("LETHE_UNIT_SIGNING", "s3cret");
+        let text = r#"
+name = "signed"
+category = "other"
+secrets = ["k"]
+[sign]
+header = "X-Sig"
+secret = "{{ secrets.k }}"
+[actions.export]
+[[actions.export.calls]]
+path = "/x"
+[actions.erase]
+[[actions.erase.calls]]
+method = "POST"
+path = "/erase"
+json = '{"subject": {{ subject | tojson }}}'
+"#;
+        let def = ConnectorDef::parse("t.toml", text).unwrap();
+        let spec = ProcessorSpec {
+            name: "p".into(),
+            base_url: server.uri(),
+            settings: BTreeMap::new(),
+            secrets: [("k".to_string(), "LETHE_UNIT_SIGNING".to_string())]
+                .into_iter()
+                .collect(),
+            concurrency: 1,
+            soft_delete_window: None,
+            rate_per_second: None,
+            category: Category::Other,
+        };
+        let c = HttpConnector::new(spec, Arc::new(def), reqwest::Client::new());
+        let s = subject();
+        let cx = CallContext {
+            subject: &s,
+            request_id: "r",
+            idempotency_key: "r:p:0",
+        };
+        c.erase(cx).await.expect("erase");
+        let req = &server.received_requests().await.unwrap()[0];
+        let sig = req.headers.get("x-sig").unwrap().to_str().unwrap();
+        assert_eq!(sig, format!("sha256={}", hmac_hex("s3cret", &req.body)));
+        // Computed independently: python3 -c "import hmac,hashlib;print(hmac.new(b'key',b'The quick brown fox jumps over the lazy dog',hashlib.sha256).hexdigest())"
+        assert_eq!(
+            hmac_hex("key", b"The quick brown fox jumps over the lazy dog"),
+            "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
+    }
 
     #[test]
     fn retry_after_reads_seconds_and_http_dates() {

@@ -3,6 +3,10 @@
 
 mod bad_input;
 mod cluster;
+mod connectors_all;
+mod connectors_fakes;
+mod connectors_specific;
+mod connectors_suite;
 mod daemon;
 mod evidence;
 mod fakes;
@@ -16,4 +20,5 @@ mod outbox_store;
 mod policies;
 mod s3;
 mod s3_server;
+mod store_concurrent_apply;
 mod store_conformance;
