@@ -153,6 +153,10 @@ select = ["category:mailing_list"]
         "inspect: LETHE_KEY='{key}' lethe --config {} status {id}",
         config_path.display()
     );
+    println!(
+        "certificate: lethe --config {} report {id} --format html -o certificate.html",
+        config_path.display()
+    );
     Ok(
         if req.status == crate::domain::RequestStatus::Completed && audit.broken.is_none() {
             0

@@ -687,7 +687,7 @@ impl Connector for HttpConnector {
         &self.spec.name
     }
     fn category(&self) -> Category {
-        self.def.category
+        self.spec.category
     }
     fn concurrency(&self) -> u32 {
         self.spec.concurrency

@@ -29,12 +29,34 @@ sys.stdin.read()
 s.stop()
 "#;
 
+static MOTO_INSTALLED: OnceLock<()> = OnceLock::new();
+
+/// Install moto from PyPI on first use when it is missing, so `cargo test` does
+/// its own set-up on a fresh machine (as `.ci/run` does).
+pub fn ensure_moto() {
+    MOTO_INSTALLED.get_or_init(|| {
+        let present = Command::new("python3")
+            .args(["-c", "import moto.server"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !present {
+            let _ = Command::new("python3")
+                .args(["-m", "pip", "install", "-q", "moto[server]"])
+                .stdout(Stdio::null())
+                .status();
+        }
+    });
+}
+
 /// The base URL of the S3-compatible server.
 pub fn url() -> String {
     MOTO.get_or_init(|| {
         if let Ok(u) = std::env::var("LETHE_TEST_S3_URL") {
             return (u.trim_end_matches('/').to_string(), Mutex::new(None));
         }
+        ensure_moto();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -265,6 +287,7 @@ s.stop()
 
 impl SignedServer {
     pub fn start() -> SignedServer {
+        ensure_moto();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
