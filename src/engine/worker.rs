@@ -137,6 +137,7 @@ impl Engine {
         tokio::pin!(shutdown);
         let mut summary = RunSummary::default();
         let mut tasks: JoinSet<Result<(), EngineError>> = JoinSet::new();
+        let (results, writer) = spawn_writer(Arc::clone(&self.store));
         let cap = self.config.worker.concurrency as usize;
         let lease = self.config.worker.lease.get();
         let idle = self.config.worker.idle_poll.get();
@@ -169,7 +170,8 @@ impl Engine {
                 if !claimed.is_empty() {
                     for step in claimed {
                         let me = Arc::clone(self);
-                        tasks.spawn(async move { me.process(step).await });
+                        let results = results.clone();
+                        tasks.spawn(async move { me.process(step, results).await });
                     }
                     continue;
                 }
@@ -202,11 +204,17 @@ impl Engine {
                 }
             }
         }
+        drop(results);
+        let _ = writer.await;
         Ok(summary)
     }
 
     /// Run one claimed step and record the result.
-    async fn process(self: Arc<Self>, step: StepRow) -> Result<(), EngineError> {
+    async fn process(
+        self: Arc<Self>,
+        step: StepRow,
+        results: ResultSender,
+    ) -> Result<(), EngineError> {
         let now0 = ms(Utc::now());
         let heartbeat = self.spawn_heartbeat(step.id);
         let decision = self.decide(&step).await;
@@ -267,7 +275,14 @@ impl Engine {
             request: RequestPatch::default(),
             events: vec![],
         };
-        match self.store.apply(cs).await? {
+        let (reply, written) = tokio::sync::oneshot::channel();
+        results
+            .send((cs, reply))
+            .map_err(|_| EngineError::Invalid("the result writer stopped".into()))?;
+        let applied = written
+            .await
+            .map_err(|_| EngineError::Invalid("the result writer stopped".into()))??;
+        match applied {
             Applied::Done { status, .. } => {
                 tracing::info!(step = step.id, processor = %step.processor, state = %to, request_status = %status, "step recorded");
             }
@@ -637,6 +652,51 @@ fn on_error(
             extra: json!({}),
         },
     }
+}
+
+/// Where a finished step sends its change set, and how it hears back.
+type ResultSender = tokio::sync::mpsc::UnboundedSender<(
+    ChangeSet,
+    tokio::sync::oneshot::Sender<Result<Applied, crate::store::StoreError>>,
+)>;
+
+/// The result writer: group commit. Results that arrive while a batch is being
+/// written go out together in the next transaction, so under load the store
+/// commits once per batch instead of once per step; a lone result is written at
+/// once. Each change set keeps its own compare-and-set (a savepoint).
+fn spawn_writer(
+    store: Arc<dyn crate::store::Store>,
+) -> (ResultSender, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(
+        ChangeSet,
+        tokio::sync::oneshot::Sender<Result<Applied, crate::store::StoreError>>,
+    )>();
+    let handle = tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < 256 {
+                match rx.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(_) => break,
+                }
+            }
+            let (sets, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            match store.apply_batch(sets).await {
+                Ok(applied) => {
+                    for (a, reply) in applied.into_iter().zip(replies) {
+                        let _ = reply.send(Ok(a));
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    for reply in replies {
+                        let _ = reply.send(Err(crate::store::StoreError::Unavailable(msg.clone())));
+                    }
+                }
+            }
+        }
+    });
+    (tx, handle)
 }
 
 fn log_task_result(r: Result<Result<(), EngineError>, tokio::task::JoinError>) {

@@ -1194,6 +1194,26 @@ macro_rules! impl_store {
                 shared::outbox_counts(&self.pool).await
             }
 
+            async fn apply_batch(
+                &self,
+                batch: Vec<$crate::store::ChangeSet>,
+            ) -> Result<Vec<$crate::store::Applied>, $crate::store::StoreError> {
+                let mut tx = $begin(&self.pool).await?;
+                let mut out = Vec::with_capacity(batch.len());
+                for cs in batch {
+                    let mut sp = sqlx::Acquire::begin(&mut *tx).await?;
+                    let (applied, commit) = shared::apply_in(&mut sp, cs).await?;
+                    if commit {
+                        sp.commit().await?;
+                    } else {
+                        sp.rollback().await?;
+                    }
+                    out.push(applied);
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+
             async fn steps_received_between(
                 &self,
                 from: i64,

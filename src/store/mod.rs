@@ -489,6 +489,9 @@ pub trait Store: Send + Sync {
         now: Millis,
         retention_ms: i64,
     ) -> Result<Vec<String>, StoreError>;
+    /// Apply several change sets in one transaction (group commit): each is
+    /// all-or-nothing on its own (a savepoint), and the batch commits once.
+    async fn apply_batch(&self, batch: Vec<ChangeSet>) -> Result<Vec<Applied>, StoreError>;
 }
 
 /// A status-callback destination of a request.

@@ -106,7 +106,88 @@ on_both_backends!(
     external_ids_are_unique,
     next_wake_is_the_earliest_due_unblocked_step,
     the_audit_chain_verifies_and_an_edited_row_is_named,
+    a_batch_commits_each_change_set_on_its_own_and_skips_a_conflicting_one,
 );
+
+async fn a_batch_commits_each_change_set_on_its_own_and_skips_a_conflicting_one(b: Backend) {
+    let f = fresh(b).await;
+    for r in ["r1", "r2", "r3"] {
+        f.store
+            .create_request(new_request(r, 1000), vec![step("a", 0, 1000)], 1000)
+            .await
+            .unwrap();
+    }
+    let c = f.store.claim_due("w", 1000, 60000, 10).await.unwrap();
+    assert_eq!(c.len(), 3);
+    let by_req = |r: &str| c.iter().find(|s| s.request_id == r).unwrap().id;
+    let events_before = f.store.events(0, 1000).await.unwrap().len();
+    let out = f
+        .store
+        .apply_batch(vec![
+            cs(
+                "r1",
+                2000,
+                vec![finish(by_req("r1"), "w", Outcome::Erased, 2000)],
+            ),
+            // Not our lease: refused, and only this change set is rolled back.
+            cs(
+                "r2",
+                2000,
+                vec![finish(by_req("r2"), "someone-else", Outcome::Erased, 2000)],
+            ),
+            cs(
+                "r3",
+                2000,
+                vec![finish(by_req("r3"), "w", Outcome::NotFound, 2000)],
+            ),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            out[0],
+            Applied::Done {
+                status: RequestStatus::Completed,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert_eq!(
+        out[1],
+        Applied::Conflict {
+            step_id: by_req("r2")
+        }
+    );
+    assert!(
+        matches!(
+            out[2],
+            Applied::Done {
+                status: RequestStatus::Completed,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert_eq!(
+        f.store.get_request("r2").await.unwrap().unwrap().status,
+        RequestStatus::InProgress
+    );
+    assert_eq!(
+        f.store.steps("r2").await.unwrap()[0].state,
+        StepState::Running
+    );
+    // Two step events and two status events, none for the refused one; the chain still verifies.
+    assert_eq!(
+        f.store.events(0, 1000).await.unwrap().len(),
+        events_before + 4
+    );
+    assert!(lethe::audit::verify(f.store.as_ref())
+        .await
+        .unwrap()
+        .broken
+        .is_none());
+}
 
 async fn a_request_and_its_steps_round_trip(b: Backend) {
     let f = fresh(b).await;
