@@ -44,8 +44,17 @@ impl PgStore {
     }
 }
 
+/// Every write transaction takes the store's advisory lock first. Writers are
+/// then serialised in one order (lock, then rows), so no two can deadlock —
+/// a result batch holding rows while another waits for the audit lock could —
+/// and the audit chain has one appender at a time. Claims stay cheap (they
+/// never wait on rows: `SKIP LOCKED`), and group commit amortises the lock.
 async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-    pool.begin().await
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(7405854)")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }
 
 fn claim_sql() -> String {
