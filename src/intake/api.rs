@@ -94,7 +94,15 @@ async fn report_json(st: &AppState, id: &str) -> Result<Value, ApiError> {
             })
         })
         .collect();
-    Ok(json!({"request": view, "events": events}))
+    // The certificate of `lethe report ID --format json` (masked identities,
+    // per-processor evidence, holds, windows, the audit head).
+    let certificate = crate::report::certificate::build(
+        st.engine.store.as_ref(),
+        &view.id,
+        crate::store::ms(chrono::Utc::now()),
+    )
+    .await?;
+    Ok(json!({"request": view, "events": events, "certificate": certificate}))
 }
 
 /// `GET /v1/requests?status=S`: like `lethe list --json`. Unknown parameters are refused.

@@ -74,6 +74,11 @@ async fn a_signed_webhook_files_a_request_that_the_daemon_carries_out_to_complet
         .collect();
     assert_eq!(kinds.first(), Some(&"request.created"), "{kinds:?}");
     assert!(kinds.contains(&"step.done"), "{kinds:?}");
+    // …and the certificate, as `lethe report ID --format json` gives it.
+    let cert = &rep["certificate"];
+    assert_eq!(cert["request"]["id"], id.as_str(), "{rep:#}");
+    assert_eq!(cert["processors"][0]["processor"], "newsletter", "{cert:#}");
+    assert_eq!(cert["audit"]["chain_verified"], true, "{cert:#}");
     assert!(!rep.to_string().to_lowercase().contains(RAW_EMAIL));
 
     // The list API filters by status.
