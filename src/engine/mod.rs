@@ -75,6 +75,8 @@ pub struct Engine {
     connectors: HashMap<String, Arc<dyn Connector>>,
     limits: HashMap<String, Arc<limits::ProcessorLimit>>,
     live_workers: std::sync::atomic::AtomicU32,
+    /// Processor health as last read or written here, and when (read at most once a second).
+    health_cache: std::sync::Mutex<HashMap<String, (std::time::Instant, crate::store::Health)>>,
     worker_id: String,
     wake: Notify,
 }
@@ -120,6 +122,7 @@ impl Engine {
             limits,
             worker_id,
             live_workers: std::sync::atomic::AtomicU32::new(1),
+            health_cache: std::sync::Mutex::new(HashMap::new()),
             wake: Notify::new(),
         }))
     }

@@ -168,10 +168,23 @@ impl Engine {
                     )
                     .await?;
                 if !claimed.is_empty() {
+                    // Steps of one request claimed together share one read of it.
+                    let mut requests: std::collections::HashMap<
+                        String,
+                        Arc<crate::store::RequestRow>,
+                    > = std::collections::HashMap::new();
                     for step in claimed {
                         let me = Arc::clone(self);
                         let results = results.clone();
-                        tasks.spawn(async move { me.process(step, results).await });
+                        let req = match requests.get(&step.request_id) {
+                            Some(r) => Arc::clone(r),
+                            None => {
+                                let r = Arc::new(self.request(&step.request_id).await?);
+                                requests.insert(step.request_id.clone(), Arc::clone(&r));
+                                r
+                            }
+                        };
+                        tasks.spawn(async move { me.process(step, req, results).await });
                     }
                     continue;
                 }
@@ -209,15 +222,35 @@ impl Engine {
         Ok(summary)
     }
 
+    /// A processor's health, read from the store at most once a second per process.
+    async fn health(&self, processor: &str) -> Result<crate::store::Health, EngineError> {
+        if let Ok(c) = self.health_cache.lock() {
+            if let Some((at, h)) = c.get(processor) {
+                if at.elapsed() < Duration::from_secs(1) {
+                    return Ok(h.clone());
+                }
+            }
+        }
+        let h = self.store.health(processor).await?;
+        if let Ok(mut c) = self.health_cache.lock() {
+            c.insert(
+                processor.to_string(),
+                (std::time::Instant::now(), h.clone()),
+            );
+        }
+        Ok(h)
+    }
+
     /// Run one claimed step and record the result.
     async fn process(
         self: Arc<Self>,
         step: StepRow,
+        req: Arc<crate::store::RequestRow>,
         results: ResultSender,
     ) -> Result<(), EngineError> {
         let now0 = ms(Utc::now());
         let heartbeat = self.spawn_heartbeat(step.id);
-        let decision = self.decide(&step).await;
+        let decision = self.decide(&step, &req).await;
         heartbeat.abort();
         let decision = match decision {
             Ok(d) => d,
@@ -331,8 +364,11 @@ impl Engine {
     }
 
     /// Decide what happened to a claimed step (all I/O with the processor happens here).
-    async fn decide(&self, step: &StepRow) -> Result<Decision, EngineError> {
-        let req = self.request(&step.request_id).await?;
+    async fn decide(
+        &self,
+        step: &StepRow,
+        req: &crate::store::RequestRow,
+    ) -> Result<Decision, EngineError> {
         let policy = self.retry_policy(&req.workflow, &step.connector);
         let Some(sealed) = req.identities.as_deref() else {
             return Ok(failed(
@@ -391,7 +427,7 @@ impl Engine {
             }
         }
         // A processor that failed every recent call is left alone until its pause ends.
-        let health = self.store.health(&step.processor).await?;
+        let health = self.health(&step.processor).await?;
         if let Some(until) = health.paused_until.filter(|u| *u > now) {
             return Ok(Decision {
                 event: StepEvent::Transient,
@@ -427,7 +463,7 @@ impl Engine {
         };
         let started = std::time::Instant::now();
         let result = match (step.phase, step.action) {
-            (Phase::Act, _) if connector.as_manual().is_some() => self.manual_step(connector.as_ref(), step, &req, &subject, now).await,
+            (Phase::Act, _) if connector.as_manual().is_some() => self.manual_step(connector.as_ref(), step, req, &subject, now).await,
             (Phase::Act, Action::Erase) => connector.erase(cx).await.map(|e| self.on_erase(e, now)),
             (Phase::Act, Action::Export) => match connector.export(cx).await {
                 Ok(Export::Data { data, evidence }) => self.write_export(step, &req.kind, data, evidence, now),
@@ -458,7 +494,7 @@ impl Engine {
                 )),
                 Err(e) => Err(e),
             },
-            (Phase::Remind, _) => self.manual_step(connector.as_ref(), step, &req, &subject, now).await,
+            (Phase::Remind, _) => self.manual_step(connector.as_ref(), step, req, &subject, now).await,
         };
         crate::metrics::observe_call(
             &step.processor,
@@ -479,7 +515,8 @@ impl Engine {
         };
         if failure.is_some() || health.consecutive_failures > 0 {
             let w = &self.config.worker;
-            self.store
+            let h = self
+                .store
                 .record_call(
                     &step.processor,
                     failure.as_deref(),
@@ -488,6 +525,9 @@ impl Engine {
                     w.pause_for.get().as_millis() as i64,
                 )
                 .await?;
+            if let Ok(mut c) = self.health_cache.lock() {
+                c.insert(step.processor.clone(), (std::time::Instant::now(), h));
+            }
         }
         Ok(match result {
             Ok(d) => d,
