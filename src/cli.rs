@@ -577,7 +577,7 @@ fn parse_until(s: &str) -> Result<i64, BadInput> {
 }
 
 fn hold_json(h: &crate::store::HoldRow) -> serde_json::Value {
-    let ts = |m: i64| store::from_ms(m).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let ts = store::rfc3339;
     serde_json::json!({
         "id": h.id,
         "subject": h.subject_masked,

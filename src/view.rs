@@ -2,7 +2,7 @@
 //!
 //! Field names here are an API (README, "JSON output"): extend, never rename.
 
-use crate::store::{from_ms, Millis, RequestRow, StepRow};
+use crate::store::{from_ms, RequestRow, StepRow};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -85,9 +85,7 @@ pub struct HoldView {
     pub until: Option<String>,
 }
 
-fn ts(m: Millis) -> String {
-    from_ms(m).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+use crate::store::rfc3339 as ts;
 
 impl RequestView {
     /// Build the view at time `now`.

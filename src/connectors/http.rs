@@ -288,14 +288,7 @@ impl HttpConnector {
             );
         }
         let resp = req.send().await.map_err(|e| {
-            let e = e.without_url();
-            let what = if e.is_timeout() {
-                "timed out"
-            } else if e.is_connect() {
-                "could not connect"
-            } else {
-                "request failed"
-            };
+            let what = super::send_failure(&e);
             ConnectorError::transient(format!(
                 "processor `{}`: {what} ({})",
                 self.spec.name,

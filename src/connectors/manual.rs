@@ -417,14 +417,7 @@ impl ManualConnector {
             .send()
             .await
             .map_err(|e| {
-                let e = e.without_url();
-                let what = if e.is_timeout() {
-                    "timed out"
-                } else if e.is_connect() {
-                    "could not connect"
-                } else {
-                    "request failed"
-                };
+                let what = super::send_failure(&e);
                 ConnectorError::transient(format!(
                     "processor `{p}`: the task webhook {what}; the task will be sent again"
                 ))

@@ -206,6 +206,18 @@ pub fn validate_native(
     }
 }
 
+/// What went wrong when a request could not be sent (never the URL: it may
+/// carry an identity), for the transient error's message.
+pub fn send_failure(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    }
+}
+
 /// Replace every identity of `subject` that occurs in `text` by its masked form,
 /// so that a processor's error message echoing an email cannot leak into the store.
 pub fn scrub(text: &str, subject: &Subject) -> String {

@@ -404,14 +404,7 @@ impl S3Connector {
             req = req.header(k, v);
         }
         let resp = req.body(body).send().await.map_err(|e| {
-            let e = e.without_url();
-            let what = if e.is_timeout() {
-                "timed out"
-            } else if e.is_connect() {
-                "could not connect"
-            } else {
-                "request failed"
-            };
+            let what = super::send_failure(&e);
             ConnectorError::transient(format!("processor `{}`: {what}", self.spec.name))
         })?;
         let status = resp.status().as_u16();

@@ -9,7 +9,7 @@
 use super::error::ApiError;
 use super::AppState;
 use crate::domain::RequestStatus;
-use crate::store::{from_ms, RequestFilter};
+use crate::store::RequestFilter;
 use crate::view::RequestView;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -88,7 +88,7 @@ async fn report_json(st: &AppState, id: &str) -> Result<Value, ApiError> {
         .map(|e| {
             json!({
                 "seq": e.seq,
-                "at": from_ms(e.at).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "at": crate::store::rfc3339(e.at),
                 "kind": e.kind,
                 "hash": e.hash,
             })

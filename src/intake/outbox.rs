@@ -35,7 +35,7 @@ const BATCH: i64 = 32;
 
 /// The body of one callback.
 pub fn body(engine: &Engine, row: &OutboxRow, req: &crate::store::RequestRow) -> Value {
-    let at = from_ms(row.created_at).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let at = crate::store::rfc3339(row.created_at);
     if row.protocol == "opendsr" {
         json!({
             "api_version": API_VERSION,

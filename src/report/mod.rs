@@ -37,9 +37,7 @@ pub enum Format {
 }
 
 /// RFC 3339 with milliseconds, UTC.
-pub fn ts(m: Millis) -> String {
-    from_ms(m).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+pub use crate::store::rfc3339 as ts;
 
 /// `2026-11-23 06:40:12 UTC`, for people.
 pub fn ts_human(m: Millis) -> String {

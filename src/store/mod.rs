@@ -28,6 +28,11 @@ pub fn ms(t: DateTime<Utc>) -> Millis {
     t.timestamp_millis()
 }
 
+/// RFC 3339 with milliseconds, UTC: how every report, view and callback shows a time.
+pub fn rfc3339(m: Millis) -> String {
+    from_ms(m).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// Convert milliseconds to a time.
 pub fn from_ms(m: Millis) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(m).single().unwrap_or_default()
