@@ -123,7 +123,11 @@ pub struct WorkerSection {
     /// Most steps in flight at once in this process.
     #[serde(default = "d_conc")]
     pub concurrency: u32,
-    /// How long a claimed step is leased before another worker may take it over.
+    /// How long a claimed step is leased before another worker may take it
+    /// over. Must be at least twice the longest call timeout of any processor,
+    /// so a call is only ever sent while the lease covers all of it (a stalled
+    /// worker's call has ended before another can start). Unset (or `"0s"`):
+    /// the larger of 60 s and twice the longest call timeout.
     #[serde(default = "d_lease")]
     pub lease: HumanDuration,
     /// Longest sleep when nothing is due (new requests from other processes are seen within it).
@@ -147,9 +151,13 @@ fn d_pause_for() -> HumanDuration {
 fn d_conc() -> u32 {
     64
 }
+/// `lease` unset: chosen from the processors' timeouts at load.
 fn d_lease() -> HumanDuration {
-    HumanDuration(Duration::from_secs(60))
+    HumanDuration(Duration::ZERO)
 }
+
+/// The shortest lease chosen when `lease` is unset.
+const MIN_AUTO_LEASE: Duration = Duration::from_secs(60);
 fn d_idle() -> HumanDuration {
     HumanDuration(Duration::from_secs(2))
 }
@@ -195,6 +203,9 @@ pub struct ProcessorConfig {
     /// Override the connector's category (e.g. a `manual` processor that is an SMS provider).
     #[serde(default)]
     pub category: Option<Category>,
+    /// Override the connector's call timeout (`[limits] timeout`).
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -325,7 +336,8 @@ impl Config {
         if raw.worker.concurrency == 0 {
             return Err(err("worker.concurrency", "must be at least 1".into()));
         }
-        if raw.worker.lease.get() < Duration::from_millis(200) {
+        let auto_lease = raw.worker.lease.get().is_zero();
+        if !auto_lease && raw.worker.lease.get() < Duration::from_millis(200) {
             return Err(err("worker.lease", "must be at least 200ms".into()));
         }
         if raw.worker.pause_after == 0 {
@@ -333,6 +345,7 @@ impl Config {
         }
 
         let mut names = BTreeSet::new();
+        let mut longest_timeout = Duration::ZERO;
         for (i, p) in raw.processors.iter().enumerate() {
             let key = |k: &str| format!("processor[{i}].{k}");
             if p.name.is_empty()
@@ -416,6 +429,24 @@ impl Config {
             if p.concurrency == Some(0) {
                 return Err(err(&key("concurrency"), "must be at least 1".into()));
             }
+            let timeout = p.timeout.map(|t| t.get()).unwrap_or(def.limits.timeout.get());
+            if timeout.is_zero() {
+                return Err(err(&key("timeout"), "must be more than 0s".into()));
+            }
+            if !auto_lease && raw.worker.lease.get() < timeout * 2 {
+                return Err(err(
+                    "worker.lease",
+                    format!(
+                        "{} is shorter than twice the call timeout of processor `{}` ({}): a stalled worker's call could still be running when another worker takes the step over. Set [worker] lease to at least {}, or the processor's `timeout` to at most {}",
+                        humantime::format_duration(raw.worker.lease.get()),
+                        p.name,
+                        humantime::format_duration(timeout),
+                        humantime::format_duration(timeout * 2),
+                        humantime::format_duration(raw.worker.lease.get() / 2),
+                    ),
+                ));
+            }
+            longest_timeout = longest_timeout.max(timeout);
             if p.rate_per_second
                 .is_some_and(|r| !(r > 0.0 && r.is_finite()))
             {
@@ -441,6 +472,10 @@ impl Config {
             }
         }
 
+        let mut raw = raw;
+        if auto_lease {
+            raw.worker.lease = HumanDuration(MIN_AUTO_LEASE.max(longest_timeout * 2));
+        }
         Ok(Config {
             path: path.to_path_buf(),
             store: raw.store,
@@ -484,6 +519,7 @@ impl Config {
                 .rate_per_second
                 .or(def.and_then(|d| d.limits.rate_per_second)),
             category: self.category(p),
+            timeout: p.timeout.map(|t| t.get()),
         }
     }
 

@@ -41,6 +41,8 @@ pub struct ProcessorSpec {
     pub rate_per_second: Option<f64>,
     /// The processor's category (the connector's, unless lethe.toml overrides it).
     pub category: Category,
+    /// The call timeout, if lethe.toml overrides the connector's.
+    pub timeout: Option<Duration>,
 }
 
 /// A connector driven by a definition file.
@@ -211,7 +213,7 @@ impl HttpConnector {
         let mut req = self
             .client
             .request(method, &url)
-            .timeout(self.def.limits.timeout.get());
+            .timeout(self.spec.timeout.unwrap_or(self.def.limits.timeout.get()));
         let sctx = serde_json::json!({ "secrets": secrets, "settings": self.spec.settings });
         match &self.def.auth {
             Auth::None => {}
@@ -287,6 +289,7 @@ impl HttpConnector {
                 header_value(&format!("{}{}", sign.prefix, hmac_hex(&key, &sent_body)))?,
             );
         }
+        super::lease::before_send(&call.method, self.spec.timeout.unwrap_or(self.def.limits.timeout.get()))?;
         let resp = req.send().await.map_err(|e| {
             let what = super::send_failure(&e);
             ConnectorError::transient(format!(
@@ -935,6 +938,7 @@ mod tests {
             soft_delete_window: None,
             rate_per_second: None,
             category: Category::Other,
+            timeout: None,
         };
         HttpConnector::new(spec, Arc::new(def), reqwest::Client::new())
     }
@@ -1157,6 +1161,7 @@ json = '{"subject": {{ subject | tojson }}}'
             soft_delete_window: None,
             rate_per_second: None,
             category: Category::Other,
+            timeout: None,
         };
         let c = HttpConnector::new(spec, Arc::new(def), reqwest::Client::new());
         let s = subject();

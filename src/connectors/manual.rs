@@ -249,6 +249,7 @@ impl ManualConnector {
 
     /// Deliver a task (webhook or email). The error never contains the task body.
     pub async fn send(&self, task: &Task) -> Result<Evidence, ConnectorError> {
+        super::lease::before_send("POST", self.timeout)?;
         match &self.delivery {
             Delivery::Webhook => self.post(task).await,
             Delivery::Email { host, port, tls } => self.mail(task, host, *port, *tls).await,

@@ -7,6 +7,7 @@
 
 pub mod definition;
 pub mod http;
+pub mod lease;
 pub mod manual;
 pub mod registry;
 pub mod s3;
@@ -154,7 +155,8 @@ pub struct CallContext<'a> {
     pub subject: &'a Subject,
     /// The request id.
     pub request_id: &'a str,
-    /// `request:processor:attempt`, sent where the API honours one.
+    /// Stable per step and action (`request:processor:action`), never per
+    /// attempt, so a processor can deduplicate a retry after a takeover.
     pub idempotency_key: &'a str,
 }
 

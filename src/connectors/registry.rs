@@ -72,7 +72,7 @@ impl Registry {
         client: reqwest::Client,
     ) -> Option<Arc<dyn Connector>> {
         let def = self.defs.get(connector)?.clone();
-        let timeout = def.limits.timeout.get();
+        let timeout = spec.timeout.unwrap_or(def.limits.timeout.get());
         match def.native.as_deref() {
             None => Some(Arc::new(HttpConnector::new(spec, def, client))),
             Some("s3") => Some(Arc::new(S3Connector::new(spec, client, timeout))),

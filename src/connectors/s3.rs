@@ -403,6 +403,7 @@ impl S3Connector {
         for (k, v) in instructions.headers() {
             req = req.header(k, v);
         }
+        super::lease::before_send(method, self.timeout)?;
         let resp = req.body(body).send().await.map_err(|e| {
             let what = super::send_failure(&e);
             ConnectorError::transient(format!("processor `{}`: {what}", self.spec.name))

@@ -145,7 +145,8 @@ impl Engine {
         let change = StepChange {
             step_id: step.id,
             from: StepState::AwaitingConfirmation,
-            lease_owner: None,
+            lease_token: None,
+            maybe_acted: false,
             to,
             phase: step.phase,
             outcome: Some(Outcome::Confirmed),

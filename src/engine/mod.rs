@@ -260,7 +260,8 @@ impl Engine {
                 Some(StepChange {
                     step_id: s.id,
                     from: s.state,
-                    lease_owner: None,
+                    lease_token: None,
+                    maybe_acted: false,
                     to,
                     phase: s.phase,
                     outcome: None,
@@ -317,7 +318,8 @@ impl Engine {
                 Some(StepChange {
                     step_id: s.id,
                     from: s.state,
-                    lease_owner: None,
+                    lease_token: None,
+                    maybe_acted: false,
                     to,
                     phase: s.phase,
                     outcome: None,

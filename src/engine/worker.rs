@@ -9,6 +9,7 @@
 
 use super::workflow::RetryPolicy;
 use super::{Engine, EngineError};
+use crate::connectors::lease::Lease;
 use crate::connectors::{CallContext, ConnectorError, Erase, ErrorClass, Evidence, Export, Verify};
 use crate::domain::policy::FOREVER_MS;
 use crate::domain::{hold_gate, Action, HoldGate, Outcome, Phase, StepEvent, StepState, Subject};
@@ -19,6 +20,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -158,12 +160,15 @@ impl Engine {
                     summary.released += self.store.release_expired_leases(ms(now)).await?;
                     last_release = Some(std::time::Instant::now());
                 }
+                // The lease is stamped by the database's clock after this
+                // instant, so `before_claim + lease` is a safe local deadline.
+                let before_claim = std::time::Instant::now();
                 let claimed = self
                     .store
                     .claim_due(
                         &self.worker_id,
                         ms(now),
-                        ms(now) + lease.as_millis() as i64,
+                        lease.as_millis() as i64,
                         (cap - tasks.len()) as i64,
                     )
                     .await?;
@@ -184,7 +189,8 @@ impl Engine {
                                 r
                             }
                         };
-                        tasks.spawn(async move { me.process(step, req, results).await });
+                        let held = Lease::until(before_claim + lease);
+                        tasks.spawn(async move { me.process(step, req, results, held).await });
                     }
                     continue;
                 }
@@ -242,16 +248,36 @@ impl Engine {
     }
 
     /// Run one claimed step and record the result.
+    ///
+    /// The call runs under the claim's lease: a heartbeat renews it, and if
+    /// the store says another claim took the step over — or the lease runs
+    /// out locally because it could not be renewed — the call is dropped and
+    /// nothing is written (fencing: the result would be refused anyway).
     async fn process(
         self: Arc<Self>,
         step: StepRow,
         req: Arc<crate::store::RequestRow>,
         results: ResultSender,
+        lease: Lease,
     ) -> Result<(), EngineError> {
         let now0 = ms(Utc::now());
-        let heartbeat = self.spawn_heartbeat(step.id);
-        let decision = self.decide(&step, &req).await;
+        let lost = CancellationToken::new();
+        let heartbeat = self.spawn_heartbeat(&step, lease.clone(), lost.clone());
+        let decision = tokio::select! {
+            biased;
+            _ = lost.cancelled() => None,
+            d = lease.clone().scope(self.decide(&step, &req)) => Some(d),
+        };
         heartbeat.abort();
+        let Some(decision) = decision.filter(|_| !lease.is_lost()) else {
+            tracing::warn!(
+                step = step.id,
+                processor = %step.processor,
+                lease_token = step.lease_token,
+                "lease lost during the call: the call was abandoned and nothing is written; the step is taken over"
+            );
+            return Ok(());
+        };
         let decision = match decision {
             Ok(d) => d,
             Err(e) => {
@@ -284,10 +310,22 @@ impl Engine {
         if let (Value::Object(d), Value::Object(extra)) = (&mut detail, decision.extra) {
             d.extend(extra);
         }
+        // A failed erase whose call with an effect went out may have erased:
+        // remember it, so a later "not found" is recorded as gone, not as
+        // "held no data".
+        let maybe_acted = step.action == Action::Erase
+            && lease.effect_sent()
+            && matches!(decision.event, StepEvent::Transient | StepEvent::Permanent)
+            // A throttled call was refused unprocessed (429): no effect.
+            && decision
+                .error
+                .as_ref()
+                .is_some_and(|(_, class)| class != ErrorClass::Throttled.as_str());
         let change = StepChange {
             step_id: step.id,
             from: StepState::Running,
-            lease_owner: Some(self.worker_id.clone()),
+            lease_token: Some(step.lease_token),
+            maybe_acted,
             to,
             phase,
             outcome: decision.outcome,
@@ -328,17 +366,38 @@ impl Engine {
         Ok(())
     }
 
-    fn spawn_heartbeat(self: &Arc<Self>, step_id: i64) -> tokio::task::JoinHandle<()> {
+    /// Renew the lease every third of its length. When the store answers that
+    /// the token is no longer the step's, or the lease runs out locally
+    /// without a renewal, mark it lost and cancel the call.
+    fn spawn_heartbeat(
+        self: &Arc<Self>,
+        step: &StepRow,
+        lease: Lease,
+        lost: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let me = Arc::clone(self);
-        let lease = self.config.worker.lease.get();
+        let length = self.config.worker.lease.get();
+        let (step_id, token) = (step.id, step.lease_token);
         tokio::spawn(async move {
-            let every = lease / 3;
+            let every = length / 3;
             loop {
-                tokio::time::sleep(every).await;
-                let until = ms(Utc::now()) + lease.as_millis() as i64;
-                match me.store.heartbeat(step_id, &me.worker_id, until).await {
-                    Ok(true) => {}
-                    Ok(false) => return,
+                let next = (std::time::Instant::now() + every).min(lease.deadline());
+                tokio::time::sleep_until(next.into()).await;
+                if std::time::Instant::now() >= lease.deadline() {
+                    tracing::warn!(step = step_id, "lease ran out without a renewal; cancelling the call");
+                    lease.lose();
+                    lost.cancel();
+                    return;
+                }
+                let before = std::time::Instant::now();
+                match me.store.heartbeat(step_id, token, length.as_millis() as i64).await {
+                    Ok(true) => lease.extend(before + length),
+                    Ok(false) => {
+                        tracing::warn!(step = step_id, lease_token = token, "lease taken over; cancelling the call");
+                        lease.lose();
+                        lost.cancel();
+                        return;
+                    }
                     Err(e) => tracing::warn!(step = step_id, error = %e, "heartbeat failed"),
                 }
             }
@@ -455,7 +514,17 @@ impl Engine {
             Some(limit) => limit.acquire().await,
             None => None,
         };
-        let key = format!("{}:{}:{}", step.request_id, step.processor, step.attempts);
+        // Stable per step and action, never per attempt: a retry after a
+        // takeover carries the same key, so the processor can deduplicate it.
+        let key = format!(
+            "{}:{}:{}",
+            step.request_id,
+            step.processor,
+            match step.phase {
+                Phase::Verify => "purge",
+                _ => step.action.as_str(),
+            }
+        );
         let cx = CallContext {
             subject: &subject,
             request_id: &step.request_id,
@@ -464,7 +533,7 @@ impl Engine {
         let started = std::time::Instant::now();
         let result = match (step.phase, step.action) {
             (Phase::Act, _) if connector.as_manual().is_some() => self.manual_step(connector.as_ref(), step, req, &subject, now).await,
-            (Phase::Act, Action::Erase) => connector.erase(cx).await.map(|e| self.on_erase(e, now)),
+            (Phase::Act, Action::Erase) => connector.erase(cx).await.map(|e| self.on_erase(step, e, now)),
             (Phase::Act, Action::Export) => match connector.export(cx).await {
                 Ok(Export::Data { data, evidence }) => self.write_export(step, &req.kind, data, evidence, now),
                 Ok(Export::NotFound(ev)) => Ok(Decision::finished(Outcome::NotFound, &ev, now)),
@@ -535,8 +604,28 @@ impl Engine {
         })
     }
 
-    fn on_erase(&self, e: Erase, now: Millis) -> Decision {
+    fn on_erase(&self, step: &StepRow, e: Erase, now: Millis) -> Decision {
         match e {
+            // An earlier attempt may have reached the processor: "not there
+            // now" is then the erasure confirmed, never "held no data". Where
+            // the processor only soft-deletes, it may sit in the recovery
+            // window: wait it out and verify, as after any soft delete.
+            Erase::NotFound(mut ev) if step.maybe_acted => {
+                ev.note = Some(
+                    "gone: an earlier attempt may have reached the processor before it was interrupted; this attempt found nothing left"
+                        .into(),
+                );
+                if let Some(window) = self.soft_delete_window(step) {
+                    let mut d = self.on_erase(step, Erase::SoftDeleted { evidence: ev, window }, now);
+                    if let Value::Object(x) = &mut d.extra {
+                        x.insert("after_interrupted_attempt".into(), Value::Bool(true));
+                    }
+                    return d;
+                }
+                let mut d = Decision::finished(Outcome::Erased, &ev, now);
+                d.extra = json!({"after_interrupted_attempt": true, "confirmed": "not found after an interrupted attempt"});
+                d
+            }
             Erase::Erased(ev) => Decision::finished(Outcome::Erased, &ev, now),
             Erase::NotFound(ev) => Decision::finished(Outcome::NotFound, &ev, now),
             Erase::Retained { evidence, reason } => {
@@ -560,6 +649,23 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The recovery window of a processor whose erase only soft-deletes.
+    fn soft_delete_window(&self, step: &StepRow) -> Option<Duration> {
+        let def = self.config.registry.get(&step.connector)?;
+        let soft = def
+            .actions
+            .erase
+            .as_ref()
+            .is_some_and(|a| a.effect == crate::connectors::definition::EraseEffect::SoftDeleted);
+        if !soft {
+            return None;
+        }
+        let p = self.config.processors.iter().find(|p| p.name == step.processor);
+        p.and_then(|p| p.soft_delete_window.map(|w| w.get()))
+            .or(def.soft_delete_window.map(|w| w.get()))
+            .or(Some(Duration::from_secs(30 * 86400)))
     }
 
     fn write_export(

@@ -15,7 +15,7 @@ pub(super) const REQ_COLS: &str =
 
 pub(super) const STEP_COLS: &str = "id, request_id, processor, connector, category, action, wave, state, phase, outcome, \
      attempts, run_at, lease_owner, lease_expires_at, last_error, error_class, evidence, hold_basis, hold_until, \
-     grace_until, started_at, finished_at, updated_at";
+     grace_until, started_at, finished_at, updated_at, lease_token, maybe_acted";
 
 /// States a worker may claim once due.
 pub(super) const CLAIMABLE: &str =
@@ -96,6 +96,8 @@ pub(super) struct RawStep {
     started_at: Option<i64>,
     finished_at: Option<i64>,
     updated_at: i64,
+    lease_token: i64,
+    maybe_acted: i64,
 }
 
 impl RawStep {
@@ -129,6 +131,8 @@ impl RawStep {
             started_at: self.started_at,
             finished_at: self.finished_at,
             updated_at: self.updated_at,
+            lease_token: self.lease_token,
+            maybe_acted: self.maybe_acted != 0,
         })
     }
 }
@@ -238,6 +242,12 @@ pub(super) struct PendingEvent {
     pub detail: Value,
 }
 
+/// The SHA-256 (hex) by which the audit chain refers to a piece of free text.
+pub fn text_hash(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
 pub(super) fn closed(status: RequestStatus) -> bool {
     matches!(
         status,
@@ -248,9 +258,11 @@ pub(super) fn closed(status: RequestStatus) -> bool {
 /// Stamp out the shared store functions for one backend.
 ///
 /// `$conn` is the connection type, `$pool` the pool type, `$lock` the statement
-/// that serialises event appends inside a transaction.
+/// that serialises event appends inside a transaction, `$dbnow` the SQL
+/// expression for the database's clock in milliseconds (leases are stamped
+/// and expired by it, never by a worker's clock).
 macro_rules! shared_store_fns {
-    ($conn:ty, $pool:ty, $lock:expr) => {
+    ($conn:ty, $pool:ty, $lock:expr, $dbnow:expr) => {
         use $crate::domain::event::{chain_hash, EventBody, GENESIS_HASH};
         use $crate::domain::{derive_status, RequestStatus, StepState};
         use $crate::store::common::{closed, PendingEvent, RawEvent, RawRequest, RawStep, REQ_COLS, STEP_COLS};
@@ -261,6 +273,24 @@ macro_rules! shared_store_fns {
                 return Ok(());
             }
             sqlx::query($lock).execute(&mut *conn).await?;
+            // Processor free text stays outside the chain: the event keeps the
+            // text's SHA-256, the text goes to `texts`, destroyed with the identities.
+            let mut events = events;
+            for ev in events.iter_mut() {
+                let Some(obj) = ev.detail.as_object_mut() else { continue };
+                let Some(serde_json::Value::String(text)) = obj.remove("error") else { continue };
+                let hash = $crate::store::common::text_hash(&text);
+                obj.insert("error_sha256".into(), serde_json::Value::String(hash.clone()));
+                if let Some(req) = &ev.request_id {
+                    sqlx::query("INSERT INTO texts (hash, request_id, body, at) VALUES ($1, $2, $3, $4) ON CONFLICT (hash) DO NOTHING")
+                        .bind(&hash)
+                        .bind(req)
+                        .bind(&text)
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+            }
             let head: Option<(i64, String)> =
                 sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *conn).await?;
             let (mut seq, mut prev) = head.unwrap_or((0, GENESIS_HASH.to_string()));
@@ -404,34 +434,45 @@ macro_rules! shared_store_fns {
         }
 
         pub(super) async fn release_expired(conn: &mut $conn, now: i64) -> Result<u64, StoreError> {
-            let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
-                "UPDATE steps SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
-                 WHERE state = 'running' AND lease_expires_at <= $1 RETURNING id, request_id, processor, attempts",
-            )
-            .bind(now)
-            .fetch_all(&mut *conn)
-            .await?;
+            // Expiry is judged by the database's clock, so a worker whose clock
+            // runs ahead cannot take a live step from another. An erase whose
+            // lease ran out mid-call may have reached the processor: mark it.
+            let sql = format!(
+                "UPDATE steps SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1, \
+                 maybe_acted = CASE WHEN action = 'erase' THEN 1 ELSE maybe_acted END \
+                 WHERE state = 'running' AND lease_expires_at <= {} \
+                 RETURNING id, request_id, processor, attempts, lease_token, action",
+                $dbnow
+            );
+            let rows: Vec<(i64, String, String, i64, i64, String)> =
+                sqlx::query_as(&sql).bind(now).fetch_all(&mut *conn).await?;
             let n = rows.len() as u64;
             let events = rows
                 .into_iter()
-                .map(|(id, req, processor, attempts)| PendingEvent {
+                .map(|(id, req, processor, attempts, token, action)| PendingEvent {
                     request_id: Some(req),
                     step_id: Some(id),
                     kind: "step.lease_expired".into(),
-                    detail: serde_json::json!({"processor": processor, "attempts": attempts, "state": "pending"}),
+                    detail: serde_json::json!({
+                        "processor": processor,
+                        "attempt": attempts,
+                        "attempts": attempts,
+                        "lease_token": token,
+                        "state": "pending",
+                        "may_have_reached_processor": action == "erase",
+                    }),
                 })
                 .collect();
             append_events(conn, now, events).await?;
             Ok(n)
         }
 
-        pub(super) async fn heartbeat(pool: &$pool, step_id: i64, worker: &str, until: i64) -> Result<bool, StoreError> {
-            let r = sqlx::query("UPDATE steps SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3 AND state = 'running'")
-                .bind(until)
-                .bind(step_id)
-                .bind(worker)
-                .execute(pool)
-                .await?;
+        pub(super) async fn heartbeat(pool: &$pool, step_id: i64, token: i64, lease_ms: i64) -> Result<bool, StoreError> {
+            let sql = format!(
+                "UPDATE steps SET lease_expires_at = {} + $1 WHERE id = $2 AND lease_token = $3 AND state = 'running'",
+                $dbnow
+            );
+            let r = sqlx::query(&sql).bind(lease_ms).bind(step_id).bind(token).execute(pool).await?;
             Ok(r.rows_affected() == 1)
         }
 
@@ -476,8 +517,9 @@ macro_rules! shared_store_fns {
                      last_error = $6, error_class = $7, evidence = COALESCE($8, evidence), \
                      hold_basis = COALESCE($9, hold_basis), hold_until = COALESCE($10, hold_until), \
                      grace_until = COALESCE($11, grace_until), finished_at = COALESCE($12, finished_at), \
-                     lease_owner = NULL, lease_expires_at = NULL, updated_at = $13 \
-                     WHERE id = $14 AND request_id = $15 AND state = $16 AND ($17 IS NULL OR lease_owner = $17)",
+                     lease_owner = NULL, lease_expires_at = NULL, updated_at = $13, \
+                     maybe_acted = CASE WHEN $18 = 1 THEN 1 ELSE maybe_acted END \
+                     WHERE id = $14 AND request_id = $15 AND state = $16 AND ($17 IS NULL OR lease_token = $17)",
                 )
                 .bind(c.to.as_str())
                 .bind(c.phase.as_str())
@@ -495,7 +537,8 @@ macro_rules! shared_store_fns {
                 .bind(c.step_id)
                 .bind(&cs.request_id)
                 .bind(c.from.as_str())
-                .bind(&c.lease_owner)
+                .bind(c.lease_token)
+                .bind(c.maybe_acted as i64)
                 .execute(&mut *conn)
                 .await?;
                 if r.rows_affected() != 1 {
@@ -580,6 +623,14 @@ macro_rules! shared_store_fns {
             .fetch_all(pool)
             .await?;
             raw.into_iter().map(RawEvent::into_row).collect()
+        }
+
+        pub(super) async fn texts(pool: &$pool, request_id: &str) -> Result<Vec<(String, String)>, StoreError> {
+            let rows: Vec<(String, String)> = sqlx::query_as("SELECT hash, body FROM texts WHERE request_id = $1 ORDER BY at, hash")
+                .bind(request_id)
+                .fetch_all(pool)
+                .await?;
+            Ok(rows)
         }
 
         pub(super) async fn request_events(pool: &$pool, request_id: &str) -> Result<Vec<EventRow>, StoreError> {
@@ -866,6 +917,15 @@ macro_rules! shared_store_fns {
             .fetch_all(&mut *conn)
             .await?;
             let ids: Vec<String> = rows.into_iter().map(|(id,)| id).collect();
+            // Processor free text may echo an identity in a form no scrubber
+            // knew: it goes with the identities.
+            for id in &ids {
+                sqlx::query("DELETE FROM texts WHERE request_id = $1").bind(id).execute(&mut *conn).await?;
+                sqlx::query("UPDATE steps SET last_error = NULL WHERE request_id = $1 AND last_error IS NOT NULL")
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
             let events = ids
                 .iter()
                 .map(|id| PendingEvent {
@@ -955,14 +1015,14 @@ macro_rules! impl_store {
                 &self,
                 worker: &str,
                 now: i64,
-                lease_until: i64,
+                lease_ms: i64,
                 limit: i64,
             ) -> Result<Vec<$crate::store::StepRow>, $crate::store::StoreError> {
                 let sql = $claim_sql();
                 let mut tx = $begin(&self.pool).await?;
                 let raw: Vec<$crate::store::common::RawStep> = sqlx::query_as(&sql)
                     .bind(worker)
-                    .bind(lease_until)
+                    .bind(lease_ms)
                     .bind(now)
                     .bind(limit)
                     .fetch_all(&mut *tx)
@@ -989,10 +1049,17 @@ macro_rules! impl_store {
             async fn heartbeat(
                 &self,
                 step_id: i64,
-                worker: &str,
-                lease_until: i64,
+                lease_token: i64,
+                lease_ms: i64,
             ) -> Result<bool, $crate::store::StoreError> {
-                shared::heartbeat(&self.pool, step_id, worker, lease_until).await
+                shared::heartbeat(&self.pool, step_id, lease_token, lease_ms).await
+            }
+
+            async fn texts(
+                &self,
+                request_id: &str,
+            ) -> Result<Vec<(String, String)>, $crate::store::StoreError> {
+                shared::texts(&self.pool, request_id).await
             }
 
             async fn next_wake(&self) -> Result<Option<i64>, $crate::store::StoreError> {

@@ -203,6 +203,13 @@ pub struct StepRow {
     pub finished_at: Option<Millis>,
     /// Last change.
     pub updated_at: Millis,
+    /// The fencing token of the current (or last) lease: every claim takes a
+    /// new one, and only its holder can write the step's result.
+    pub lease_token: i64,
+    /// An earlier attempt may have reached the processor (its lease expired
+    /// mid-call, or it failed after the request was sent): a later "not found"
+    /// then means the data is gone, not that the processor never held any.
+    pub maybe_acted: bool,
 }
 
 /// One audit event.
@@ -233,8 +240,11 @@ pub struct StepChange {
     pub step_id: i64,
     /// The state it must be in.
     pub from: StepState,
-    /// If set, the lease owner it must have (for results of a claimed step).
-    pub lease_owner: Option<String>,
+    /// If set, the lease token it must still have (fencing: results of a
+    /// claimed step are written only while the claim that produced them holds).
+    pub lease_token: Option<i64>,
+    /// Record that this attempt may have reached the processor (sticky).
+    pub maybe_acted: bool,
     /// The new state.
     pub to: StepState,
     /// What to do at the next claim.
@@ -380,23 +390,31 @@ pub trait Store: Send + Sync {
     async fn list_requests(&self, filter: &RequestFilter) -> Result<Vec<RequestRow>, StoreError>;
     /// A request's steps, by wave then processor.
     async fn steps(&self, request_id: &str) -> Result<Vec<StepRow>, StoreError>;
-    /// Lease up to `limit` due steps to `worker` until `lease_until`.
+    /// Lease up to `limit` steps due at `now` to `worker` for `lease_ms`,
+    /// measured by the database's clock. Each claimed step gets a new lease
+    /// token (fencing), returned in its row.
     async fn claim_due(
         &self,
         worker: &str,
         now: Millis,
-        lease_until: Millis,
+        lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<StepRow>, StoreError>;
-    /// Return steps whose lease expired to `pending`, with an event each.
+    /// Return steps whose lease expired by the database's clock to `pending`,
+    /// with an event each (`now` only stamps the event). An erase among them
+    /// is marked `maybe_acted`: its call may have reached the processor.
     async fn release_expired_leases(&self, now: Millis) -> Result<u64, StoreError>;
-    /// Extend a lease; false if the worker no longer holds it.
+    /// Extend a lease to the database's clock + `lease_ms`; false if the
+    /// lease token is no longer the step's (another claim took it over).
     async fn heartbeat(
         &self,
         step_id: i64,
-        worker: &str,
-        lease_until: Millis,
+        lease_token: i64,
+        lease_ms: i64,
     ) -> Result<bool, StoreError>;
+    /// Processor free text of a request's events, by SHA-256 (the chain holds
+    /// the hash; the text is destroyed with the identities).
+    async fn texts(&self, request_id: &str) -> Result<Vec<(String, String)>, StoreError>;
     /// The earliest `run_at` (or lease expiry) of anything claimable, if any.
     async fn next_wake(&self) -> Result<Option<Millis>, StoreError>;
     /// Apply a change set atomically.

@@ -15,9 +15,14 @@ mod shared {
     crate::store::common::shared_store_fns!(
         sqlx::PgConnection,
         sqlx::PgPool,
-        "SELECT pg_advisory_xact_lock(7405854)"
+        "SELECT pg_advisory_xact_lock(7405854)",
+        super::DB_NOW
     );
 }
+
+/// The database server's clock in milliseconds: leases are stamped and
+/// expired by it, so a worker's skewed clock cannot steal a live step.
+const DB_NOW: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
 
 /// PostgreSQL store.
 #[derive(Debug, Clone)]
@@ -61,8 +66,8 @@ fn claim_sql() -> String {
     format!(
         "WITH due AS (SELECT s.id FROM steps s WHERE s.state IN {CLAIMABLE} AND s.run_at <= $3 AND {NOT_BLOCKED} \
          ORDER BY s.run_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
-         UPDATE steps SET state = 'running', lease_owner = $1, lease_expires_at = $2, attempts = steps.attempts + 1, \
-         started_at = COALESCE(steps.started_at, $3), updated_at = $3 FROM due WHERE steps.id = due.id RETURNING steps.*"
+         UPDATE steps SET state = 'running', lease_owner = $1, lease_expires_at = {DB_NOW} + $2, attempts = steps.attempts + 1, \
+         lease_token = steps.lease_token + 1, started_at = COALESCE(steps.started_at, $3), updated_at = $3 FROM due WHERE steps.id = due.id RETURNING steps.*"
     )
 }
 

@@ -12,8 +12,17 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod shared {
-    crate::store::common::shared_store_fns!(sqlx::SqliteConnection, sqlx::SqlitePool, "SELECT 1");
+    crate::store::common::shared_store_fns!(
+        sqlx::SqliteConnection,
+        sqlx::SqlitePool,
+        "SELECT 1",
+        super::DB_NOW
+    );
 }
+
+/// The database's clock in milliseconds. For the embedded store it is the
+/// machine's clock; written as SQL so both backends stamp leases the same way.
+const DB_NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
 
 /// SQLite store.
 #[derive(Debug, Clone)]
@@ -31,8 +40,6 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             // Overwrite deleted content (e.g. shredded identities) with zeros
             // instead of leaving it in free space inside the file.
-            .pragma("secure_delete", "fast")
-            // Deleted content is overwritten, not left in free pages (crypto-shredding).
             .pragma("secure_delete", "fast")
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
@@ -55,8 +62,8 @@ async fn begin(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, sqlx::Sql
 
 fn claim_sql() -> String {
     format!(
-        "UPDATE steps SET state = 'running', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, \
-         started_at = COALESCE(started_at, $3), updated_at = $3 \
+        "UPDATE steps SET state = 'running', lease_owner = $1, lease_expires_at = {DB_NOW} + $2, attempts = attempts + 1, \
+         lease_token = lease_token + 1, started_at = COALESCE(started_at, $3), updated_at = $3 \
          WHERE id IN (SELECT s.id FROM steps s WHERE s.state IN {CLAIMABLE} AND s.run_at <= $3 AND {NOT_BLOCKED} \
          ORDER BY s.run_at LIMIT $4) RETURNING {STEP_COLS}"
     )

@@ -58,7 +58,8 @@ fn done(step_id: i64, from: StepState, now: i64) -> ChangeSet {
         steps: vec![StepChange {
             step_id,
             from,
-            lease_owner: Some("w".into()),
+            lease_token: Some(1),
+                                maybe_acted: false,
             to: StepState::Done,
             phase: Phase::Act,
             outcome: Some(Outcome::Erased),

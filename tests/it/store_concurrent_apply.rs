@@ -68,7 +68,8 @@ async fn steps_finished_concurrently_complete_the_request(b: Backend) {
                             steps: vec![StepChange {
                                 step_id: s.id,
                                 from: StepState::Running,
-                                lease_owner: Some("w".into()),
+                                lease_token: Some(1),
+                                maybe_acted: false,
                                 to: StepState::Done,
                                 phase: Phase::Act,
                                 outcome: Some(Outcome::Erased),

@@ -63,11 +63,13 @@ fn step(processor: &str, wave: i64, run_at: i64) -> NewStep {
     }
 }
 
-fn finish(step_id: i64, worker: &str, outcome: Outcome, now: i64) -> StepChange {
+/// The result of the claim that holds lease token `token`.
+fn finish(step_id: i64, token: i64, outcome: Outcome, now: i64) -> StepChange {
     StepChange {
         step_id,
         from: StepState::Running,
-        lease_owner: Some(worker.into()),
+        lease_token: Some(token),
+        maybe_acted: false,
         to: StepState::Done,
         phase: Phase::Act,
         outcome: Some(outcome),
@@ -99,6 +101,8 @@ on_both_backends!(
     concurrent_claimers_never_take_the_same_step,
     a_later_wave_waits_for_the_earlier_one,
     an_expired_lease_returns_the_step_to_pending,
+    a_worker_whose_clock_runs_ahead_cannot_take_a_live_lease,
+    a_stale_lease_token_is_refused_even_from_the_same_worker,
     a_result_from_a_worker_that_lost_its_lease_is_refused_and_nothing_is_written,
     finishing_every_step_completes_the_request_and_is_audited,
     a_request_is_extended_once_only,
@@ -127,18 +131,18 @@ async fn a_batch_commits_each_change_set_on_its_own_and_skips_a_conflicting_one(
             cs(
                 "r1",
                 2000,
-                vec![finish(by_req("r1"), "w", Outcome::Erased, 2000)],
+                vec![finish(by_req("r1"), 1, Outcome::Erased, 2000)],
             ),
             // Not our lease: refused, and only this change set is rolled back.
             cs(
                 "r2",
                 2000,
-                vec![finish(by_req("r2"), "someone-else", Outcome::Erased, 2000)],
+                vec![finish(by_req("r2"), 99, Outcome::Erased, 2000)],
             ),
             cs(
                 "r3",
                 2000,
-                vec![finish(by_req("r3"), "w", Outcome::NotFound, 2000)],
+                vec![finish(by_req("r3"), 1, Outcome::NotFound, 2000)],
             ),
         ])
         .await
@@ -237,7 +241,15 @@ async fn due_steps_are_claimed_once_and_future_ones_not_at_all(b: Backend) {
     assert_eq!(c[0].processor, "due");
     assert_eq!(c[0].state, StepState::Running);
     assert_eq!(c[0].lease_owner.as_deref(), Some("w1"));
-    assert_eq!(c[0].lease_expires_at, Some(62000));
+    // The lease is stamped by the database's clock, not the caller's `now`.
+    let real_now = chrono::Utc::now().timestamp_millis();
+    let expires = c[0].lease_expires_at.expect("leased");
+    assert!(
+        (expires - (real_now + 62000)).abs() < 10_000,
+        "lease ends {expires}, expected about {}",
+        real_now + 62000
+    );
+    assert_eq!(c[0].lease_token, 1, "the first claim takes token 1");
     assert_eq!(c[0].attempts, 1);
     assert!(
         f.store
@@ -311,7 +323,7 @@ async fn a_later_wave_waits_for_the_earlier_one(b: Backend) {
         .apply(cs(
             "r1",
             3000,
-            vec![finish(c[0].id, "w", Outcome::Erased, 3000)],
+            vec![finish(c[0].id, 1, Outcome::Erased, 3000)],
         ))
         .await
         .unwrap();
@@ -338,35 +350,108 @@ async fn an_expired_lease_returns_the_step_to_pending(b: Backend) {
         .create_request(new_request("r1", 1000), vec![step("a", 0, 1000)], 1000)
         .await
         .unwrap();
-    let c = f.store.claim_due("dead", 1000, 2000, 10).await.unwrap();
+    let c = f.store.claim_due("dead", 1000, 400, 10).await.unwrap();
     assert_eq!(c.len(), 1);
+    let token = c[0].lease_token;
     assert!(
-        f.store.heartbeat(c[0].id, "dead", 3000).await.unwrap(),
-        "the holder may extend its lease"
+        f.store.heartbeat(c[0].id, token, 400).await.unwrap(),
+        "the holder of the token may extend its lease"
     );
     assert!(
-        !f.store.heartbeat(c[0].id, "other", 9000).await.unwrap(),
-        "another worker may not"
+        !f.store.heartbeat(c[0].id, token + 1, 60_000).await.unwrap(),
+        "another token may not"
     );
     assert_eq!(
-        f.store.release_expired_leases(2999).await.unwrap(),
+        f.store.release_expired_leases(1000).await.unwrap(),
         0,
         "not yet expired"
     );
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     assert_eq!(f.store.release_expired_leases(3000).await.unwrap(), 1);
     let s = &f.store.steps("r1").await.unwrap()[0];
     assert_eq!(s.state, StepState::Pending);
     assert_eq!(s.lease_owner, None);
+    assert!(
+        s.maybe_acted,
+        "an erase whose lease ran out may have reached the processor"
+    );
     let c2 = f.store.claim_due("alive", 3000, 63000, 10).await.unwrap();
     assert_eq!(c2.len(), 1);
     assert_eq!(c2[0].attempts, 2);
+    assert_eq!(c2[0].lease_token, token + 1, "a new claim, a new token");
+    assert!(
+        !f.store.heartbeat(c[0].id, token, 60_000).await.unwrap(),
+        "the old token can no longer extend anything"
+    );
+    let events = f.store.request_events("r1").await.unwrap();
+    let expired = events
+        .iter()
+        .find(|e| e.kind == "step.lease_expired")
+        .expect("a lease_expired event");
+    assert_eq!(expired.detail["may_have_reached_processor"], true);
+}
+
+async fn a_worker_whose_clock_runs_ahead_cannot_take_a_live_lease(b: Backend) {
+    let f = fresh(b).await;
+    f.store
+        .create_request(new_request("r1", 1000), vec![step("a", 0, 1000)], 1000)
+        .await
+        .unwrap();
+    let real_now = chrono::Utc::now().timestamp_millis();
+    let c = f.store.claim_due("w1", real_now, 60_000, 10).await.unwrap();
+    assert_eq!(c.len(), 1);
+    // A second worker whose clock is an hour fast looks for expired leases.
+    let skewed = real_now + 3_600_000;
+    assert_eq!(
+        f.store.release_expired_leases(skewed).await.unwrap(),
+        0,
+        "expiry is judged by the database's clock"
+    );
     assert!(f
         .store
-        .request_events("r1")
+        .claim_due("w2", skewed, 60_000, 10)
         .await
         .unwrap()
-        .iter()
-        .any(|e| e.kind == "step.lease_expired"));
+        .is_empty());
+    let s = &f.store.steps("r1").await.unwrap()[0];
+    assert_eq!(s.lease_owner.as_deref(), Some("w1"));
+}
+
+async fn a_stale_lease_token_is_refused_even_from_the_same_worker(b: Backend) {
+    let f = fresh(b).await;
+    f.store
+        .create_request(new_request("r1", 1000), vec![step("a", 0, 1000)], 1000)
+        .await
+        .unwrap();
+    // One worker id claims, stalls past its lease, and claims the step again.
+    let first = f.store.claim_due("w", 1000, 1, 10).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(f.store.release_expired_leases(1000).await.unwrap(), 1);
+    let second = f.store.claim_due("w", 1000, 60_000, 10).await.unwrap();
+    assert_eq!(second.len(), 1);
+    // The stalled first attempt's result carries the first token: refused.
+    let r = f
+        .store
+        .apply(cs(
+            "r1",
+            2000,
+            vec![finish(first[0].id, first[0].lease_token, Outcome::NotFound, 2000)],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r, Applied::Conflict { step_id: first[0].id });
+    let s = &f.store.steps("r1").await.unwrap()[0];
+    assert_eq!(s.state, StepState::Running, "the live claim is untouched");
+    let r = f
+        .store
+        .apply(cs(
+            "r1",
+            2100,
+            vec![finish(second[0].id, second[0].lease_token, Outcome::Erased, 2100)],
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(r, Applied::Done { .. }), "{r:?}");
 }
 
 async fn a_result_from_a_worker_that_lost_its_lease_is_refused_and_nothing_is_written(b: Backend) {
@@ -375,7 +460,8 @@ async fn a_result_from_a_worker_that_lost_its_lease_is_refused_and_nothing_is_wr
         .create_request(new_request("r1", 1000), vec![step("a", 0, 1000)], 1000)
         .await
         .unwrap();
-    let c = f.store.claim_due("old", 1000, 2000, 10).await.unwrap();
+    let c = f.store.claim_due("old", 1000, 1, 10).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     f.store.release_expired_leases(2000).await.unwrap();
     let c2 = f.store.claim_due("new", 2000, 62000, 10).await.unwrap();
     assert_eq!(c2.len(), 1);
@@ -385,7 +471,7 @@ async fn a_result_from_a_worker_that_lost_its_lease_is_refused_and_nothing_is_wr
         .apply(cs(
             "r1",
             2500,
-            vec![finish(c[0].id, "old", Outcome::Erased, 2500)],
+            vec![finish(c[0].id, c[0].lease_token, Outcome::Erased, 2500)],
         ))
         .await
         .unwrap();
@@ -403,7 +489,7 @@ async fn a_result_from_a_worker_that_lost_its_lease_is_refused_and_nothing_is_wr
         .apply(cs(
             "r1",
             2600,
-            vec![finish(c[0].id, "new", Outcome::Erased, 2600)],
+            vec![finish(c[0].id, c2[0].lease_token, Outcome::Erased, 2600)],
         ))
         .await
         .unwrap();
@@ -436,7 +522,7 @@ async fn finishing_every_step_completes_the_request_and_is_audited(b: Backend) {
         .apply(cs(
             "r1",
             2000,
-            vec![finish(c[0].id, "w", Outcome::Erased, 2000)],
+            vec![finish(c[0].id, 1, Outcome::Erased, 2000)],
         ))
         .await
         .unwrap();
@@ -461,7 +547,7 @@ async fn finishing_every_step_completes_the_request_and_is_audited(b: Backend) {
         .apply(cs(
             "r1",
             3000,
-            vec![finish(c[1].id, "w", Outcome::NotFound, 3000)],
+            vec![finish(c[1].id, 1, Outcome::NotFound, 3000)],
         ))
         .await
         .unwrap();
@@ -548,7 +634,7 @@ async fn listing_filters_by_status_and_overdue(b: Backend) {
         .apply(cs(
             &c[0].request_id,
             2000,
-            vec![finish(c[0].id, "w", Outcome::Erased, 2000)],
+            vec![finish(c[0].id, 1, Outcome::Erased, 2000)],
         ))
         .await
         .unwrap();
@@ -623,10 +709,10 @@ async fn next_wake_is_the_earliest_due_unblocked_step(b: Backend) {
         Some(5000),
         "a blocked step does not wake the worker"
     );
-    f.store.claim_due("w", 5000, 7000, 10).await.unwrap();
+    let c = f.store.claim_due("w", 5000, 7000, 10).await.unwrap();
     assert_eq!(
         f.store.next_wake().await.unwrap(),
-        Some(7000),
+        c[0].lease_expires_at,
         "a lease expiry wakes the worker"
     );
 }
@@ -642,7 +728,7 @@ async fn the_audit_chain_verifies_and_an_edited_row_is_named(b: Backend) {
         .apply(cs(
             "r1",
             2000,
-            vec![finish(c[0].id, "w", Outcome::Erased, 2000)],
+            vec![finish(c[0].id, 1, Outcome::Erased, 2000)],
         ))
         .await
         .unwrap();
