@@ -134,7 +134,7 @@ path = "/{c}/ping"
 
 fn config_text(store_url: &str, fakes: &str, worker_concurrency: u32) -> String {
     let mut t = format!(
-        "connectors_dir = \"connectors\"\n\n[store]\nurl = \"{store_url}\"\n\n[worker]\nconcurrency = {worker_concurrency}\nlease = \"30s\"\nidle_poll = \"2s\"\n\n"
+        "connectors_dir = \"connectors\"\n\n[store]\nurl = \"{store_url}\"\n\n[worker]\nconcurrency = {worker_concurrency}\nlease = \"60s\"\nidle_poll = \"2s\"\n\n"
     );
     for c in CATEGORIES {
         t.push_str(&format!(

@@ -429,7 +429,10 @@ impl Config {
             if p.concurrency == Some(0) {
                 return Err(err(&key("concurrency"), "must be at least 1".into()));
             }
-            let timeout = p.timeout.map(|t| t.get()).unwrap_or(def.limits.timeout.get());
+            let timeout = p
+                .timeout
+                .map(|t| t.get())
+                .unwrap_or(def.limits.timeout.get());
             if timeout.is_zero() {
                 return Err(err(&key("timeout"), "must be more than 0s".into()));
             }

@@ -289,7 +289,10 @@ impl HttpConnector {
                 header_value(&format!("{}{}", sign.prefix, hmac_hex(&key, &sent_body)))?,
             );
         }
-        super::lease::before_send(&call.method, self.spec.timeout.unwrap_or(self.def.limits.timeout.get()))?;
+        super::lease::before_send(
+            &call.method,
+            self.spec.timeout.unwrap_or(self.def.limits.timeout.get()),
+        )?;
         let resp = req.send().await.map_err(|e| {
             let what = super::send_failure(&e);
             ConnectorError::transient(format!(

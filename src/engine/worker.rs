@@ -384,16 +384,27 @@ impl Engine {
                 let next = (std::time::Instant::now() + every).min(lease.deadline());
                 tokio::time::sleep_until(next.into()).await;
                 if std::time::Instant::now() >= lease.deadline() {
-                    tracing::warn!(step = step_id, "lease ran out without a renewal; cancelling the call");
+                    tracing::warn!(
+                        step = step_id,
+                        "lease ran out without a renewal; cancelling the call"
+                    );
                     lease.lose();
                     lost.cancel();
                     return;
                 }
                 let before = std::time::Instant::now();
-                match me.store.heartbeat(step_id, token, length.as_millis() as i64).await {
+                match me
+                    .store
+                    .heartbeat(step_id, token, length.as_millis() as i64)
+                    .await
+                {
                     Ok(true) => lease.extend(before + length),
                     Ok(false) => {
-                        tracing::warn!(step = step_id, lease_token = token, "lease taken over; cancelling the call");
+                        tracing::warn!(
+                            step = step_id,
+                            lease_token = token,
+                            "lease taken over; cancelling the call"
+                        );
                         lease.lose();
                         lost.cancel();
                         return;
@@ -616,7 +627,14 @@ impl Engine {
                         .into(),
                 );
                 if let Some(window) = self.soft_delete_window(step) {
-                    let mut d = self.on_erase(step, Erase::SoftDeleted { evidence: ev, window }, now);
+                    let mut d = self.on_erase(
+                        step,
+                        Erase::SoftDeleted {
+                            evidence: ev,
+                            window,
+                        },
+                        now,
+                    );
                     if let Value::Object(x) = &mut d.extra {
                         x.insert("after_interrupted_attempt".into(), Value::Bool(true));
                     }
@@ -654,15 +672,18 @@ impl Engine {
     /// The recovery window of a processor whose erase only soft-deletes.
     fn soft_delete_window(&self, step: &StepRow) -> Option<Duration> {
         let def = self.config.registry.get(&step.connector)?;
-        let soft = def
-            .actions
-            .erase
-            .as_ref()
-            .is_some_and(|a| a.effect == crate::connectors::definition::EraseEffect::SoftDeleted);
+        let soft =
+            def.actions.erase.as_ref().is_some_and(|a| {
+                a.effect == crate::connectors::definition::EraseEffect::SoftDeleted
+            });
         if !soft {
             return None;
         }
-        let p = self.config.processors.iter().find(|p| p.name == step.processor);
+        let p = self
+            .config
+            .processors
+            .iter()
+            .find(|p| p.name == step.processor);
         p.and_then(|p| p.soft_delete_window.map(|w| w.get()))
             .or(def.soft_delete_window.map(|w| w.get()))
             .or(Some(Duration::from_secs(30 * 86400)))

@@ -165,7 +165,7 @@ async fn wait_deleted(rec: &Recorder, n: usize, secs: u64) {
 
 fn processor(url: &str, concurrency: u32) -> String {
     format!(
-        "[worker]\nlease = \"2s\"\nidle_poll = \"100ms\"\nconcurrency = 16\n\n[[processor]]\nname = \"newsletter\"\nconnector = \"mailchimp\"\nbase_url = \"{url}/3.0\"\nconcurrency = {concurrency}\nsettings = {{ list_id = \"{LIST}\" }}\nsecrets = {{ api_key = \"MAILCHIMP_API_KEY\" }}\n"
+        "[worker]\nlease = \"2s\"\nidle_poll = \"100ms\"\nconcurrency = 16\n\n[[processor]]\nname = \"newsletter\"\nconnector = \"mailchimp\"\nbase_url = \"{url}/3.0\"\nconcurrency = {concurrency}\ntimeout = \"1s\"\nsettings = {{ list_id = \"{LIST}\" }}\nsecrets = {{ api_key = \"MAILCHIMP_API_KEY\" }}\n"
     )
 }
 

@@ -57,8 +57,8 @@ pub async fn intake_env_with(
 ) -> (TestEnv, u16) {
     let port = free_port();
     let body = format!(
-        "[worker]\nidle_poll = \"100ms\"\nlease = \"5s\"\n{worker}\n\n[intake]\nlisten = \"127.0.0.1:{port}\"\n\
-         [intake.callback_retry]\ninitial = \"200ms\"\nfactor = 2.0\ncap = \"500ms\"\nmax_attempts = 100\njitter = false\n\n{}",
+        "[worker]\nidle_poll = \"100ms\"\nlease = \"20s\"\n{worker}\n\n[intake]\nlisten = \"127.0.0.1:{port}\"\n\
+         [intake.callback_retry]\ninitial = \"200ms\"\nfactor = 2.0\ncap = \"500ms\"\nmax_attempts = 100\njitter = false\n\n{}timeout = \"10s\"\n",
         fakes::processor_toml(server)
     );
     let mut env = TestEnv::new(backend, "workflows_dir = \"workflows\"", &body).await;

@@ -59,7 +59,7 @@ fn done(step_id: i64, from: StepState, now: i64) -> ChangeSet {
             step_id,
             from,
             lease_token: Some(1),
-                                maybe_acted: false,
+            maybe_acted: false,
             to: StepState::Done,
             phase: Phase::Act,
             outcome: Some(Outcome::Erased),

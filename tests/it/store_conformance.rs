@@ -435,11 +435,21 @@ async fn a_stale_lease_token_is_refused_even_from_the_same_worker(b: Backend) {
         .apply(cs(
             "r1",
             2000,
-            vec![finish(first[0].id, first[0].lease_token, Outcome::NotFound, 2000)],
+            vec![finish(
+                first[0].id,
+                first[0].lease_token,
+                Outcome::NotFound,
+                2000,
+            )],
         ))
         .await
         .unwrap();
-    assert_eq!(r, Applied::Conflict { step_id: first[0].id });
+    assert_eq!(
+        r,
+        Applied::Conflict {
+            step_id: first[0].id
+        }
+    );
     let s = &f.store.steps("r1").await.unwrap()[0];
     assert_eq!(s.state, StepState::Running, "the live claim is untouched");
     let r = f
@@ -447,7 +457,12 @@ async fn a_stale_lease_token_is_refused_even_from_the_same_worker(b: Backend) {
         .apply(cs(
             "r1",
             2100,
-            vec![finish(second[0].id, second[0].lease_token, Outcome::Erased, 2100)],
+            vec![finish(
+                second[0].id,
+                second[0].lease_token,
+                Outcome::Erased,
+                2100,
+            )],
         ))
         .await
         .unwrap();
