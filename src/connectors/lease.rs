@@ -40,7 +40,7 @@ struct Inner {
     /// Deadline, in milliseconds after `base`.
     deadline_ms: AtomicU64,
     lost: AtomicBool,
-    effect_sent: AtomicBool,
+    effect_calls: AtomicU64,
 }
 
 impl Lease {
@@ -52,7 +52,7 @@ impl Lease {
                 base,
                 deadline_ms: AtomicU64::new(0),
                 lost: AtomicBool::new(false),
-                effect_sent: AtomicBool::new(false),
+                effect_calls: AtomicU64::new(0),
             }),
         };
         l.extend(deadline);
@@ -85,7 +85,12 @@ impl Lease {
 
     /// Whether a call with an effect (not GET/HEAD) was put on the wire.
     pub fn effect_sent(&self) -> bool {
-        self.inner.effect_sent.load(Ordering::SeqCst)
+        self.effect_calls() > 0
+    }
+
+    /// How many calls with an effect were put on the wire.
+    pub fn effect_calls(&self) -> u64 {
+        self.inner.effect_calls.load(Ordering::SeqCst)
     }
 
     /// May a call that can take up to `timeout` be sent now?
@@ -105,7 +110,7 @@ impl Lease {
             )));
         }
         if !matches!(method.to_ascii_uppercase().as_str(), "GET" | "HEAD") {
-            self.inner.effect_sent.store(true, Ordering::SeqCst);
+            self.inner.effect_calls.fetch_add(1, Ordering::SeqCst);
         }
         Ok(())
     }

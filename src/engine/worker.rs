@@ -312,15 +312,20 @@ impl Engine {
         }
         // A failed erase whose call with an effect went out may have erased:
         // remember it, so a later "not found" is recorded as gone, not as
-        // "held no data".
+        // "held no data". A definite 4xx refusal of the only effectful call
+        // (bad credentials, 429…) did nothing; a timeout, a dropped
+        // connection or a 5xx may have; and when more than one effectful
+        // call went out, the ones before the failing one were answered.
+        let refused = decision
+            .evidence
+            .as_ref()
+            .and_then(|e| e.get("status"))
+            .and_then(Value::as_u64)
+            .is_some_and(|s| (400..500).contains(&s));
         let maybe_acted = step.action == Action::Erase
-            && lease.effect_sent()
             && matches!(decision.event, StepEvent::Transient | StepEvent::Permanent)
-            // A throttled call was refused unprocessed (429): no effect.
-            && decision
-                .error
-                .as_ref()
-                .is_some_and(|(_, class)| class != ErrorClass::Throttled.as_str());
+            && decision.error.is_some()
+            && (lease.effect_calls() > 1 || (lease.effect_sent() && !refused));
         let change = StepChange {
             step_id: step.id,
             from: StepState::Running,

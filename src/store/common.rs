@@ -756,7 +756,7 @@ macro_rules! shared_store_fns {
                     .execute(&mut *conn)
                     .await?;
                 paused_until = Some(until);
-                let detail = serde_json::json!({"processor": processor, "consecutive_failures": failures, "paused_until": until, "last_error": err});
+                let detail = serde_json::json!({"processor": processor, "consecutive_failures": failures, "paused_until": until, "error": err});
                 append_events(conn, now, vec![PendingEvent { request_id: None, step_id: None, kind: "processor.paused".into(), detail }]).await?;
             }
             Ok($crate::store::Health { consecutive_failures: failures, paused_until, last_error: Some(err.to_string()) })

@@ -254,7 +254,144 @@ on_both_backends!(
     a_daemon_killed_mid_call_leaves_every_subject_erased_never_not_found,
     a_daemon_frozen_mid_call_is_fenced_out_and_every_subject_is_erased,
     a_lease_shorter_than_twice_a_call_timeout_is_refused_by_check_and_at_start,
+    an_erase_that_failed_after_reaching_the_processor_then_found_nothing_is_erased,
+    an_erase_refused_with_a_4xx_then_found_nothing_stays_not_found,
+    the_idempotency_key_is_the_same_on_every_attempt_of_a_step,
 );
+
+/// An in-house webhook answers 503 to the first erase, then 200: both calls
+/// carry one key, `REQUEST:PROCESSOR:erase`, so the endpoint can deduplicate.
+async fn the_idempotency_key_is_the_same_on_every_attempt_of_a_step(backend: Backend) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::path("/lethe/erase"))
+        .respond_with(ResponseTemplate::new(503).set_body_json(json!({"error": "busy"})))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::path("/lethe/erase"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"reference": "crm-1"})))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let mut env = TestEnv::new(
+        backend,
+        "workflows_dir = \"workflows\"",
+        &format!(
+            "[[processor]]\nname = \"crm\"\nconnector = \"webhook\"\nbase_url = \"{}/lethe\"\nsecrets = {{ signing_secret = \"CRM_SECRET\" }}\n",
+            server.uri()
+        ),
+    )
+    .await;
+    std::fs::create_dir_all(env.dir.path().join("workflows")).unwrap();
+    std::fs::write(env.dir.path().join("workflows/erasure.toml"), FAST_WORKFLOW).unwrap();
+    env.set_env("CRM_SECRET", "s3cret");
+    let id = env.erase("key.test@example.com").await;
+    let st = env
+        .run_until_status(&id, &["completed", "failed"], 30)
+        .await;
+    assert_eq!(TestEnv::step(&st, "crm")["outcome"], "erased", "{st:#}");
+    let keys: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            v["idempotency_key"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(keys, vec![format!("{id}:crm:erase"); 2]);
+}
+
+const FAST_WORKFLOW: &str = r#"kind = "erasure"
+[retry]
+initial = "200ms"
+factor = 2.0
+cap = "1s"
+max_attempts = 5
+jitter = false
+[[phase]]
+name = "all"
+select = ["*"]
+"#;
+
+async fn fast_env(backend: Backend, server: &MockServer) -> TestEnv {
+    let mut env = TestEnv::new(
+        backend,
+        "workflows_dir = \"workflows\"",
+        &fakes::processor_toml(server),
+    )
+    .await;
+    std::fs::create_dir_all(env.dir.path().join("workflows")).unwrap();
+    std::fs::write(env.dir.path().join("workflows/erasure.toml"), FAST_WORKFLOW).unwrap();
+    env.set_env("MAILCHIMP_API_KEY", API_KEY);
+    env
+}
+
+/// The processor deleted the member but its answer was a 500 (a gateway
+/// error after the work was done). The retry finds nothing: that is the
+/// erasure confirmed, not "held no data".
+async fn an_erase_that_failed_after_reaching_the_processor_then_found_nothing_is_erased(
+    backend: Backend,
+) {
+    const EMAIL: &str = "gateway.error@example.com";
+    let server = fakes::mailchimp().await;
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::path(fakes::delete_path(EMAIL)))
+        .respond_with(fakes::problem(
+            500,
+            "Internal Server Error",
+            "An unexpected internal error has occurred.",
+        ))
+        .up_to_n_times(1)
+        .with_priority(3)
+        .mount(&server)
+        .await;
+    let env = fast_env(backend, &server).await;
+    let id = env.erase(EMAIL).await;
+    let st = env
+        .run_until_status(&id, &["completed", "failed"], 30)
+        .await;
+    let step = TestEnv::step(&st, "newsletter");
+    assert_eq!(st["status"], "completed", "{st:#}");
+    assert_eq!(step["outcome"], "erased", "{st:#}");
+    assert_eq!(step["attempts"], 2, "{st:#}");
+    assert!(
+        step["evidence"]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("earlier attempt")),
+        "the evidence says why: {st:#}"
+    );
+}
+
+/// A 401 is a refusal: the processor did nothing, so a later "not found"
+/// is the truth — the processor held no data.
+async fn an_erase_refused_with_a_4xx_then_found_nothing_stays_not_found(backend: Backend) {
+    const EMAIL: &str = "never.there@example.com";
+    let server = fakes::mailchimp().await;
+    let mut env = fast_env(backend, &server).await;
+    env.set_env("MAILCHIMP_API_KEY", "wrong-key-us21");
+    let id = env.erase(EMAIL).await;
+    let st = env.run_until_status(&id, &["failed"], 30).await;
+    assert_eq!(TestEnv::step(&st, "newsletter")["error_class"], "permanent");
+    env.set_env("MAILCHIMP_API_KEY", API_KEY);
+    let out = env.lethe(&["retry", &id]).await;
+    assert!(out.status.success(), "{}", show(&out));
+    let st = env
+        .run_until_status(&id, &["completed", "failed"], 30)
+        .await;
+    assert_eq!(
+        TestEnv::step(&st, "newsletter")["outcome"],
+        "not_found",
+        "{st:#}"
+    );
+}
 
 async fn a_lease_shorter_than_twice_a_call_timeout_is_refused_by_check_and_at_start(
     backend: Backend,
