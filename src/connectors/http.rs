@@ -828,7 +828,7 @@ fn error_detail(body: &str, rules: &Responses) -> String {
         if t.is_empty() || t.starts_with('<') {
             return String::new();
         }
-        return t.lines().next().unwrap_or("").chars().take(160).collect();
+        return excerpt(t.lines().next().unwrap_or(""), 160);
     };
     let pointers: Vec<&str> = match &rules.error_message {
         Some(l) => l.iter().map(|s| s.as_str()).collect(),
@@ -836,10 +836,25 @@ fn error_detail(body: &str, rules: &Responses) -> String {
     };
     for p in pointers {
         if let Some(Value::String(s)) = json.pointer(p) {
-            return s.chars().take(300).collect();
+            return excerpt(s, 300);
         }
     }
     String::new()
+}
+
+/// At most `max` characters of a processor's text. A cut never ends inside a
+/// word: a half identity (`jane.do…`) would slip past the scrubber, which
+/// only recognises whole ones, so the cut word is dropped.
+fn excerpt(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let cut: String = s.chars().take(max).collect();
+    let whole = match cut.rfind(char::is_whitespace) {
+        Some(i) => cut[..i].trim_end(),
+        None => "",
+    };
+    format!("{whole} …")
 }
 
 /// `Retry-After` as seconds or as an HTTP date.

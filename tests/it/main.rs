@@ -20,5 +20,6 @@ mod outbox_store;
 mod policies;
 mod s3;
 mod s3_server;
+mod scrubbing;
 mod store_concurrent_apply;
 mod store_conformance;
