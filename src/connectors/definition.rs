@@ -469,6 +469,26 @@ pub struct Call {
     /// searches whose results may name other people.
     #[serde(default = "default_keep")]
     pub keep: bool,
+    /// With `for_each`: keep the elements iterated over (after `for_each_if`)
+    /// in the export, one entry each, instead of whole responses; for lists
+    /// whose pages also carry other people's data or paging noise.
+    #[serde(default)]
+    pub keep_items: bool,
+    /// With `for_each`: a JSON Pointer into each element (e.g. `/id`). An element
+    /// whose value there was already iterated by an earlier loop of the same
+    /// action is skipped, so two lookups finding the same record act on it once.
+    #[serde(default)]
+    pub unique_by: Option<String>,
+    /// This call is a search whose index lags behind the processor's data
+    /// (Stripe's Search API, Zendesk search). A "not found" it took part in is
+    /// recorded with a note saying so; see `recheck_after`.
+    #[serde(default)]
+    pub eventually_consistent: bool,
+    /// With `eventually_consistent`: how far the index can lag. A "not found"
+    /// the call took part in is not believed on a step's first attempt: the step
+    /// is retried after this long, and only the second "not found" is final.
+    #[serde(default)]
+    pub recheck_after: Option<HumanDuration>,
 }
 
 fn default_keep() -> bool {
@@ -747,6 +767,21 @@ fn check_call(env: &minijinja::Environment<'static>, c: &Call) -> Result<(), (St
             return Err(("next_page".into(), "needs a `for_each`".into()));
         }
         check_pointer(p).map_err(|e| ("next_page".to_string(), e))?;
+    }
+    if let Some(p) = &c.unique_by {
+        if c.for_each.is_none() {
+            return Err(("unique_by".into(), "needs a `for_each`".into()));
+        }
+        check_pointer(p).map_err(|e| ("unique_by".to_string(), e))?;
+    }
+    if c.keep_items && c.for_each.is_none() {
+        return Err(("keep_items".into(), "needs a `for_each`".into()));
+    }
+    if c.recheck_after.is_some() && !c.eventually_consistent {
+        return Err((
+            "recheck_after".into(),
+            "only applies with `eventually_consistent = true`".into(),
+        ));
     }
     if let Some(x) = &c.for_each_if {
         if c.for_each.is_none() {

@@ -158,6 +158,16 @@ pub struct CallContext<'a> {
     pub idempotency_key: &'a str,
 }
 
+impl CallContext<'_> {
+    /// The step's attempt number (1 for the first call), read from the end of
+    /// `idempotency_key`; `None` when the key does not end in one.
+    pub fn attempt(&self) -> Option<u32> {
+        self.idempotency_key
+            .rsplit_once(':')
+            .and_then(|(_, n)| n.parse().ok())
+    }
+}
+
 /// One processor API.
 #[async_trait]
 pub trait Connector: Send + Sync {
