@@ -423,7 +423,10 @@ mod tests {
         let s = Subject::parse(Some("Ada.Lovelace@Example.COM"), None, None, None).unwrap();
         let json = serde_json::to_string(&s).unwrap();
         let back: Subject = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.email.as_ref().map(Email::as_given), Some("Ada.Lovelace@Example.COM"));
+        assert_eq!(
+            back.email.as_ref().map(Email::as_given),
+            Some("Ada.Lovelace@Example.COM")
+        );
         // Sealed before the as-given form was kept: the normalised form stands for both.
         let old: Subject = serde_json::from_str(r#"{"email":"ada.lovelace@example.com"}"#).unwrap();
         let e = old.email.unwrap();
