@@ -861,6 +861,23 @@ path = "/a"
     }
 
     #[test]
+    fn unique_by_and_recheck_after_are_refused_where_they_cannot_apply() {
+        let text = |extra: &str| {
+            format!(
+                "name = \"x\"\ncategory = \"other\"\n[actions.erase]\n[[actions.erase.calls]]\npath = \"/a\"\n{extra}\n[actions.export]\n[[actions.export.calls]]\npath = \"/a\"\n"
+            )
+        };
+        let e = ConnectorDef::parse("x.toml", &text("unique_by = \"/id\"")).unwrap_err();
+        assert_eq!(e.key, "actions.erase.calls[0].unique_by", "{e}");
+        let e = ConnectorDef::parse("x.toml", &text("recheck_after = \"1m\"")).unwrap_err();
+        assert_eq!(e.key, "actions.erase.calls[0].recheck_after", "{e}");
+        let e = ConnectorDef::parse("x.toml", &text("keep_items = true")).unwrap_err();
+        assert_eq!(e.key, "actions.erase.calls[0].keep_items", "{e}");
+        let ok = "for_each = \"/d\"\nunique_by = \"/id\"\neventually_consistent = true\nrecheck_after = \"1m\"";
+        ConnectorDef::parse("x.toml", &text(ok)).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
     fn body_rules_match_status_text_and_pointer_values() {
         let rule = BodyRule {
             status: Some(vec![409]),

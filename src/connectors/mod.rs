@@ -282,6 +282,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_attempt_is_read_from_the_end_of_the_idempotency_key() {
+        let s = Subject::parse(Some("jane@example.com"), None, None, None).unwrap();
+        let cx = |key| CallContext {
+            subject: &s,
+            request_id: "r",
+            idempotency_key: key,
+        };
+        assert_eq!(cx("r-1:payments:1").attempt(), Some(1));
+        assert_eq!(cx("r-1:a:b:12").attempt(), Some(12));
+        assert_eq!(cx("no-attempt").attempt(), None);
+    }
+
+    #[test]
     fn scrub_masks_an_echoed_email_in_any_case() {
         let s =
             Subject::parse(Some("jane@example.com"), Some("+442079460958"), None, None).unwrap();
