@@ -1264,6 +1264,42 @@ json = '{"subject": {{ subject | tojson }}}'
     }
 
     #[test]
+    fn the_stripe_search_query_quotes_the_email_and_escapes_an_apostrophe() {
+        let (_, text) = crate::connectors::definition::BUILTIN
+            .iter()
+            .find(|(f, _)| *f == "stripe.toml")
+            .expect("stripe.toml");
+        let def = ConnectorDef::parse("stripe.toml", text).expect("definition");
+        let erase = def.actions.erase.expect("erase");
+        let search = erase
+            .calls
+            .iter()
+            .find(|c| c.path == "/v1/customers/search")
+            .expect("a search call");
+        assert!(search.eventually_consistent && search.recheck_after.is_some());
+        let s = Subject::parse(Some("Pat.O'Brien@Example.com"), None, None, None).unwrap();
+        let ctx = serde_json::json!({ "subject": subject_value(&s) });
+        let q = super::super::template::environment()
+            .render_str(&search.query["query"], &ctx)
+            .unwrap();
+        assert_eq!(q, r"email:'pat.o\'brien@example.com'");
+        let given = erase
+            .calls
+            .iter()
+            .filter(|c| c.path == "/v1/customers")
+            .map(|c| {
+                super::super::template::environment()
+                    .render_str(&c.query["email"], &ctx)
+                    .unwrap()
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(
+            given,
+            ["pat.o'brien@example.com", "Pat.O'Brien@Example.com"]
+        );
+    }
+
+    #[test]
     fn retry_after_reads_seconds_and_http_dates() {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from_static("2"));
