@@ -143,6 +143,13 @@ async fn a_stripe_not_found_from_a_lagging_search_is_noted_in_status_and_certifi
     assert_eq!(row["result"], "not_found", "{cert:#}");
     let note = row["evidence"]["note"].as_str().unwrap_or_default();
     assert!(note.contains("a search whose index lags"), "{cert:#}");
+    // The first, unbelieved "not found" is on the timeline as a retry.
+    let kinds: Vec<&str> = row["timeline"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|e| e["kind"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(kinds.contains(&"retry_wait"), "{kinds:?}");
+    assert!(row["error"].is_null(), "{cert:#}");
     let out = env.lethe(&["report", &id]).await;
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("a search whose index lags"),
