@@ -469,6 +469,26 @@ pub struct Call {
     /// searches whose results may name other people.
     #[serde(default = "default_keep")]
     pub keep: bool,
+    /// With `for_each`: keep the elements iterated over (after `for_each_if`)
+    /// in the export, one entry each, instead of whole responses; for lists
+    /// whose pages also carry other people's data or paging noise.
+    #[serde(default)]
+    pub keep_items: bool,
+    /// With `for_each`: a JSON Pointer into each element (e.g. `/id`). An element
+    /// whose value there was already iterated by an earlier loop of the same
+    /// action is skipped, so two lookups finding the same record act on it once.
+    #[serde(default)]
+    pub unique_by: Option<String>,
+    /// This call is a search whose index lags behind the processor's data
+    /// (Stripe's Search API, Zendesk search). A "not found" it took part in is
+    /// recorded with a note saying so; see `recheck_after`.
+    #[serde(default)]
+    pub eventually_consistent: bool,
+    /// With `eventually_consistent`: how far the index can lag. A "not found"
+    /// the call took part in is not believed on a step's first attempt: the step
+    /// is retried after this long, and only the second "not found" is final.
+    #[serde(default)]
+    pub recheck_after: Option<HumanDuration>,
 }
 
 fn default_keep() -> bool {
@@ -748,6 +768,21 @@ fn check_call(env: &minijinja::Environment<'static>, c: &Call) -> Result<(), (St
         }
         check_pointer(p).map_err(|e| ("next_page".to_string(), e))?;
     }
+    if let Some(p) = &c.unique_by {
+        if c.for_each.is_none() {
+            return Err(("unique_by".into(), "needs a `for_each`".into()));
+        }
+        check_pointer(p).map_err(|e| ("unique_by".to_string(), e))?;
+    }
+    if c.keep_items && c.for_each.is_none() {
+        return Err(("keep_items".into(), "needs a `for_each`".into()));
+    }
+    if c.recheck_after.is_some() && !c.eventually_consistent {
+        return Err((
+            "recheck_after".into(),
+            "only applies with `eventually_consistent = true`".into(),
+        ));
+    }
     if let Some(x) = &c.for_each_if {
         if c.for_each.is_none() {
             return Err(("for_each_if".into(), "needs a `for_each`".into()));
@@ -823,6 +858,23 @@ path = "/a"
 "#;
         let e = ConnectorDef::parse("x.toml", text).unwrap_err();
         assert_eq!(e.key, "actions.erase.calls[0].for_each", "{e}");
+    }
+
+    #[test]
+    fn unique_by_and_recheck_after_are_refused_where_they_cannot_apply() {
+        let text = |extra: &str| {
+            format!(
+                "name = \"x\"\ncategory = \"other\"\n[actions.erase]\n[[actions.erase.calls]]\npath = \"/a\"\n{extra}\n[actions.export]\n[[actions.export.calls]]\npath = \"/a\"\n"
+            )
+        };
+        let e = ConnectorDef::parse("x.toml", &text("unique_by = \"/id\"")).unwrap_err();
+        assert_eq!(e.key, "actions.erase.calls[0].unique_by", "{e}");
+        let e = ConnectorDef::parse("x.toml", &text("recheck_after = \"1m\"")).unwrap_err();
+        assert_eq!(e.key, "actions.erase.calls[0].recheck_after", "{e}");
+        let e = ConnectorDef::parse("x.toml", &text("keep_items = true")).unwrap_err();
+        assert_eq!(e.key, "actions.erase.calls[0].keep_items", "{e}");
+        let ok = "for_each = \"/d\"\nunique_by = \"/id\"\neventually_consistent = true\nrecheck_after = \"1m\"";
+        ConnectorDef::parse("x.toml", &text(ok)).unwrap_or_else(|e| panic!("{e}"));
     }
 
     #[test]

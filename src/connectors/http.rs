@@ -70,6 +70,10 @@ struct RunState {
     vars: Map<String, Value>,
     data: Map<String, Value>,
     evidence: Evidence,
+    /// `unique_by` values already iterated by a loop of this action.
+    seen: std::collections::HashSet<String>,
+    /// An `eventually_consistent` call ran: `Some(its recheck_after)`.
+    lagging: Option<Option<Duration>>,
 }
 
 impl RunState {
@@ -94,7 +98,12 @@ struct ActionRun {
     not_found: bool,
     data: Map<String, Value>,
     evidence: Evidence,
+    /// An `eventually_consistent` call took part: `Some(its recheck_after)`.
+    lagging: Option<Option<Duration>>,
 }
+
+/// The evidence note of a "not found" that rests partly on a lagging search index.
+pub const LAGGING_SEARCH_NOTE: &str = "nothing found, but a search whose index lags behind the processor's data took part: anything created or changed shortly before that search may not have been seen";
 
 const DEFAULT_ERROR_POINTERS: [&str; 6] = [
     "/detail",
@@ -325,6 +334,8 @@ impl HttpConnector {
             vars: Map::new(),
             data: Map::new(),
             evidence: Evidence::default(),
+            seen: std::collections::HashSet::new(),
+            lagging: None,
         };
         let calls = &action.calls;
         let mut iterated = false;
@@ -338,6 +349,7 @@ impl HttpConnector {
                         not_found: true,
                         data: st.data,
                         evidence: st.evidence,
+                        lagging: st.lagging,
                     })
                 }
                 Step::Done(doc) => doc,
@@ -346,7 +358,9 @@ impl HttpConnector {
                 i += 1;
                 continue;
             };
-            iterated = true;
+            // An optional list (an export's event log) may be empty without
+            // meaning the subject is not here.
+            iterated |= !call.optional;
             let end = calls[i + 1..]
                 .iter()
                 .position(|c| c.for_each.is_some())
@@ -355,8 +369,15 @@ impl HttpConnector {
             let mut doc = doc;
             let mut pages = 1usize;
             loop {
-                let items = self.items(call, i, ptr, doc.as_ref(), cx, &st)?;
-                items_seen += items.len();
+                let (items, listed) = self.items(call, i, ptr, doc.as_ref(), cx, &mut st)?;
+                if !call.optional {
+                    items_seen += items.len();
+                }
+                if call.keep_items {
+                    for item in &items {
+                        st.record(call_name(call, i), item.clone(), true);
+                    }
+                }
                 for item in &items {
                     for (j, inner) in calls.iter().enumerate().take(end).skip(i + 1) {
                         if let Step::NotFound =
@@ -375,7 +396,11 @@ impl HttpConnector {
                     .filter(|u| !u.is_empty())
                     .map(|u| self.same_origin(u))
                     .transpose()?;
-                let Some(next) = next else { break };
+                // A page with no elements ends the list even if it links a next
+                // one (Mailgun's events always carry `paging.next`).
+                let Some(next) = next.filter(|_| listed > 0) else {
+                    break;
+                };
                 pages += 1;
                 if pages > MAX_PAGES {
                     return Err(ConnectorError::permanent(format!(
@@ -394,10 +419,12 @@ impl HttpConnector {
             not_found: iterated && items_seen == 0,
             data: st.data,
             evidence: st.evidence,
+            lagging: st.lagging,
         })
     }
 
-    /// The elements a `for_each` iterates over in one response, after `for_each_if`.
+    /// The elements a `for_each` iterates over in one response, after
+    /// `for_each_if` and `unique_by`; and how many the response listed.
     fn items(
         &self,
         call: &Call,
@@ -405,11 +432,13 @@ impl HttpConnector {
         ptr: &str,
         doc: Option<&Value>,
         cx: Option<&CallContext<'_>>,
-        st: &RunState,
-    ) -> Result<Vec<Value>, ConnectorError> {
+        st: &mut RunState,
+    ) -> Result<(Vec<Value>, usize), ConnectorError> {
         let items = match doc.map(|d| d.pointer(ptr)) {
             Some(Some(Value::Array(a))) => a.clone(),
             Some(Some(Value::Null) | None) => Vec::new(),
+            // An optional call that found nothing (recorded as null).
+            None if call.optional => Vec::new(),
             _ => {
                 return Err(ConnectorError::permanent(format!(
                     "processor `{}` answered without a JSON array at `{ptr}` (for_each of call {i}); the API may have changed",
@@ -417,29 +446,45 @@ impl HttpConnector {
                 )))
             }
         };
-        let Some(expr) = &call.for_each_if else {
-            return Ok(items);
-        };
-        let compiled = self.env.compile_expression(expr).map_err(|e| {
-            ConnectorError::permanent(format!(
-                "connector `{}`: for_each_if of call {i} does not compile: {e}",
-                self.def.name
-            ))
-        })?;
-        let mut kept = Vec::new();
-        for item in items {
-            let ctx = self.context(cx, &st.vars, &st.secrets, Some(&item))?;
-            let keep = compiled.eval(&ctx).map_err(|e| {
-                ConnectorError::permanent(format!(
-                    "connector `{}`: for_each_if of call {i} failed: {e}",
-                    self.def.name
-                ))
-            })?;
-            if keep.is_true() {
-                kept.push(item);
+        let listed = items.len();
+        let items = match &call.for_each_if {
+            None => items,
+            Some(expr) => {
+                let compiled = self.env.compile_expression(expr).map_err(|e| {
+                    ConnectorError::permanent(format!(
+                        "connector `{}`: for_each_if of call {i} does not compile: {e}",
+                        self.def.name
+                    ))
+                })?;
+                let mut kept = Vec::new();
+                for item in items {
+                    let ctx = self.context(cx, &st.vars, &st.secrets, Some(&item))?;
+                    let keep = compiled.eval(&ctx).map_err(|e| {
+                        ConnectorError::permanent(format!(
+                            "connector `{}`: for_each_if of call {i} failed: {e}",
+                            self.def.name
+                        ))
+                    })?;
+                    if keep.is_true() {
+                        kept.push(item);
+                    }
+                }
+                kept
             }
-        }
-        Ok(kept)
+        };
+        let Some(p) = &call.unique_by else {
+            return Ok((items, listed));
+        };
+        // An element an earlier lookup of this action found was acted on already.
+        let kept = items
+            .into_iter()
+            .filter(|item| match item.pointer(p) {
+                Some(Value::String(v)) => st.seen.insert(v.clone()),
+                Some(v) if !v.is_null() => st.seen.insert(v.to_string()),
+                _ => true,
+            })
+            .collect();
+        Ok((kept, listed))
     }
 
     /// A next-page link, resolved against the base URL; only on the processor's
@@ -477,6 +522,10 @@ impl HttpConnector {
         let subject = cx.map(|c| c.subject);
         let ctx = self.context(cx, &st.vars, &st.secrets, item)?;
         let (status, headers, body) = self.send(call, &ctx, &st.secrets, page_url).await?;
+        if call.eventually_consistent {
+            let after = call.recheck_after.map(|d| d.get());
+            st.lagging = Some(st.lagging.flatten().max(after));
+        }
         let rules = call.responses.merged(&self.def.responses);
         match classify(&rules, status, &body) {
             Class::Success => {}
@@ -644,17 +693,49 @@ impl HttpConnector {
         })
     }
 
+    /// The evidence of a "not found", once it can be believed. When a search
+    /// whose index lags took part, the evidence says so; and if the definition
+    /// gives `recheck_after`, a first attempt's "not found" is not believed yet:
+    /// a transient error asks the engine to search again after the lag.
+    fn not_found_evidence(
+        &self,
+        run: ActionRun,
+        cx: &CallContext<'_>,
+        recheck: bool,
+    ) -> Result<Evidence, ConnectorError> {
+        let Some(lag) = run.lagging else {
+            return Ok(run.evidence);
+        };
+        if let (Some(after), true, Some(1)) = (lag, recheck, cx.attempt()) {
+            return Err(ConnectorError {
+                class: ErrorClass::Transient,
+                message: format!(
+                    "processor `{}`: nothing found, but by a search whose index can lag by {}: searching again after that before believing it",
+                    self.spec.name,
+                    crate::domain::HumanDuration(after)
+                ),
+                status: run.evidence.status,
+                retry_after: Some(after),
+            });
+        }
+        Ok(Evidence {
+            note: Some(LAGGING_SEARCH_NOTE.to_string()),
+            ..run.evidence
+        })
+    }
+
     async fn run_erase(
         &self,
         action: &ActionDef,
         cx: CallContext<'_>,
+        recheck: bool,
     ) -> Result<Erase, ConnectorError> {
         if let Some(ev) = self.needs_missing_identity(action, cx.subject) {
             return Ok(Erase::NotFound(ev));
         }
         let run = self.run(action, Some(&cx)).await?;
         if run.not_found {
-            return Ok(Erase::NotFound(run.evidence));
+            return Ok(Erase::NotFound(self.not_found_evidence(run, &cx, recheck)?));
         }
         Ok(match action.effect {
             EraseEffect::Erased => Erase::Erased(run.evidence),
@@ -726,7 +807,7 @@ impl Connector for HttpConnector {
         }
         let run = self.run(action, Some(&cx)).await?;
         Ok(if run.not_found {
-            Lookup::NotFound(run.evidence)
+            Lookup::NotFound(self.not_found_evidence(run, &cx, true)?)
         } else {
             Lookup::Found(run.evidence)
         })
@@ -739,7 +820,7 @@ impl Connector for HttpConnector {
         }
         let run = self.run(action, Some(&cx)).await?;
         Ok(if run.not_found {
-            Export::NotFound(run.evidence)
+            Export::NotFound(self.not_found_evidence(run, &cx, true)?)
         } else {
             Export::Data {
                 data: Value::Object(run.data),
@@ -750,7 +831,7 @@ impl Connector for HttpConnector {
 
     async fn erase(&self, cx: CallContext<'_>) -> Result<Erase, ConnectorError> {
         let action = self.action("erase")?;
-        self.run_erase(action, cx).await
+        self.run_erase(action, cx, true).await
     }
 
     async fn verify(&self, cx: CallContext<'_>) -> Result<Verify, ConnectorError> {
@@ -760,7 +841,8 @@ impl Connector for HttpConnector {
         }
         let run = self.run(action, Some(&cx)).await?;
         Ok(if run.not_found {
-            Verify::Clean(run.evidence)
+            // After a recovery window: the lag is long past, no re-check.
+            Verify::Clean(self.not_found_evidence(run, &cx, false)?)
         } else {
             Verify::StillPresent(run.evidence)
         })
@@ -770,7 +852,7 @@ impl Connector for HttpConnector {
         let action = self.action("purge")?;
         let mut a = action.clone();
         a.effect = EraseEffect::Erased;
-        self.run_erase(&a, cx).await
+        self.run_erase(&a, cx, false).await
     }
 }
 
@@ -877,6 +959,11 @@ fn subject_value(s: &Subject) -> Value {
     let mut m = Map::new();
     if let Some(e) = &s.email {
         m.insert("email".into(), Value::String(e.expose().to_string()));
+        // As the subject gave it, for APIs that compare addresses case-sensitively.
+        m.insert(
+            "email_as_given".into(),
+            Value::String(e.as_given().to_string()),
+        );
     }
     if let Some(p) = &s.phone {
         m.insert("phone".into(), Value::String(p.expose().to_string()));
@@ -1196,6 +1283,42 @@ json = '{"subject": {{ subject | tojson }}}'
         assert_eq!(
             hmac_hex("key", b"The quick brown fox jumps over the lazy dog"),
             "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
+    }
+
+    #[test]
+    fn the_stripe_search_query_quotes_the_email_and_escapes_an_apostrophe() {
+        let (_, text) = crate::connectors::definition::BUILTIN
+            .iter()
+            .find(|(f, _)| *f == "stripe.toml")
+            .expect("stripe.toml");
+        let def = ConnectorDef::parse("stripe.toml", text).expect("definition");
+        let erase = def.actions.erase.expect("erase");
+        let search = erase
+            .calls
+            .iter()
+            .find(|c| c.path == "/v1/customers/search")
+            .expect("a search call");
+        assert!(search.eventually_consistent && search.recheck_after.is_some());
+        let s = Subject::parse(Some("Pat.O'Brien@Example.com"), None, None, None).unwrap();
+        let ctx = serde_json::json!({ "subject": subject_value(&s) });
+        let q = super::super::template::environment()
+            .render_str(&search.query["query"], &ctx)
+            .unwrap();
+        assert_eq!(q, r"email:'pat.o\'brien@example.com'");
+        let given = erase
+            .calls
+            .iter()
+            .filter(|c| c.path == "/v1/customers")
+            .map(|c| {
+                super::super::template::environment()
+                    .render_str(&c.query["email"], &ctx)
+                    .unwrap()
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(
+            given,
+            ["pat.o'brien@example.com", "Pat.O'Brien@Example.com"]
         );
     }
 

@@ -160,6 +160,16 @@ pub struct CallContext<'a> {
     pub idempotency_key: &'a str,
 }
 
+impl CallContext<'_> {
+    /// The step's attempt number (1 for the first call), read from the end of
+    /// `idempotency_key`; `None` when the key does not end in one.
+    pub fn attempt(&self) -> Option<u32> {
+        self.idempotency_key
+            .rsplit_once(':')
+            .and_then(|(_, n)| n.parse().ok())
+    }
+}
+
 /// One processor API.
 #[async_trait]
 pub trait Connector: Send + Sync {
@@ -272,6 +282,19 @@ pub fn scrub(text: &str, subject: &Subject) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_attempt_is_read_from_the_end_of_the_idempotency_key() {
+        let s = Subject::parse(Some("jane@example.com"), None, None, None).unwrap();
+        let cx = |key| CallContext {
+            subject: &s,
+            request_id: "r",
+            idempotency_key: key,
+        };
+        assert_eq!(cx("r-1:payments:1").attempt(), Some(1));
+        assert_eq!(cx("r-1:a:b:12").attempt(), Some(12));
+        assert_eq!(cx("no-attempt").attempt(), None);
+    }
 
     #[test]
     fn scrub_masks_an_echoed_email_in_any_case() {

@@ -30,10 +30,33 @@ pub enum IdentityError {
     Empty,
 }
 
-/// A normalised email address (trimmed, lower-cased domain and local part).
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A normalised email address (trimmed, lower-cased domain and local part),
+/// with the address as given beside it.
+///
+/// lethe matches on the normalised form, but some processors compare addresses
+/// case-sensitively (Stripe's `GET /v1/customers?email=`), so the form the
+/// subject gave is kept too ([`Email::as_given`]). It is what is serialised
+/// (sealed at rest): parsing it again yields both forms. A value sealed before
+/// the as-given form was kept is the normalised form, which then stands for both.
+/// Equality and hashing look at the normalised form only.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Email(String);
+pub struct Email {
+    normalised: String,
+    given: String,
+}
+
+impl PartialEq for Email {
+    fn eq(&self, other: &Self) -> bool {
+        self.normalised == other.normalised
+    }
+}
+impl Eq for Email {}
+impl std::hash::Hash for Email {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.normalised.hash(state)
+    }
+}
 
 impl Email {
     /// Parse and normalise an email address.
@@ -87,21 +110,29 @@ impl Email {
                 ));
             }
         }
-        Ok(Email(format!(
-            "{}@{}",
-            local.to_lowercase(),
-            domain.to_lowercase()
-        )))
+        Ok(Email {
+            normalised: format!("{}@{}", local.to_lowercase(), domain.to_lowercase()),
+            given: s.to_string(),
+        })
     }
 
     /// The raw, normalised address. Only connectors building a request should need this.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.normalised
+    }
+
+    /// The raw address as the subject gave it (trimmed, case kept), for
+    /// processors that compare addresses case-sensitively. Same caution as `expose`.
+    pub fn as_given(&self) -> &str {
+        &self.given
     }
 
     /// A masked form for display: `j***@example.com`.
     pub fn masked(&self) -> String {
-        let (local, domain) = self.0.rsplit_once('@').unwrap_or(("", &self.0));
+        let (local, domain) = self
+            .normalised
+            .rsplit_once('@')
+            .unwrap_or(("", &self.normalised));
         let first: String = local.chars().take(1).collect();
         format!("{first}***@{domain}")
     }
@@ -115,7 +146,7 @@ impl TryFrom<String> for Email {
 }
 impl From<Email> for String {
     fn from(value: Email) -> Self {
-        value.0
+        value.given
     }
 }
 impl fmt::Debug for Email {
@@ -381,6 +412,26 @@ mod tests {
     fn email_is_normalised_to_lower_case_and_trimmed() {
         let e = Email::parse("  Jane.Doe@Example.COM ").unwrap();
         assert_eq!(e.expose(), "jane.doe@example.com");
+    }
+
+    #[test]
+    fn the_email_as_given_is_kept_beside_the_normalised_one_and_survives_sealing() {
+        let e = Email::parse("  Ada.Lovelace@Example.COM ").unwrap();
+        assert_eq!(e.expose(), "ada.lovelace@example.com");
+        assert_eq!(e.as_given(), "Ada.Lovelace@Example.COM");
+        assert_eq!(e, Email::parse("ada.lovelace@example.com").unwrap());
+        let s = Subject::parse(Some("Ada.Lovelace@Example.COM"), None, None, None).unwrap();
+        let json = serde_json::to_string(&s).unwrap();
+        let back: Subject = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            back.email.as_ref().map(Email::as_given),
+            Some("Ada.Lovelace@Example.COM")
+        );
+        // Sealed before the as-given form was kept: the normalised form stands for both.
+        let old: Subject = serde_json::from_str(r#"{"email":"ada.lovelace@example.com"}"#).unwrap();
+        let e = old.email.unwrap();
+        assert_eq!(e.as_given(), "ada.lovelace@example.com");
+        assert_eq!(e.expose(), "ada.lovelace@example.com");
     }
 
     #[test]

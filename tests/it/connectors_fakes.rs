@@ -86,6 +86,8 @@ pub trait Api: Sized {
     fn throttled(&self) -> Option<ResponseTemplate>;
     /// The throttling answer carries `Retry-After: 1`.
     const RETRY_AFTER: bool = false;
+    /// Its lookup includes a search whose index lags (searched again once).
+    const LAGGING_SEARCH: bool = false;
     /// The subject's data is gone (or, for retained outcomes, what must be kept is kept).
     fn erased_as_expected(&self) -> bool;
     /// Assert the exported document holds the subject's data.
@@ -206,8 +208,11 @@ pub struct State {
     pub restore_after_delete: bool,
     /// Idempotency keys seen.
     pub idempotency_keys: Vec<String>,
-    /// Twilio: messages still held.
+    /// Twilio: messages still held. Stripe: customers held.
     pub messages: Vec<Value>,
+    /// Stripe: ids of customers the search index does not show yet (it lags
+    /// behind writes by up to a minute); clear it to let the index catch up.
+    pub not_indexed: Vec<String>,
 }
 
 pub type Shared = Arc<Mutex<State>>;
@@ -241,6 +246,7 @@ impl Api for Mailgun {
             ..Default::default()
         }));
         let st = state.clone();
+        let base = server.uri();
         mount(
             &server,
             |r| basic(r).is_some_and(|(u, p)| u == "api" && p == Self::SECRET),
@@ -271,6 +277,20 @@ impl Api for Mailgun {
                         200,
                         json!({"address": EMAIL, "tags": ["*"], "created_at": "Fri, 21 Oct 2026 11:02:55 UTC"}),
                     ),
+                    // The event log, filtered by recipient, three events over two
+                    // pages; `paging.next` is always a URL, the end is an empty page.
+                    ("GET", x) if x == format!("/v3/{MG_DOMAIN}/events") || x.starts_with(&format!("/v3/{MG_DOMAIN}/events/")) => {
+                        let page = x.rsplit('/').next().unwrap_or_default();
+                        let first = page == "events";
+                        if first && query(req, "recipient").as_deref() != Some(EMAIL) {
+                            return j(200, mg_events_page(&base, vec![], "WzMsIFtbInAiXV1d"));
+                        }
+                        match page {
+                            "events" => j(200, mg_events_page(&base, vec![mg_event("delivered", 1), mg_event("opened", 2)], "WzMsIFtbInAiLCAiMiJdXV0")),
+                            "WzMsIFtbInAiLCAiMiJdXV0" => j(200, mg_events_page(&base, vec![mg_event("clicked", 3)], "WzMsIFtbInAiLCAiMyJdXV0")),
+                            _ => j(200, mg_events_page(&base, vec![], "WzMsIFtbInAiLCAiNCJdXV0")),
+                        }
+                    }
                     ("GET", x) if x.starts_with(&format!("/v3/{MG_DOMAIN}/")) => {
                         j(404, json!({"message": "Address not found in table"}))
                     }
@@ -306,10 +326,51 @@ impl Api for Mailgun {
         !lock(&self.state).present
     }
     fn check_export(&self, data: &Value) {
+        let events: Vec<&str> = data["events"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|e| e["event"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            events,
+            ["delivered", "opened", "clicked"],
+            "both pages: {data:#}"
+        );
+        assert_eq!(data["events"][0]["ip"], "198.51.100.23", "{data:#}");
         assert_eq!(data["list_member"]["member"]["address"], EMAIL, "{data:#}");
         assert_eq!(data["unsubscribe"]["tags"][0], "*", "{data:#}");
         assert!(data["bounce"].is_null(), "{data:#}");
     }
+}
+
+/// One Mailgun event for the subject (the Events API shape, trimmed).
+fn mg_event(kind: &str, n: u32) -> Value {
+    json!({
+        "event": kind,
+        "id": format!("czsjqFATSlC3QtAK-C80n{n}"),
+        "timestamp": 1_763_884_800.0 + f64::from(n),
+        "recipient": EMAIL,
+        "recipient-domain": "example.com",
+        "ip": "198.51.100.23",
+        "geolocation": {"country": "GB", "region": "England", "city": "London"},
+        "client-info": {"client-type": "browser", "client-os": "Linux", "device-type": "desktop", "client-name": "Firefox", "user-agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"},
+        "message": {"headers": {"to": EMAIL, "message-id": format!("2026112011.{n}@{MG_DOMAIN}"), "from": format!("news@{MG_DOMAIN}"), "subject": "November news"}},
+        "tags": [],
+        "user-variables": {}
+    })
+}
+
+/// One page of Mailgun events, linking the next page by an opaque token.
+fn mg_events_page(base: &str, items: Vec<Value>, next: &str) -> Value {
+    let url = |t: &str| format!("{base}/v3/{MG_DOMAIN}/events/{t}");
+    json!({
+        "items": items,
+        "paging": {
+            "next": url(next),
+            "previous": url("WzIsIFtbInAiXV1d"),
+            "first": url("WzMsIFtbImYiXV1d"),
+            "last": url("WzMsIFtbImwiXV1d")
+        }
+    })
 }
 
 // ---------------------------------------------------------------- Zendesk
@@ -416,6 +477,7 @@ async fn zendesk_fake(with_subject: bool) -> (MockServer, Shared) {
 }
 
 impl Api for Zendesk {
+    const LAGGING_SEARCH: bool = true;
     const RETRY_AFTER: bool = true;
     const CONNECTOR: &'static str = "zendesk";
     const PROCESSOR: &'static str = "helpdesk";
@@ -479,6 +541,7 @@ impl Api for Zendesk {
 pub struct ZendeskPermanent(pub Zendesk);
 
 impl Api for ZendeskPermanent {
+    const LAGGING_SEARCH: bool = true;
     const RETRY_AFTER: bool = true;
     const CONNECTOR: &'static str = "zendesk_permanent";
     const PROCESSOR: &'static str = "helpdesk";
@@ -796,6 +859,7 @@ pub const STRIPE_CUS: &str = "cus_NffrFeUfNV2Hib";
 pub const STRIPE_CUS2: &str = "cus_Q2wB7nTg5YxZk1";
 
 impl Api for Stripe {
+    const LAGGING_SEARCH: bool = true;
     const CONNECTOR: &'static str = "stripe";
     const PROCESSOR: &'static str = "payments";
     const CATEGORY: &'static str = "accounting";
@@ -839,6 +903,23 @@ impl Api for Stripe {
                         let email = query(req, "email");
                         let data: Vec<Value> = s.messages.iter().filter(|c| email.as_deref() == c["email"].as_str()).cloned().collect();
                         j(200, list(json!(data), "/v1/customers"))
+                    }
+                    ("GET", "/v1/customers/search") => {
+                        // Search query language: `email:'…'` is an exact match that
+                        // ignores case; `\'` escapes a quote. The index lags writes.
+                        let q = query(req, "query").unwrap_or_default();
+                        let Some(asked) = q.strip_prefix("email:'").and_then(|r| r.strip_suffix('\'')) else {
+                            return j(400, json!({"error": {"type": "invalid_request_error", "message": format!("Invalid query: {q}")}}));
+                        };
+                        let asked = asked.replace("\\'", "'").to_lowercase();
+                        let data: Vec<Value> = s
+                            .messages
+                            .iter()
+                            .filter(|c| c["email"].as_str().map(str::to_lowercase).as_deref() == Some(asked.as_str()))
+                            .filter(|c| !s.not_indexed.iter().any(|id| c["id"] == id.as_str()))
+                            .cloned()
+                            .collect();
+                        j(200, json!({"object": "search_result", "data": data, "has_more": false, "next_page": null, "url": "/v1/customers/search"}))
                     }
                     ("GET", "/v1/invoices") => {
                         let cus = query(req, "customer").unwrap_or_default();
@@ -906,8 +987,14 @@ impl Api for Stripe {
         s.messages.is_empty() && s.idempotency_keys.len() >= 2
     }
     fn check_export(&self, data: &Value) {
-        assert_eq!(data["customers"]["data"][0]["id"], STRIPE_CUS, "{data:#}");
-        assert_eq!(data["customers"]["data"][1]["id"], STRIPE_CUS2, "{data:#}");
+        // Each customer once, though the list filter and the search both found it.
+        assert_eq!(data["customers"][0]["id"], STRIPE_CUS, "{data:#}");
+        assert_eq!(data["customers"][1]["id"], STRIPE_CUS2, "{data:#}");
+        assert_eq!(
+            data["customers"].as_array().map(Vec::len),
+            Some(2),
+            "{data:#}"
+        );
         assert_eq!(data["invoices"][0]["data"][0]["amount_due"], 1200);
     }
 }
@@ -918,6 +1005,11 @@ pub struct Whm {
     pub server: MockServer,
     pub state: Shared,
 }
+
+/// The WHM users the fake accepts: root, and a reseller whose token can only
+/// act on the accounts it owns.
+pub const WHM_ROOT: &str = "root";
+pub const WHM_RESELLER: &str = "reseller1";
 
 impl Api for Whm {
     const CONNECTOR: &'static str = "whm";
@@ -936,11 +1028,18 @@ impl Api for Whm {
         let st = state.clone();
         mount(
             &server,
-            |r| header(r, "authorization").as_deref() == Some(&format!("whm root:{}", Self::SECRET)),
+            |r| {
+                [WHM_ROOT, WHM_RESELLER].iter().any(|u| {
+                    header(r, "authorization").as_deref()
+                        == Some(&format!("whm {u}:{}", Self::SECRET))
+                })
+            },
             text(403, "Access denied"),
             move |req| {
                 let p = decoded_path(req);
                 let mut s = lock(&st);
+                let reseller = header(req, "authorization")
+                    .is_some_and(|a| a.starts_with(&format!("whm {WHM_RESELLER}:")));
                 let meta = |cmd: &str, result: u8, reason: &str| json!({"command": cmd, "reason": reason, "result": result, "version": 1});
                 if query(req, "api.version").as_deref() != Some("1") {
                     return j(200, json!({"cpanelresult": {"error": "Unknown app (API version) requested"}}));
@@ -958,6 +1057,10 @@ impl Api for Whm {
                         if s.present && query(req, "username").as_deref() == Some(CUSTOMER) {
                             s.present = false;
                             j(200, json!({"metadata": {"command": "removeacct", "reason": "jdoe42 account removed", "result": 1, "version": 1, "output": {"raw": "Running pre removal script (/usr/local/cpanel/scripts/prekillacct)......Done\nRemoving Crontab...Done\nRemoving User...Done\nAccount Removal Complete!!!\n"}}}))
+                        } else if reseller {
+                            // A reseller cannot tell a missing account from one it
+                            // does not own: WHM answers the same refusal.
+                            j(200, json!({"metadata": meta("removeacct", 0, &format!("You do not have access to an account named \u{201c}{}\u{201d}.", query(req, "username").unwrap_or_default()))}))
                         } else {
                             j(200, json!({"metadata": meta("removeacct", 0, &format!("Sorry, a user named \u{201c}{}\u{201d} does not exist.", query(req, "username").unwrap_or_default()))}))
                         }

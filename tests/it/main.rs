@@ -18,6 +18,7 @@ mod manual;
 mod opendsr;
 mod outbox_store;
 mod policies;
+mod processor_semantics;
 mod s3;
 mod s3_server;
 mod scrubbing;
