@@ -632,7 +632,7 @@ impl HttpConnector {
             (ErrorClass::Throttled, _) => {
                 format!("processor `{p}` is throttling (HTTP {status}){detail}")
             }
-            (ErrorClass::Transient, _) => {
+            (ErrorClass::Transient | ErrorClass::Recheck, _) => {
                 format!("processor `{p}` is unavailable (HTTP {status}){detail}")
             }
             (ErrorClass::Permanent, 401 | 403) => {
@@ -708,7 +708,7 @@ impl HttpConnector {
         };
         if let (Some(after), true, Some(1)) = (lag, recheck, cx.attempt()) {
             return Err(ConnectorError {
-                class: ErrorClass::Transient,
+                class: ErrorClass::Recheck,
                 message: format!(
                     "processor `{}`: nothing found, but by a search whose index can lag by {}: searching again after that before believing it",
                     self.spec.name,
@@ -1107,6 +1107,7 @@ path = "/folders{{ settings.folder }}"
             subject: &s,
             request_id: "r",
             idempotency_key: "r:p:0",
+            attempt: 1,
         };
         let e = c.erase(cx).await.expect("erase");
         assert!(matches!(e, Erase::Erased(_)), "{e:?}");
@@ -1129,6 +1130,7 @@ path = "/folders{{ settings.folder }}"
             subject: &s,
             request_id: "r",
             idempotency_key: "r:p:0",
+            attempt: 1,
         };
         let ex = c.export(cx).await.expect("export");
         assert!(matches!(ex, Export::NotFound(_)), "{ex:?}");
@@ -1197,6 +1199,7 @@ path = "/items/{{ item.sid }}"
             subject: &s,
             request_id: "r",
             idempotency_key: "r:p:0",
+            attempt: 1,
         };
         assert!(matches!(c.erase(cx).await.unwrap(), Erase::Erased(_)));
         let Export::Data { data, .. } = c.export(cx).await.unwrap() else {
@@ -1222,6 +1225,7 @@ path = "/items/{{ item.sid }}"
             subject: &s,
             request_id: "r",
             idempotency_key: "r:p:0",
+            attempt: 1,
         };
         let e = c.export(cx).await.unwrap_err();
         assert_eq!(e.class, ErrorClass::Permanent);
@@ -1274,6 +1278,7 @@ json = '{"subject": {{ subject | tojson }}}'
             subject: &s,
             request_id: "r",
             idempotency_key: "r:p:0",
+            attempt: 1,
         };
         c.erase(cx).await.expect("erase");
         let req = &server.received_requests().await.unwrap()[0];

@@ -31,6 +31,9 @@ pub enum ErrorClass {
     Throttled,
     /// Retrying will not help (bad credentials, a refused request): a person must act.
     Permanent,
+    /// The answer cannot be believed yet (a "not found" from a search whose
+    /// index lags): ask again after `retry_after`. Not a processor failure.
+    Recheck,
 }
 
 impl ErrorClass {
@@ -40,6 +43,7 @@ impl ErrorClass {
             ErrorClass::Transient => "transient",
             ErrorClass::Throttled => "throttled",
             ErrorClass::Permanent => "permanent",
+            ErrorClass::Recheck => "recheck",
         }
     }
 }
@@ -158,15 +162,15 @@ pub struct CallContext<'a> {
     /// Stable per step and action (`request:processor:action`), never per
     /// attempt, so a processor can deduplicate a retry after a takeover.
     pub idempotency_key: &'a str,
+    /// This attempt's number (1 for the first call), 0 outside a worker.
+    pub attempt: u32,
 }
 
 impl CallContext<'_> {
-    /// The step's attempt number (1 for the first call), read from the end of
-    /// `idempotency_key`; `None` when the key does not end in one.
+    /// The step's attempt number (1 for the first call); `None` outside a
+    /// worker's attempt.
     pub fn attempt(&self) -> Option<u32> {
-        self.idempotency_key
-            .rsplit_once(':')
-            .and_then(|(_, n)| n.parse().ok())
+        (self.attempt > 0).then_some(self.attempt)
     }
 }
 
@@ -284,16 +288,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_attempt_is_read_from_the_end_of_the_idempotency_key() {
+    fn the_attempt_is_known_only_inside_a_workers_attempt() {
         let s = Subject::parse(Some("jane@example.com"), None, None, None).unwrap();
-        let cx = |key| CallContext {
+        let cx = |attempt| CallContext {
             subject: &s,
             request_id: "r",
-            idempotency_key: key,
+            idempotency_key: "r:p:erase",
+            attempt,
         };
-        assert_eq!(cx("r-1:payments:1").attempt(), Some(1));
-        assert_eq!(cx("r-1:a:b:12").attempt(), Some(12));
-        assert_eq!(cx("no-attempt").attempt(), None);
+        assert_eq!(cx(1).attempt(), Some(1));
+        assert_eq!(cx(12).attempt(), Some(12));
+        assert_eq!(cx(0).attempt(), None);
     }
 
     #[test]

@@ -545,6 +545,7 @@ impl Engine {
             subject: &subject,
             request_id: &step.request_id,
             idempotency_key: &key,
+            attempt: step.attempts.clamp(0, u32::MAX as i64) as u32,
         };
         let started = std::time::Instant::now();
         let result = match (step.phase, step.action) {
@@ -593,6 +594,7 @@ impl Engine {
         );
         // Track the processor's health: transient failures in a row pause it.
         let failure = match &result {
+            // A re-check is not the processor failing: it does not count towards a pause.
             Err(e) if e.class == ErrorClass::Transient => {
                 Some(crate::connectors::scrub(&e.message, &subject))
             }
@@ -779,7 +781,9 @@ fn on_error(
                 extra: json!({"retry_in_ms": wait.as_millis() as u64}),
             }
         }
-        ErrorClass::Transient if step.attempts < policy.max_attempts as i64 => {
+        ErrorClass::Recheck | ErrorClass::Transient
+            if step.attempts < policy.max_attempts as i64 =>
+        {
             let wait = e
                 .retry_after
                 .unwrap_or_else(|| policy.delay_after(step.attempts.max(1) as u32));
@@ -796,7 +800,7 @@ fn on_error(
                 extra: json!({"retry_in_ms": wait.as_millis() as u64}),
             }
         }
-        ErrorClass::Transient => Decision {
+        ErrorClass::Recheck | ErrorClass::Transient => Decision {
             event: StepEvent::Permanent,
             outcome: None,
             run_at: now,

@@ -95,11 +95,11 @@ async fn a_stripe_customer_stored_in_mixed_case_is_found_by_search_when_filed_in
     assert_eq!(step["outcome"], "erased", "{st:#}");
     assert_eq!(step["attempts"], 1, "{st:#}");
     assert!(ada_gone(&api), "the customer was deleted at Stripe");
-    // The Idempotency-Key is per customer and per attempt.
+    // The Idempotency-Key is per step, action and customer (never per attempt).
     let keys = api.state.lock().unwrap().idempotency_keys.clone();
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert!(
-        keys[0].starts_with(&format!("{id}:payments:1:{ADA_ID}|")),
+        keys[0].starts_with(&format!("{id}:payments:erase:{ADA_ID}|")),
         "{keys:?}"
     );
 }

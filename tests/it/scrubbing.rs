@@ -10,7 +10,7 @@ use crate::helpers::{show, Backend, TestEnv};
 use crate::on_both_backends;
 use serde_json::Value;
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
+use wiremock::Mock;
 
 const EMAIL: &str = "Jane.Doe@Example.com";
 const PHONE: &str = "+44 7700 900123";
