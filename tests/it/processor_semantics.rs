@@ -118,6 +118,10 @@ async fn a_stripe_not_found_from_a_lagging_search_is_noted_in_status_and_certifi
     let err = step["last_error"].as_str().unwrap_or_default();
     assert!(err.contains("searching again"), "{err}");
     assert!(step["outcome"].is_null(), "{st:#}");
+    // A re-check is not the processor failing: it does not count towards a pause.
+    assert_eq!(step["error_class"], "recheck", "{st:#}");
+    let health = env.store().await.health(Stripe::PROCESSOR).await.unwrap();
+    assert_eq!(health.consecutive_failures, 0, "{health:?}");
 
     // Still not indexed when searched again: now "not found", with the note.
     let st = finish(&env, &id).await;
