@@ -341,7 +341,9 @@ impl Expect {
         };
         let want = want.to_ascii_lowercase();
         got == want
-            || (want == "application/json" && got.starts_with("application/") && got.ends_with("+json"))
+            || (want == "application/json"
+                && got.starts_with("application/")
+                && got.ends_with("+json"))
     }
 
     /// For people: `application/json with /id`, `no body`, `HTTP 204: no body`.
@@ -967,9 +969,8 @@ fn check_expect(shapes: &[Expect]) -> Result<(), (String, String)> {
                     !t.is_empty()
                         && !s.is_empty()
                         && !s.contains('/')
-                        && m.chars().all(|c| {
-                            c.is_ascii_alphanumeric() || "/+-.!#$&^_".contains(c)
-                        })
+                        && m.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "/+-.!#$&^_".contains(c))
                 });
             if !ok {
                 return Err((
@@ -1002,8 +1003,7 @@ fn check_expect(shapes: &[Expect]) -> Result<(), (String, String)> {
                 ))
             }
             BodyKind::Json
-                if e
-                    .content_type
+                if e.content_type
                     .as_deref()
                     .is_some_and(|ct| !is_json_type(ct)) =>
             {

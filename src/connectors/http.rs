@@ -619,7 +619,11 @@ impl HttpConnector {
             format!(", {reason}")
         };
         let expected = match shapes {
-            Some(l) => l.iter().map(Expect::describe).collect::<Vec<_>>().join(" or "),
+            Some(l) => l
+                .iter()
+                .map(Expect::describe)
+                .collect::<Vec<_>>()
+                .join(" or "),
             None => "an API answer, not an HTML page".into(),
         };
         let kind = if not_found { " for \"not found\"" } else { "" };

@@ -22,3 +22,4 @@ mod s3;
 mod s3_server;
 mod store_concurrent_apply;
 mod store_conformance;
+mod unexpected_response;
