@@ -5,7 +5,7 @@
 //! `lethe check` reports it. Through the CLI, on both backends, against fakes
 //! that otherwise answer like the real APIs.
 
-use crate::connectors_fakes::{inject, Api, Stripe, SUBJECT_ARGS};
+use crate::connectors_fakes::{inject, Api, Stripe, Whm, SUBJECT_ARGS};
 use crate::fakes::{self, API_KEY};
 use crate::helpers::{show, Backend, TestEnv};
 use crate::on_both_backends;
@@ -36,9 +36,12 @@ fn login_page() -> ResponseTemplate {
     )
 }
 
+/// WHM's removeacct answer, cut off: `{"metadata": {"result": 1, …` with no end.
 fn invalid_json() -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_raw(
-        format!("{{\"id\": \"cus_x\", \"email\": \"{EMAIL}\""),
+        format!(
+            "{{\"metadata\": {{\"command\": \"removeacct\", \"result\": 1, \"reason\": \"{EMAIL}"
+        ),
         "application/json",
     )
 }
@@ -147,29 +150,42 @@ on_both_backends!(
 async fn an_erase_answered_with_an_html_login_page_is_never_erased_and_fails_after_its_attempts(
     backend: Backend,
 ) {
-    let stripe = Stripe::start(true).await;
-    let (m, re) = stripe.erase_call();
-    inject(stripe.server(), m, re, login_page(), 100).await;
-    let env = stripe_env(backend, &stripe).await;
-    let id = file_erasure(&env).await;
-    assert_unexpected_then_failed(&env, &id, Stripe::PROCESSOR, 200, "text/html").await;
+    // Before: Mailchimp's delete-permanent answered by a login page was `erased`.
+    let server = fakes::mailchimp().await;
+    Mock::given(method("POST"))
+        .and(path(fakes::delete_path(EMAIL)))
+        .respond_with(login_page())
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    fakes::add_member(&server, EMAIL).await;
+    let env = mailchimp_env(backend, &server).await;
+    let id = env.erase(EMAIL).await;
+    assert_unexpected_then_failed(&env, &id, "newsletter", 200, "text/html").await;
 }
 
 async fn an_erase_answered_with_invalid_json_is_never_erased_and_fails_after_its_attempts(
     backend: Backend,
 ) {
-    let stripe = Stripe::start(true).await;
-    let (m, re) = stripe.erase_call();
-    inject(stripe.server(), m, re, invalid_json(), 100).await;
-    let env = stripe_env(backend, &stripe).await;
+    // Before: WHM's removeacct cut off mid-document matched no rule, so its
+    // HTTP 200 made the account `erased`.
+    let whm = Whm::start(true).await;
+    let (m, re) = whm.erase_call();
+    inject(whm.server(), m, re, invalid_json(), 100).await;
+    let mut env = env_with(backend, &whm.processor_toml()).await;
+    env.set_env(Whm::SECRET_VAR, Whm::SECRET);
     let id = file_erasure(&env).await;
     let st =
-        assert_unexpected_then_failed(&env, &id, Stripe::PROCESSOR, 200, "application/json").await;
-    let err = TestEnv::step(&st, Stripe::PROCESSOR)["last_error"]
+        assert_unexpected_then_failed(&env, &id, Whm::PROCESSOR, 200, "application/json").await;
+    let err = TestEnv::step(&st, Whm::PROCESSOR)["last_error"]
         .as_str()
         .unwrap_or_default()
         .to_string();
     assert!(err.contains("not valid JSON"), "{err}");
+    assert!(
+        !whm.erased_as_expected(),
+        "the fake still holds the account"
+    );
 }
 
 async fn an_erase_answered_with_a_json_error_body_is_never_erased_and_fails_after_its_attempts(
