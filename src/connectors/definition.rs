@@ -1036,6 +1036,193 @@ mod tests {
         }
     }
 
+    /// The effective success declaration of a call: its own, else its
+    /// `responses.expect`, else the connector's.
+    fn declared<'a>(def: &'a ConnectorDef, c: &'a Call) -> Option<&'a Vec<Expect>> {
+        c.expect
+            .as_ref()
+            .or(c.responses.expect.as_ref())
+            .or(def.responses.expect.as_ref())
+    }
+
+    #[test]
+    fn every_builtin_success_call_declares_what_its_answer_looks_like() {
+        let mut calls = 0;
+        for (file, text) in BUILTIN {
+            let def = ConnectorDef::parse(file, text).unwrap_or_else(|e| panic!("{e}"));
+            if def.native.is_some() {
+                // s3 checks S3's XML in code (src/connectors/s3.rs); manual has no calls.
+                continue;
+            }
+            let a = &def.actions;
+            let mut all: Vec<(String, &Call)> =
+                def.check.iter().map(|c| ("check".to_string(), c)).collect();
+            for (name, action) in [
+                ("lookup", &a.lookup),
+                ("export", &a.export),
+                ("erase", &a.erase),
+                ("verify", &a.verify),
+                ("purge", &a.purge),
+            ] {
+                for (i, c) in action.iter().flat_map(|x| x.calls.iter()).enumerate() {
+                    all.push((format!("actions.{name}.calls[{i}]"), c));
+                }
+            }
+            for (at, c) in all {
+                calls += 1;
+                let shapes = declared(&def, c)
+                    .unwrap_or_else(|| panic!("{file}: {at} declares no `expect`"));
+                for e in shapes {
+                    assert!(
+                        e.body_kind() == BodyKind::Empty || e.content_type.is_some(),
+                        "{file}: {at}: `{}` accepts any body",
+                        e.describe()
+                    );
+                }
+            }
+        }
+        assert!(calls > 60, "only {calls} calls seen");
+    }
+
+    #[test]
+    fn builtins_whose_api_documents_a_json_404_require_it_for_not_found() {
+        for name in [
+            "mailchimp",
+            "mailgun",
+            "zendesk",
+            "zendesk_permanent",
+            "stripe",
+            "onedrive",
+            "twilio",
+            "dropbox",
+            "whm",
+        ] {
+            let (file, text) = BUILTIN
+                .iter()
+                .find(|(f, _)| *f == format!("{name}.toml"))
+                .expect("built-in");
+            let def = ConnectorDef::parse(file, text).unwrap_or_else(|e| panic!("{e}"));
+            let shapes = def
+                .responses
+                .expect_not_found
+                .unwrap_or_else(|| panic!("{file}: no expect_not_found"));
+            assert!(
+                shapes
+                    .iter()
+                    .all(|e| e.content_type.as_deref().is_some_and(is_json_type)),
+                "{file}: {shapes:?}"
+            );
+        }
+    }
+
+    fn erase_with(expect: &str) -> String {
+        format!(
+            r#"
+name = "x"
+category = "other"
+[actions.erase]
+[[actions.erase.calls]]
+path = "/a"
+expect = {expect}
+[actions.export]
+[[actions.export.calls]]
+path = "/a"
+"#
+        )
+    }
+
+    #[test]
+    fn a_bad_success_declaration_is_refused_naming_file_and_key() {
+        for (expect, key, reason) in [
+            (
+                r#"{ content_type = "json" }"#,
+                "actions.erase.calls[0].expect.content_type",
+                "media type",
+            ),
+            (
+                r#"{ content_type = "application/json; charset=utf-8" }"#,
+                "actions.erase.calls[0].expect.content_type",
+                "parameters",
+            ),
+            (
+                r#"{ pointer = "id" }"#,
+                "actions.erase.calls[0].expect.pointer",
+                "JSON Pointer",
+            ),
+            (
+                r#"{ equals = 1 }"#,
+                "actions.erase.calls[0].expect.equals",
+                "pointer",
+            ),
+            (
+                r#"{ body = "empty", pointer = "/id" }"#,
+                "actions.erase.calls[0].expect.body",
+                "empty",
+            ),
+            (
+                r#"{ content_type = "text/html", pointer = "/id" }"#,
+                "actions.erase.calls[0].expect.content_type",
+                "JSON content type",
+            ),
+            (
+                r#"[{ status = [204], body = "empty" }, { status = [700] }]"#,
+                "actions.erase.calls[0].expect[1].status",
+                "700",
+            ),
+            (r#"[]"#, "actions.erase.calls[0].expect", "empty"),
+        ] {
+            let e = ConnectorDef::parse("x.toml", &erase_with(expect)).unwrap_err();
+            assert_eq!(e.file, "x.toml");
+            assert_eq!(e.key, key, "{expect}: {e}");
+            assert!(e.reason.contains(reason), "{expect}: {e}");
+        }
+        // A misspelt field is a parse error naming the field.
+        let e = ConnectorDef::parse("x.toml", &erase_with(r#"{ pointr = "/id" }"#)).unwrap_err();
+        assert!(e.to_string().contains("pointr"), "{e}");
+        // Given twice.
+        let text = erase_with(r#"{ body = "empty" }"#).replace(
+            "expect = ",
+            "responses = { expect = { body = \"any\" } }\nexpect = ",
+        );
+        let e = ConnectorDef::parse("x.toml", &text).unwrap_err();
+        assert_eq!(e.key, "actions.erase.calls[0].expect", "{e}");
+        // At connector level.
+        let text = erase_with(r#"{ body = "empty" }"#).replace(
+            "[actions.erase]",
+            "[responses]\nexpect_not_found = { content_type = \"application/json\", equals = 0 }\n[actions.erase]",
+        );
+        let e = ConnectorDef::parse("x.toml", &text).unwrap_err();
+        assert_eq!(e.key, "responses.expect_not_found.equals", "{e}");
+    }
+
+    #[test]
+    fn a_declared_shape_reads_content_types_and_describes_itself() {
+        let e = Expect {
+            status: None,
+            body: None,
+            content_type: Some("application/json".into()),
+            pointer: Some("/id".into()),
+            equals: None,
+            absent: vec![],
+        };
+        assert_eq!(e.body_kind(), BodyKind::Json);
+        assert!(e.content_type_ok(Some("application/json; charset=utf-8")));
+        assert!(e.content_type_ok(Some("Application/Problem+JSON")));
+        assert!(!e.content_type_ok(Some("text/html")));
+        assert!(!e.content_type_ok(None));
+        assert_eq!(e.describe(), "application/json with /id");
+        let empty = Expect {
+            status: Some(vec![204]),
+            body: Some(BodyKind::Empty),
+            content_type: None,
+            pointer: None,
+            equals: None,
+            absent: vec![],
+        };
+        assert_eq!(empty.describe(), "HTTP 204: no body");
+        assert!(empty.applies_to(204) && !empty.applies_to(200));
+    }
+
     #[test]
     fn a_bad_retry_policy_in_a_definition_names_its_key() {
         let (_, text) = BUILTIN[0];

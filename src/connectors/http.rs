@@ -1409,6 +1409,127 @@ json = '{"subject": {{ subject | tojson }}}'
         assert_eq!(retry_after(&h), None);
     }
 
+    fn shape(text: &str) -> Vec<Expect> {
+        let def = ConnectorDef::parse(
+            "t.toml",
+            &format!(
+                "name = \"t\"\ncategory = \"other\"\n[actions.erase]\n[[actions.erase.calls]]\npath = \"/a\"\nexpect = {text}\n[actions.export]\n[[actions.export.calls]]\npath = \"/a\"\n"
+            ),
+        )
+        .expect("definition");
+        def.actions.erase.expect("erase").calls[0]
+            .expect
+            .clone()
+            .expect("expect")
+    }
+
+    #[test]
+    fn a_success_must_match_a_declared_shape() {
+        let id = shape(r#"{ content_type = "application/json", pointer = "/id" }"#);
+        let j = Some("application/json");
+        assert_eq!(conforms(Some(&id), 200, j, r#"{"id": "a1"}"#), Ok(()));
+        assert_eq!(
+            conforms(Some(&id), 200, Some("text/html"), "<html></html>"),
+            Err(Mismatch::ContentType)
+        );
+        assert_eq!(
+            conforms(Some(&id), 200, j, r#"{"id": "a1""#),
+            Err(Mismatch::NotJson)
+        );
+        assert_eq!(
+            conforms(Some(&id), 200, j, r#"{"status": "error", "message": "x"}"#),
+            Err(Mismatch::Missing("/id".into()))
+        );
+        assert_eq!(
+            conforms(Some(&id), 200, j, r#"{"id": null}"#),
+            Err(Mismatch::Missing("/id".into()))
+        );
+        let done = shape(
+            r#"{ content_type = "application/json", pointer = "/metadata/result", equals = 1 }"#,
+        );
+        assert_eq!(
+            conforms(Some(&done), 200, j, r#"{"metadata": {"result": "1"}}"#),
+            Ok(()),
+            "a number matches its string form"
+        );
+        assert_eq!(
+            conforms(Some(&done), 200, j, r#"{"metadata": {"result": 0}}"#),
+            Err(Mismatch::Value("/metadata/result".into()))
+        );
+        let either = shape(
+            r#"[{ status = [204], body = "empty" }, { content_type = "application/json", absent = ["/error", "/errors"] }]"#,
+        );
+        assert_eq!(conforms(Some(&either), 204, None, ""), Ok(()));
+        assert_eq!(conforms(Some(&either), 200, j, r#"{"ok": true}"#), Ok(()));
+        assert_eq!(
+            conforms(Some(&either), 200, j, r#"{"errors": [{"code": 1}]}"#),
+            Err(Mismatch::ErrorBody("/errors".into()))
+        );
+        assert_eq!(
+            conforms(Some(&either), 204, None, "{}"),
+            Err(Mismatch::NoShape),
+            "both shapes apply to 204 and neither matches"
+        );
+        let only_204 = shape(r#"{ status = [204], body = "empty" }"#);
+        assert_eq!(
+            conforms(Some(&only_204), 200, None, ""),
+            Err(Mismatch::Status)
+        );
+        // Nothing declared: anything but an HTML page.
+        assert_eq!(conforms(None, 200, j, "{}"), Ok(()));
+        assert_eq!(conforms(None, 204, None, ""), Ok(()));
+        assert_eq!(
+            conforms(None, 200, Some("text/html; charset=utf-8"), "<p>hi</p>"),
+            Err(Mismatch::Html)
+        );
+        assert_eq!(
+            conforms(None, 200, None, "  <!DOCTYPE html><html></html>"),
+            Err(Mismatch::Html)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unexpected_answer_names_processor_call_status_content_type_and_expectation() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/erase"))
+            .respond_with(ResponseTemplate::new(200).set_body_raw(
+                "<html><body>Sign in as jane@example.com</body></html>",
+                "text/html; charset=utf-8",
+            ))
+            .mount(&server)
+            .await;
+        let c = connector(
+            &server,
+            r#"
+name = "json_api"
+category = "other"
+[actions.export]
+[[actions.export.calls]]
+path = "/x"
+[actions.erase]
+[[actions.erase.calls]]
+name = "deleted"
+method = "POST"
+path = "/erase"
+expect = { content_type = "application/json", pointer = "/id" }
+"#,
+        );
+        let s = subject();
+        let cx = CallContext {
+            subject: &s,
+            request_id: "r",
+            idempotency_key: "r:p:0",
+        };
+        let e = c.erase(cx).await.unwrap_err();
+        assert_eq!(e.class, ErrorClass::Transient);
+        assert_eq!(e.status, Some(200));
+        assert_eq!(
+            e.message,
+            "processor `p`: unexpected response to erase (call `deleted`) (HTTP 200, content-type text/html; expected application/json with /id): check base_url"
+        );
+    }
+
     #[test]
     fn mailchimp_bodiless_403_is_throttling_but_403_with_body_is_not() {
         let rules = Responses {
