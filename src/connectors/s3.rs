@@ -448,7 +448,8 @@ impl S3Connector {
         })
     }
 
-    /// A 200 must be S3's XML answer (root element `root`), or, where `empty_ok`,
+    /// A 200 must be S3's XML answer (root element `roots[0]`, or another
+    /// S3-compatible server's name for it), or, where `empty_ok`,
     /// no body. Anything else (an HTML page from a wrong base_url or a proxy) is
     /// an unexpected response: transient, so the retry policy ends it. The body
     /// is never quoted (object keys hold identifiers).
@@ -456,7 +457,7 @@ impl S3Connector {
         &self,
         r: &Response,
         operation: &str,
-        root: &str,
+        roots: &[&str],
         empty_ok: bool,
     ) -> Result<(), ConnectorError> {
         if empty_ok && r.body.iter().all(u8::is_ascii_whitespace) {
@@ -467,7 +468,7 @@ impl S3Connector {
             Some("text/html" | "application/xhtml+xml")
         );
         let found = xml_root(&r.body);
-        if !html && found.as_deref() == Some(root) {
+        if !html && found.as_deref().is_some_and(|f| roots.contains(&f)) {
             return Ok(());
         }
         let ct: String = r
@@ -493,8 +494,10 @@ impl S3Connector {
         Err(ConnectorError {
             class: ErrorClass::Transient,
             message: format!(
-                "processor `{}`: unexpected response to {operation} (HTTP {}, content-type {ct}, {got}; expected S3's XML <{root}>{or_empty}): check base_url",
-                self.spec.name, r.status
+                "processor `{}`: unexpected response to {operation} (HTTP {}, content-type {ct}, {got}; expected S3's XML <{}>{or_empty}): check base_url",
+                self.spec.name,
+                r.status,
+                roots.first().copied().unwrap_or_default()
             ),
             status: Some(r.status),
             retry_after: None,
@@ -592,7 +595,7 @@ impl S3Connector {
             if r.status != 200 {
                 return Err(self.error(&r, subject));
             }
-            self.expect_xml(&r, "ListObjectVersions", "ListVersionsResult", false)?;
+            self.expect_xml(&r, "ListObjectVersions", &["ListVersionsResult"], false)?;
             let text = String::from_utf8_lossy(&r.body);
             let page: ListVersionsResult = quick_xml::de::from_str(&text).map_err(|e| {
                 ConnectorError::transient(format!(
@@ -672,7 +675,7 @@ impl S3Connector {
             if r.status != 200 {
                 return Err(self.error(&r, Some(subject)));
             }
-            self.expect_xml(&r, "DeleteObjects", "DeleteResult", true)?;
+            self.expect_xml(&r, "DeleteObjects", &["DeleteResult"], true)?;
             if r.body.iter().all(u8::is_ascii_whitespace) {
                 // Quiet mode with nothing to report; the listing afterwards checks.
                 continue;
@@ -810,7 +813,13 @@ impl Connector for S3Connector {
         if r.status != 200 {
             return Err(self.error(&r, None));
         }
-        self.expect_xml(&r, "GetBucketVersioning", "VersioningConfiguration", false)?;
+        // moto (5.x) names the root after the operation.
+        self.expect_xml(
+            &r,
+            "GetBucketVersioning",
+            &["VersioningConfiguration", "GetBucketVersioningResponse"],
+            false,
+        )?;
         let text = String::from_utf8_lossy(&r.body);
         let versioning = if text.contains("<Status>Enabled</Status>") {
             "versioning enabled"
