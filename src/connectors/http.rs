@@ -67,6 +67,8 @@ enum Step {
 struct RunState {
     /// The action being run (`erase`, `check`…), for messages.
     action: &'static str,
+    /// How many calls the action has (a lone call is not named in messages).
+    calls: usize,
     secrets: BTreeMap<String, String>,
     vars: Map<String, Value>,
     data: Map<String, Value>,
@@ -320,6 +322,7 @@ impl HttpConnector {
         let secrets = self.secret_values()?;
         let mut st = RunState {
             action: name,
+            calls: action.calls.len(),
             secrets,
             vars: Map::new(),
             data: Map::new(),
@@ -488,10 +491,14 @@ impl HttpConnector {
         };
         if let Some((shapes, not_found)) = declared {
             if let Err(why) = conforms(shapes.map(Vec::as_slice), status, content_type, &body) {
+                let which = match &call.name {
+                    Some(n) => format!(" call `{n}`"),
+                    None if st.calls > 1 => format!(" call {i}"),
+                    None => String::new(),
+                };
                 return Err(self.unexpected(
                     st.action,
-                    call,
-                    i,
+                    &which,
                     status,
                     content_type,
                     why,
@@ -589,19 +596,13 @@ impl HttpConnector {
     fn unexpected(
         &self,
         action: &str,
-        call: &Call,
-        i: usize,
+        which: &str,
         status: u16,
         content_type: Option<&str>,
         why: Mismatch,
         shapes: Option<&[Expect]>,
         not_found: bool,
     ) -> ConnectorError {
-        let which = match (&call.name, action) {
-            (Some(n), _) => format!(" (call `{n}`)"),
-            (None, "check") => String::new(),
-            (None, _) => format!(" (call {i})"),
-        };
         let ct = content_type
             .map(media_type)
             .map(|m| {
@@ -1526,7 +1527,7 @@ expect = { content_type = "application/json", pointer = "/id" }
         assert_eq!(e.status, Some(200));
         assert_eq!(
             e.message,
-            "processor `p`: unexpected response to erase (call `deleted`) (HTTP 200, content-type text/html; expected application/json with /id): check base_url"
+            "processor `p`: unexpected response to erase call `deleted` (HTTP 200, content-type text/html; expected application/json with /id): check base_url"
         );
     }
 
