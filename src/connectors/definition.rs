@@ -258,6 +258,160 @@ pub struct Responses {
     /// (Dropbox's `409 path/not_found`, Twilio's error 20009, WHM's `200` with `result: 0`).
     #[serde(default)]
     pub when: Option<Vec<BodyRule>>,
+    /// What a success must look like: one shape or a list, any of which may
+    /// match. A success that matches none (an HTML login page, invalid JSON, a
+    /// JSON error body, a status no shape covers) is an "unexpected response":
+    /// transient, so the retry policy fails the step once its attempts run out.
+    /// Without any declaration, only HTML pages are refused.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub expect: Option<Vec<Expect>>,
+    /// What a "not found" answer must look like, where the API documents its
+    /// body (a JSON 404): an HTML 404 from a wrong base_url is then an
+    /// unexpected response, never "not found".
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub expect_not_found: Option<Vec<Expect>>,
+}
+
+/// What the body of a declared response is.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyKind {
+    /// A JSON document (`null` included).
+    Json,
+    /// No body at all (a 204), or only whitespace.
+    Empty,
+    /// Anything, not looked at.
+    Any,
+}
+
+/// One shape a response may have (`expect`, `expect_not_found`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// The statuses this shape is for (default: every status of its kind).
+    #[serde(default)]
+    pub status: Option<Vec<u16>>,
+    /// The body: `json`, `empty` or `any`. Default: `json` when `content_type`
+    /// is a JSON type or a `pointer` is given, else `any`.
+    #[serde(default)]
+    pub body: Option<BodyKind>,
+    /// The media type the response must declare (parameters such as `charset`
+    /// are ignored; `application/json` also accepts `application/…+json`).
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// A JSON Pointer that must be present in the body (and not null).
+    #[serde(default)]
+    pub pointer: Option<String>,
+    /// With `pointer`: the value required there (a number also matches its string form).
+    #[serde(default)]
+    pub equals: Option<serde_json::Value>,
+    /// JSON Pointers that must NOT be present (and not null): an error body's
+    /// `/error` or `/errors` answered with a 2xx.
+    #[serde(default)]
+    pub absent: Vec<String>,
+}
+
+impl Expect {
+    /// The body this shape needs, defaults applied.
+    pub fn body_kind(&self) -> BodyKind {
+        match self.body {
+            Some(b) => b,
+            None if self.pointer.is_some()
+                || !self.absent.is_empty()
+                || self.content_type.as_deref().is_some_and(is_json_type) =>
+            {
+                BodyKind::Json
+            }
+            None => BodyKind::Any,
+        }
+    }
+
+    /// Is this shape for `status`?
+    pub fn applies_to(&self, status: u16) -> bool {
+        self.status.as_ref().is_none_or(|l| l.contains(&status))
+    }
+
+    /// Does a received content type (a header value, or none) satisfy this shape?
+    pub fn content_type_ok(&self, received: Option<&str>) -> bool {
+        let Some(want) = &self.content_type else {
+            return true;
+        };
+        let Some(got) = received.map(media_type) else {
+            return false;
+        };
+        let want = want.to_ascii_lowercase();
+        got == want
+            || (want == "application/json"
+                && got.starts_with("application/")
+                && got.ends_with("+json"))
+    }
+
+    /// For people: `application/json with /id`, `no body`, `HTTP 204: no body`.
+    pub fn describe(&self) -> String {
+        let mut d = match (self.body_kind(), &self.content_type) {
+            (BodyKind::Empty, _) => "no body".to_string(),
+            (_, Some(ct)) => ct.to_ascii_lowercase(),
+            (BodyKind::Json, None) => "JSON".to_string(),
+            (BodyKind::Any, None) => "any body".to_string(),
+        };
+        if let Some(p) = &self.pointer {
+            d.push_str(&format!(" with {p}"));
+            if let Some(v) = &self.equals {
+                d.push_str(&format!(" = {v}"));
+            }
+        }
+        if !self.absent.is_empty() {
+            d.push_str(&format!(" without {}", self.absent.join(", ")));
+        }
+        match &self.status {
+            Some(l) => format!(
+                "HTTP {}: {d}",
+                l.iter().map(u16::to_string).collect::<Vec<_>>().join("/")
+            ),
+            None => d,
+        }
+    }
+}
+
+/// The media type of a `Content-Type` value, lower-cased, without parameters.
+pub fn media_type(header: &str) -> String {
+    header
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// `application/json` or any `…/…+json` type.
+pub fn is_json_type(ct: &str) -> bool {
+    let m = media_type(ct);
+    m == "application/json" || m.ends_with("+json")
+}
+
+/// `expect = { … }` or `expect = [{ … }, …]`.
+fn one_or_many<'de, D>(d: D) -> Result<Option<Vec<Expect>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error as _;
+    let v = toml::Value::deserialize(d)?;
+    let shapes = match v {
+        toml::Value::Array(a) => a
+            .into_iter()
+            .map(|x| x.try_into::<Expect>())
+            .collect::<Result<Vec<_>, _>>(),
+        t @ toml::Value::Table(_) => t.try_into::<Expect>().map(|e| vec![e]),
+        other => {
+            return Err(D::Error::custom(format!(
+                "expected a table such as {{ content_type = \"application/json\", pointer = \"/id\" }} or a list of them, found a {}",
+                other.type_str()
+            )))
+        }
+    };
+    shapes
+        .map(Some)
+        .map_err(|e| D::Error::custom(e.message().to_string()))
 }
 
 /// What a matching [`BodyRule`] makes of a response.
@@ -359,6 +513,11 @@ impl Responses {
                 .clone()
                 .or_else(|| fallback.error_message.clone()),
             when: self.when.clone().or_else(|| fallback.when.clone()),
+            expect: self.expect.clone().or_else(|| fallback.expect.clone()),
+            expect_not_found: self
+                .expect_not_found
+                .clone()
+                .or_else(|| fallback.expect_not_found.clone()),
         }
     }
 }
@@ -436,6 +595,9 @@ pub struct Call {
     /// Response rules for this call.
     #[serde(default)]
     pub responses: Responses,
+    /// What a success of this call looks like (shorthand for `responses.expect`).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub expect: Option<Vec<Expect>>,
     /// Values to keep for later calls: var name → JSON Pointer into the response.
     #[serde(default)]
     pub extract: BTreeMap<String, String>,
@@ -703,6 +865,12 @@ fn check_responses(r: &Responses) -> Result<(), (String, String)> {
     for p in r.error_message.iter().flatten() {
         check_pointer(p).map_err(|e| ("error_message".to_string(), e))?;
     }
+    if let Some(shapes) = &r.expect {
+        check_expect(shapes).map_err(|(k, e)| (format!("expect{k}"), e))?;
+    }
+    if let Some(shapes) = &r.expect_not_found {
+        check_expect(shapes).map_err(|(k, e)| (format!("expect_not_found{k}"), e))?;
+    }
     for (i, rule) in r.when.iter().flatten().enumerate() {
         let key = format!("when[{i}]");
         check_statuses(&rule.status).map_err(|e| (key.clone(), e))?;
@@ -795,6 +963,93 @@ fn check_call(env: &minijinja::Environment<'static>, c: &Call) -> Result<(), (St
         })?;
     }
     check_responses(&c.responses).map_err(|(k, e)| (format!("responses.{k}"), e))?;
+    if let Some(shapes) = &c.expect {
+        if c.responses.expect.is_some() {
+            return Err((
+                "expect".into(),
+                "given twice: use either `expect` or `responses.expect`".into(),
+            ));
+        }
+        check_expect(shapes).map_err(|(k, e)| (format!("expect{k}"), e))?;
+    }
+    Ok(())
+}
+
+/// A response shape list; the key suffix is `[i].field` (or `.field` for a single shape).
+fn check_expect(shapes: &[Expect]) -> Result<(), (String, String)> {
+    if shapes.is_empty() {
+        return Err((
+            String::new(),
+            "is empty: declare at least one shape (e.g. { content_type = \"application/json\" })"
+                .into(),
+        ));
+    }
+    for (i, e) in shapes.iter().enumerate() {
+        let at = if shapes.len() == 1 {
+            String::new()
+        } else {
+            format!("[{i}]")
+        };
+        check_statuses(&e.status).map_err(|r| (format!("{at}.status"), r))?;
+        if e.status.as_ref().is_some_and(|l| l.is_empty()) {
+            return Err((
+                format!("{at}.status"),
+                "is empty: leave it out to mean every status".into(),
+            ));
+        }
+        if let Some(ct) = &e.content_type {
+            let m = media_type(ct);
+            let ok = ct.trim().eq_ignore_ascii_case(&m)
+                && m.split_once('/').is_some_and(|(t, s)| {
+                    !t.is_empty()
+                        && !s.is_empty()
+                        && !s.contains('/')
+                        && m.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "/+-.!#$&^_".contains(c))
+                });
+            if !ok {
+                return Err((
+                    format!("{at}.content_type"),
+                    format!("`{ct}` is not a media type such as `application/json` (leave out parameters like charset)"),
+                ));
+            }
+        }
+        if let Some(p) = &e.pointer {
+            check_pointer(p).map_err(|r| (format!("{at}.pointer"), r))?;
+        }
+        if e.equals.is_some() && e.pointer.is_none() {
+            return Err((format!("{at}.equals"), "needs a `pointer`".into()));
+        }
+        for (j, p) in e.absent.iter().enumerate() {
+            check_pointer(p).map_err(|r| (format!("{at}.absent[{j}]"), r))?;
+        }
+        let json_only = e.pointer.is_some() || !e.absent.is_empty();
+        match e.body_kind() {
+            BodyKind::Empty if e.content_type.is_some() || json_only => {
+                return Err((
+                    format!("{at}.body"),
+                    "`empty` cannot have a `content_type`, `pointer` or `absent`".into(),
+                ))
+            }
+            BodyKind::Any if json_only => {
+                return Err((
+                    format!("{at}.body"),
+                    "`pointer` and `absent` need body = \"json\"".into(),
+                ))
+            }
+            BodyKind::Json
+                if e.content_type
+                    .as_deref()
+                    .is_some_and(|ct| !is_json_type(ct)) =>
+            {
+                return Err((
+                    format!("{at}.content_type"),
+                    "a JSON body (or a `pointer`) needs a JSON content type".into(),
+                ))
+            }
+            _ => {}
+        }
+    }
     Ok(())
 }
 
@@ -814,6 +1069,193 @@ mod tests {
             assert!(def.actions.export.is_some(), "{file}");
             assert!(def.check.is_some(), "{file} has no [check] call");
         }
+    }
+
+    /// The effective success declaration of a call: its own, else its
+    /// `responses.expect`, else the connector's.
+    fn declared<'a>(def: &'a ConnectorDef, c: &'a Call) -> Option<&'a Vec<Expect>> {
+        c.expect
+            .as_ref()
+            .or(c.responses.expect.as_ref())
+            .or(def.responses.expect.as_ref())
+    }
+
+    #[test]
+    fn every_builtin_success_call_declares_what_its_answer_looks_like() {
+        let mut calls = 0;
+        for (file, text) in BUILTIN {
+            let def = ConnectorDef::parse(file, text).unwrap_or_else(|e| panic!("{e}"));
+            if def.native.is_some() {
+                // s3 checks S3's XML in code (src/connectors/s3.rs); manual has no calls.
+                continue;
+            }
+            let a = &def.actions;
+            let mut all: Vec<(String, &Call)> =
+                def.check.iter().map(|c| ("check".to_string(), c)).collect();
+            for (name, action) in [
+                ("lookup", &a.lookup),
+                ("export", &a.export),
+                ("erase", &a.erase),
+                ("verify", &a.verify),
+                ("purge", &a.purge),
+            ] {
+                for (i, c) in action.iter().flat_map(|x| x.calls.iter()).enumerate() {
+                    all.push((format!("actions.{name}.calls[{i}]"), c));
+                }
+            }
+            for (at, c) in all {
+                calls += 1;
+                let shapes = declared(&def, c)
+                    .unwrap_or_else(|| panic!("{file}: {at} declares no `expect`"));
+                for e in shapes {
+                    assert!(
+                        e.body_kind() == BodyKind::Empty || e.content_type.is_some(),
+                        "{file}: {at}: `{}` accepts any body",
+                        e.describe()
+                    );
+                }
+            }
+        }
+        assert!(calls > 60, "only {calls} calls seen");
+    }
+
+    #[test]
+    fn builtins_whose_api_documents_a_json_404_require_it_for_not_found() {
+        for name in [
+            "mailchimp",
+            "mailgun",
+            "zendesk",
+            "zendesk_permanent",
+            "stripe",
+            "onedrive",
+            "twilio",
+            "dropbox",
+            "whm",
+        ] {
+            let (file, text) = BUILTIN
+                .iter()
+                .find(|(f, _)| *f == format!("{name}.toml"))
+                .expect("built-in");
+            let def = ConnectorDef::parse(file, text).unwrap_or_else(|e| panic!("{e}"));
+            let shapes = def
+                .responses
+                .expect_not_found
+                .unwrap_or_else(|| panic!("{file}: no expect_not_found"));
+            assert!(
+                shapes
+                    .iter()
+                    .all(|e| e.content_type.as_deref().is_some_and(is_json_type)),
+                "{file}: {shapes:?}"
+            );
+        }
+    }
+
+    fn erase_with(expect: &str) -> String {
+        format!(
+            r#"
+name = "x"
+category = "other"
+[actions.erase]
+[[actions.erase.calls]]
+path = "/a"
+expect = {expect}
+[actions.export]
+[[actions.export.calls]]
+path = "/a"
+"#
+        )
+    }
+
+    #[test]
+    fn a_bad_success_declaration_is_refused_naming_file_and_key() {
+        for (expect, key, reason) in [
+            (
+                r#"{ content_type = "json" }"#,
+                "actions.erase.calls[0].expect.content_type",
+                "media type",
+            ),
+            (
+                r#"{ content_type = "application/json; charset=utf-8" }"#,
+                "actions.erase.calls[0].expect.content_type",
+                "parameters",
+            ),
+            (
+                r#"{ pointer = "id" }"#,
+                "actions.erase.calls[0].expect.pointer",
+                "JSON Pointer",
+            ),
+            (
+                r#"{ equals = 1 }"#,
+                "actions.erase.calls[0].expect.equals",
+                "pointer",
+            ),
+            (
+                r#"{ body = "empty", pointer = "/id" }"#,
+                "actions.erase.calls[0].expect.body",
+                "empty",
+            ),
+            (
+                r#"{ content_type = "text/html", pointer = "/id" }"#,
+                "actions.erase.calls[0].expect.content_type",
+                "JSON content type",
+            ),
+            (
+                r#"[{ status = [204], body = "empty" }, { status = [700] }]"#,
+                "actions.erase.calls[0].expect[1].status",
+                "700",
+            ),
+            (r#"[]"#, "actions.erase.calls[0].expect", "empty"),
+        ] {
+            let e = ConnectorDef::parse("x.toml", &erase_with(expect)).unwrap_err();
+            assert_eq!(e.file, "x.toml");
+            assert_eq!(e.key, key, "{expect}: {e}");
+            assert!(e.reason.contains(reason), "{expect}: {e}");
+        }
+        // A misspelt field is a parse error naming the field.
+        let e = ConnectorDef::parse("x.toml", &erase_with(r#"{ pointr = "/id" }"#)).unwrap_err();
+        assert!(e.to_string().contains("pointr"), "{e}");
+        // Given twice.
+        let text = erase_with(r#"{ body = "empty" }"#).replace(
+            "expect = ",
+            "responses = { expect = { body = \"any\" } }\nexpect = ",
+        );
+        let e = ConnectorDef::parse("x.toml", &text).unwrap_err();
+        assert_eq!(e.key, "actions.erase.calls[0].expect", "{e}");
+        // At connector level.
+        let text = erase_with(r#"{ body = "empty" }"#).replace(
+            "[actions.erase]",
+            "[responses]\nexpect_not_found = { content_type = \"application/json\", equals = 0 }\n[actions.erase]",
+        );
+        let e = ConnectorDef::parse("x.toml", &text).unwrap_err();
+        assert_eq!(e.key, "responses.expect_not_found.equals", "{e}");
+    }
+
+    #[test]
+    fn a_declared_shape_reads_content_types_and_describes_itself() {
+        let e = Expect {
+            status: None,
+            body: None,
+            content_type: Some("application/json".into()),
+            pointer: Some("/id".into()),
+            equals: None,
+            absent: vec![],
+        };
+        assert_eq!(e.body_kind(), BodyKind::Json);
+        assert!(e.content_type_ok(Some("application/json; charset=utf-8")));
+        assert!(e.content_type_ok(Some("Application/Problem+JSON")));
+        assert!(!e.content_type_ok(Some("text/html")));
+        assert!(!e.content_type_ok(None));
+        assert_eq!(e.describe(), "application/json with /id");
+        let empty = Expect {
+            status: Some(vec![204]),
+            body: Some(BodyKind::Empty),
+            content_type: None,
+            pointer: None,
+            equals: None,
+            absent: vec![],
+        };
+        assert_eq!(empty.describe(), "HTTP 204: no body");
+        assert!(empty.applies_to(204) && !empty.applies_to(200));
     }
 
     #[test]

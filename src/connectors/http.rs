@@ -7,7 +7,8 @@
 //! names the processor and, for rejected credentials, the env var to check.
 
 use super::definition::{
-    ActionDef, Auth, Call, Category, ConnectorDef, EraseEffect, Responses, RuleOutcome,
+    media_type, ActionDef, Auth, BodyKind, Call, Category, ConnectorDef, EraseEffect, Expect,
+    Responses, RuleOutcome,
 };
 use super::{
     scrub, CallContext, Connector, ConnectorError, Erase, ErrorClass, Evidence, Export, Lookup,
@@ -66,6 +67,10 @@ enum Step {
 
 /// What an action accumulates across its calls.
 struct RunState {
+    /// The action being run (`erase`, `check`…), for messages.
+    action: &'static str,
+    /// How many calls the action has (a lone call is not named in messages).
+    calls: usize,
     secrets: BTreeMap<String, String>,
     vars: Map<String, Value>,
     data: Map<String, Value>,
@@ -325,11 +330,14 @@ impl HttpConnector {
     /// Run an action's calls in order (and `for_each` loops over the calls after one).
     async fn run(
         &self,
+        name: &'static str,
         action: &ActionDef,
         cx: Option<&CallContext<'_>>,
     ) -> Result<ActionRun, ConnectorError> {
         let secrets = self.secret_values()?;
         let mut st = RunState {
+            action: name,
+            calls: action.calls.len(),
             secrets,
             vars: Map::new(),
             data: Map::new(),
@@ -527,7 +535,34 @@ impl HttpConnector {
             st.lagging = Some(st.lagging.flatten().max(after));
         }
         let rules = call.responses.merged(&self.def.responses);
-        match classify(&rules, status, &body) {
+        let class = classify(&rules, status, &body);
+        let content_type = headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let declared = match class {
+            Class::Success => Some((call.expect.as_ref().or(rules.expect.as_ref()), false)),
+            Class::NotFound => Some((rules.expect_not_found.as_ref(), true)),
+            Class::Error(_) => None,
+        };
+        if let Some((shapes, not_found)) = declared {
+            if let Err(why) = conforms(shapes.map(Vec::as_slice), status, content_type, &body) {
+                let which = match &call.name {
+                    Some(n) => format!(" call `{n}`"),
+                    None if st.calls > 1 => format!(" call {i}"),
+                    None => String::new(),
+                };
+                return Err(self.unexpected(
+                    st.action,
+                    &which,
+                    status,
+                    content_type,
+                    why,
+                    shapes.map(Vec::as_slice),
+                    not_found,
+                ));
+            }
+        }
+        match class {
             Class::Success => {}
             Class::NotFound if call.optional => {
                 if call.keep {
@@ -606,6 +641,57 @@ impl HttpConnector {
             item.is_some() || call.next_page.is_some(),
         );
         Ok(Step::Done(json))
+    }
+
+    /// A success (or not-found) answer that is not what the API answers: a
+    /// login page, invalid JSON, a JSON error body. Transient: a wrong base_url
+    /// or a processor's bad moment, which the retry policy ends by failing the
+    /// step. The body is never quoted (it may echo personal data).
+    #[allow(clippy::too_many_arguments)]
+    fn unexpected(
+        &self,
+        action: &str,
+        which: &str,
+        status: u16,
+        content_type: Option<&str>,
+        why: Mismatch,
+        shapes: Option<&[Expect]>,
+        not_found: bool,
+    ) -> ConnectorError {
+        let ct = content_type
+            .map(media_type)
+            .map(|m| {
+                m.chars()
+                    .filter(|c| c.is_ascii_graphic())
+                    .take(80)
+                    .collect::<String>()
+            })
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| "none".into());
+        let reason = why.describe();
+        let reason = if reason.is_empty() {
+            String::new()
+        } else {
+            format!(", {reason}")
+        };
+        let expected = match shapes {
+            Some(l) => l
+                .iter()
+                .map(Expect::describe)
+                .collect::<Vec<_>>()
+                .join(" or "),
+            None => "an API answer, not an HTML page".into(),
+        };
+        let kind = if not_found { " for \"not found\"" } else { "" };
+        ConnectorError {
+            class: ErrorClass::Transient,
+            message: format!(
+                "processor `{}`: unexpected response to {action}{which} (HTTP {status}, content-type {ct}{reason}; expected {expected}{kind}): check base_url",
+                self.spec.name
+            ),
+            status: Some(status),
+            retry_after: None,
+        }
     }
 
     fn error(
@@ -726,6 +812,7 @@ impl HttpConnector {
 
     async fn run_erase(
         &self,
+        name: &'static str,
         action: &ActionDef,
         cx: CallContext<'_>,
         recheck: bool,
@@ -733,7 +820,7 @@ impl HttpConnector {
         if let Some(ev) = self.needs_missing_identity(action, cx.subject) {
             return Ok(Erase::NotFound(ev));
         }
-        let run = self.run(action, Some(&cx)).await?;
+        let run = self.run(name, action, Some(&cx)).await?;
         if run.not_found {
             return Ok(Erase::NotFound(self.not_found_evidence(run, &cx, recheck)?));
         }
@@ -789,7 +876,7 @@ impl Connector for HttpConnector {
             retained_reason: None,
             calls: vec![call.clone()],
         };
-        let run = self.run(&action, None).await?;
+        let run = self.run("check", &action, None).await?;
         if run.not_found {
             return Err(ConnectorError::permanent(format!(
                 "processor `{}`: the check call answered {} (not found): is base_url right?",
@@ -805,7 +892,7 @@ impl Connector for HttpConnector {
         if let Some(ev) = self.needs_missing_identity(action, cx.subject) {
             return Ok(Lookup::NotFound(ev));
         }
-        let run = self.run(action, Some(&cx)).await?;
+        let run = self.run("lookup", action, Some(&cx)).await?;
         Ok(if run.not_found {
             Lookup::NotFound(self.not_found_evidence(run, &cx, true)?)
         } else {
@@ -818,7 +905,7 @@ impl Connector for HttpConnector {
         if let Some(ev) = self.needs_missing_identity(action, cx.subject) {
             return Ok(Export::NotFound(ev));
         }
-        let run = self.run(action, Some(&cx)).await?;
+        let run = self.run("export", action, Some(&cx)).await?;
         Ok(if run.not_found {
             Export::NotFound(self.not_found_evidence(run, &cx, true)?)
         } else {
@@ -831,7 +918,7 @@ impl Connector for HttpConnector {
 
     async fn erase(&self, cx: CallContext<'_>) -> Result<Erase, ConnectorError> {
         let action = self.action("erase")?;
-        self.run_erase(action, cx, true).await
+        self.run_erase("erase", action, cx, true).await
     }
 
     async fn verify(&self, cx: CallContext<'_>) -> Result<Verify, ConnectorError> {
@@ -839,7 +926,7 @@ impl Connector for HttpConnector {
         if let Some(ev) = self.needs_missing_identity(action, cx.subject) {
             return Ok(Verify::Clean(ev));
         }
-        let run = self.run(action, Some(&cx)).await?;
+        let run = self.run("verify", action, Some(&cx)).await?;
         Ok(if run.not_found {
             // After a recovery window: the lag is long past, no re-check.
             Verify::Clean(self.not_found_evidence(run, &cx, false)?)
@@ -852,14 +939,142 @@ impl Connector for HttpConnector {
         let action = self.action("purge")?;
         let mut a = action.clone();
         a.effect = EraseEffect::Erased;
-        self.run_erase(&a, cx, false).await
+        self.run_erase("purge", &a, cx, false).await
     }
 }
 
+#[derive(Clone, Copy)]
 enum Class {
     Success,
     NotFound,
     Error(ErrorClass),
+}
+
+/// Why a response does not match its declared shapes.
+#[derive(Debug, PartialEq)]
+enum Mismatch {
+    /// No shape is for this status.
+    Status,
+    /// Several shapes applied and none matched.
+    NoShape,
+    /// An HTML page where no shape is declared.
+    Html,
+    /// The wrong (or no) content type.
+    ContentType,
+    /// A body where none belongs.
+    NotEmpty,
+    /// JSON declared; the body does not parse.
+    NotJson,
+    /// The pointer is absent (or null).
+    Missing(String),
+    /// The pointer has another value (not shown: it may be personal data).
+    Value(String),
+    /// A pointer that marks an error body is there.
+    ErrorBody(String),
+}
+
+impl Mismatch {
+    fn describe(&self) -> String {
+        match self {
+            Mismatch::Status => "a status not declared as success".into(),
+            Mismatch::NoShape | Mismatch::ContentType | Mismatch::Html => String::new(),
+            Mismatch::NotEmpty => "a body where none is expected".into(),
+            Mismatch::NotJson => "the body is not valid JSON".into(),
+            Mismatch::Missing(p) => format!("no {p} in the body"),
+            Mismatch::Value(p) => format!("another value at {p}"),
+            Mismatch::ErrorBody(p) => format!("an error body ({p})"),
+        }
+    }
+}
+
+/// Is `ct` an HTML page's content type, or does the body look like one?
+fn looks_like_html(ct: Option<&str>, body: &str) -> bool {
+    let m = ct.map(media_type).unwrap_or_default();
+    if m == "text/html" || m == "application/xhtml+xml" {
+        return true;
+    }
+    let head: String = body
+        .trim_start()
+        .chars()
+        .take(15)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    head.starts_with("<!doctype html") || head.starts_with("<html")
+}
+
+/// Does a response match one of the declared shapes? Without a declaration,
+/// anything but an HTML page does.
+fn conforms(
+    shapes: Option<&[Expect]>,
+    status: u16,
+    ct: Option<&str>,
+    body: &str,
+) -> Result<(), Mismatch> {
+    let Some(shapes) = shapes else {
+        return if looks_like_html(ct, body) {
+            Err(Mismatch::Html)
+        } else {
+            Ok(())
+        };
+    };
+    let applicable: Vec<&Expect> = shapes.iter().filter(|e| e.applies_to(status)).collect();
+    let mut first = None;
+    for e in &applicable {
+        match matches_shape(e, ct, body) {
+            Ok(()) => return Ok(()),
+            Err(m) => {
+                first.get_or_insert(m);
+            }
+        }
+    }
+    match (applicable.len(), first) {
+        (0, _) => Err(Mismatch::Status),
+        (1, Some(m)) => Err(m),
+        _ => Err(Mismatch::NoShape),
+    }
+}
+
+fn matches_shape(e: &Expect, ct: Option<&str>, body: &str) -> Result<(), Mismatch> {
+    let kind = e.body_kind();
+    if kind == BodyKind::Empty {
+        return if body.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(Mismatch::NotEmpty)
+        };
+    }
+    if !e.content_type_ok(ct) {
+        return Err(Mismatch::ContentType);
+    }
+    if kind == BodyKind::Any {
+        return Ok(());
+    }
+    let json: Value = serde_json::from_str(body).map_err(|_| Mismatch::NotJson)?;
+    if let Some(p) = e
+        .absent
+        .iter()
+        .find(|p| json.pointer(p).is_some_and(|v| !v.is_null()))
+    {
+        return Err(Mismatch::ErrorBody(p.clone()));
+    }
+    let Some(p) = &e.pointer else { return Ok(()) };
+    let found = json
+        .pointer(p)
+        .filter(|v| !v.is_null())
+        .ok_or_else(|| Mismatch::Missing(p.clone()))?;
+    if let Some(want) = &e.equals {
+        let same = found == want
+            || match (found, want) {
+                (Value::Number(n), Value::String(s)) | (Value::String(s), Value::Number(n)) => {
+                    n.to_string() == *s
+                }
+                _ => false,
+            };
+        if !same {
+            return Err(Mismatch::Value(p.clone()));
+        }
+    }
+    Ok(())
 }
 
 fn classify(rules: &Responses, status: u16, body: &str) -> Class {
@@ -1344,6 +1559,128 @@ json = '{"subject": {{ subject | tojson }}}'
         );
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
+    }
+
+    fn shape(text: &str) -> Vec<Expect> {
+        let def = ConnectorDef::parse(
+            "t.toml",
+            &format!(
+                "name = \"t\"\ncategory = \"other\"\n[actions.erase]\n[[actions.erase.calls]]\npath = \"/a\"\nexpect = {text}\n[actions.export]\n[[actions.export.calls]]\npath = \"/a\"\n"
+            ),
+        )
+        .expect("definition");
+        def.actions.erase.expect("erase").calls[0]
+            .expect
+            .clone()
+            .expect("expect")
+    }
+
+    #[test]
+    fn a_success_must_match_a_declared_shape() {
+        let id = shape(r#"{ content_type = "application/json", pointer = "/id" }"#);
+        let j = Some("application/json");
+        assert_eq!(conforms(Some(&id), 200, j, r#"{"id": "a1"}"#), Ok(()));
+        assert_eq!(
+            conforms(Some(&id), 200, Some("text/html"), "<html></html>"),
+            Err(Mismatch::ContentType)
+        );
+        assert_eq!(
+            conforms(Some(&id), 200, j, r#"{"id": "a1""#),
+            Err(Mismatch::NotJson)
+        );
+        assert_eq!(
+            conforms(Some(&id), 200, j, r#"{"status": "error", "message": "x"}"#),
+            Err(Mismatch::Missing("/id".into()))
+        );
+        assert_eq!(
+            conforms(Some(&id), 200, j, r#"{"id": null}"#),
+            Err(Mismatch::Missing("/id".into()))
+        );
+        let done = shape(
+            r#"{ content_type = "application/json", pointer = "/metadata/result", equals = 1 }"#,
+        );
+        assert_eq!(
+            conforms(Some(&done), 200, j, r#"{"metadata": {"result": "1"}}"#),
+            Ok(()),
+            "a number matches its string form"
+        );
+        assert_eq!(
+            conforms(Some(&done), 200, j, r#"{"metadata": {"result": 0}}"#),
+            Err(Mismatch::Value("/metadata/result".into()))
+        );
+        let either = shape(
+            r#"[{ status = [204], body = "empty" }, { content_type = "application/json", absent = ["/error", "/errors"] }]"#,
+        );
+        assert_eq!(conforms(Some(&either), 204, None, ""), Ok(()));
+        assert_eq!(conforms(Some(&either), 200, j, r#"{"ok": true}"#), Ok(()));
+        assert_eq!(
+            conforms(Some(&either), 200, j, r#"{"errors": [{"code": 1}]}"#),
+            Err(Mismatch::ErrorBody("/errors".into()))
+        );
+        assert_eq!(
+            conforms(Some(&either), 204, None, "{}"),
+            Err(Mismatch::NoShape),
+            "both shapes apply to 204 and neither matches"
+        );
+        let only_204 = shape(r#"{ status = [204], body = "empty" }"#);
+        assert_eq!(
+            conforms(Some(&only_204), 200, None, ""),
+            Err(Mismatch::Status)
+        );
+        // Nothing declared: anything but an HTML page.
+        assert_eq!(conforms(None, 200, j, "{}"), Ok(()));
+        assert_eq!(conforms(None, 204, None, ""), Ok(()));
+        assert_eq!(
+            conforms(None, 200, Some("text/html; charset=utf-8"), "<p>hi</p>"),
+            Err(Mismatch::Html)
+        );
+        assert_eq!(
+            conforms(None, 200, None, "  <!DOCTYPE html><html></html>"),
+            Err(Mismatch::Html)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unexpected_answer_names_processor_call_status_content_type_and_expectation() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/erase"))
+            .respond_with(ResponseTemplate::new(200).set_body_raw(
+                "<html><body>Sign in as jane@example.com</body></html>",
+                "text/html; charset=utf-8",
+            ))
+            .mount(&server)
+            .await;
+        let c = connector(
+            &server,
+            r#"
+name = "json_api"
+category = "other"
+[actions.export]
+[[actions.export.calls]]
+path = "/x"
+[actions.erase]
+[[actions.erase.calls]]
+name = "deleted"
+method = "POST"
+path = "/erase"
+expect = { content_type = "application/json", pointer = "/id" }
+"#,
+        );
+        let s = subject();
+        let cx = CallContext {
+            subject: &s,
+            request_id: "r",
+            idempotency_key: "r:p:0",
+            attempt: 1,
+        };
+        let e = c.erase(cx).await.unwrap_err();
+        assert_eq!(e.class, ErrorClass::Transient);
+        assert_eq!(e.status, Some(200));
+        assert_eq!(
+            e.message,
+            "processor `p`: unexpected response to erase call `deleted` (HTTP 200, content-type text/html; expected application/json with /id): check base_url"
+        );
     }
 
     #[test]

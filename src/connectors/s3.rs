@@ -231,7 +231,28 @@ fn encode(s: &str, keep_slash: bool) -> String {
 
 struct Response {
     status: u16,
+    /// The media type S3 declared (lower-cased, no parameters), if any.
+    content_type: Option<String>,
     body: Vec<u8>,
+}
+
+/// The local name of an XML document's root element (after the declaration,
+/// comments and any DOCTYPE), or None when the body is not XML at all.
+fn xml_root(body: &[u8]) -> Option<String> {
+    use quick_xml::events::Event;
+    let mut r = quick_xml::Reader::from_reader(body);
+    let mut buf = Vec::new();
+    loop {
+        match r.read_event_into(&mut buf) {
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) => {
+                return Some(String::from_utf8_lossy(e.local_name().as_ref()).into_owned())
+            }
+            Ok(Event::Eof) | Err(_) => return None,
+            Ok(Event::Text(t)) if !t.iter().all(u8::is_ascii_whitespace) => return None,
+            Ok(_) => {}
+        }
+        buf.clear();
+    }
 }
 
 impl S3Connector {
@@ -409,6 +430,11 @@ impl S3Connector {
             ConnectorError::transient(format!("processor `{}`: {what}", self.spec.name))
         })?;
         let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(super::definition::media_type);
         let body = resp.bytes().await.map_err(|e| {
             ConnectorError::transient(format!(
                 "processor `{}`: reading the response failed: {}",
@@ -418,7 +444,64 @@ impl S3Connector {
         })?;
         Ok(Response {
             status,
+            content_type,
             body: body.to_vec(),
+        })
+    }
+
+    /// A 200 must be S3's XML answer (root element `roots[0]`, or another
+    /// S3-compatible server's name for it), or, where `empty_ok`,
+    /// no body. Anything else (an HTML page from a wrong base_url or a proxy) is
+    /// an unexpected response: transient, so the retry policy ends it. The body
+    /// is never quoted (object keys hold identifiers).
+    fn expect_xml(
+        &self,
+        r: &Response,
+        operation: &str,
+        roots: &[&str],
+        empty_ok: bool,
+    ) -> Result<(), ConnectorError> {
+        if empty_ok && r.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        let html = matches!(
+            r.content_type.as_deref(),
+            Some("text/html" | "application/xhtml+xml")
+        );
+        let found = xml_root(&r.body);
+        if !html && found.as_deref().is_some_and(|f| roots.contains(&f)) {
+            return Ok(());
+        }
+        let ct: String = r
+            .content_type
+            .as_deref()
+            .unwrap_or("none")
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(80)
+            .collect();
+        let got = match found {
+            Some(f) => format!(
+                "root element <{}>",
+                f.chars()
+                    .filter(|c| c.is_ascii_alphanumeric())
+                    .take(40)
+                    .collect::<String>()
+            ),
+            None if r.body.is_empty() => "no body".into(),
+            None => "not XML".into(),
+        };
+        let or_empty = if empty_ok { " or no body" } else { "" };
+        Err(ConnectorError {
+            class: ErrorClass::Transient,
+            message: format!(
+                "processor `{}`: unexpected response to {operation} (HTTP {}, content-type {ct}, {got}; expected S3's XML <{}>{or_empty}): check base_url",
+                self.spec.name,
+                r.status,
+                roots.first().copied().unwrap_or_default()
+            ),
+            status: Some(r.status),
+            retry_after: None,
         })
     }
 
@@ -513,6 +596,7 @@ impl S3Connector {
             if r.status != 200 {
                 return Err(self.error(&r, subject));
             }
+            self.expect_xml(&r, "ListObjectVersions", &["ListVersionsResult"], false)?;
             let text = String::from_utf8_lossy(&r.body);
             let page: ListVersionsResult = quick_xml::de::from_str(&text).map_err(|e| {
                 ConnectorError::transient(format!(
@@ -591,6 +675,11 @@ impl S3Connector {
             batches += 1;
             if r.status != 200 {
                 return Err(self.error(&r, Some(subject)));
+            }
+            self.expect_xml(&r, "DeleteObjects", &["DeleteResult"], true)?;
+            if r.body.iter().all(u8::is_ascii_whitespace) {
+                // Quiet mode with nothing to report; the listing afterwards checks.
+                continue;
             }
             let text = String::from_utf8_lossy(&r.body);
             let result: DeleteResult = quick_xml::de::from_str(&text).map_err(|e| {
@@ -725,6 +814,13 @@ impl Connector for S3Connector {
         if r.status != 200 {
             return Err(self.error(&r, None));
         }
+        // moto (5.x) names the root after the operation.
+        self.expect_xml(
+            &r,
+            "GetBucketVersioning",
+            &["VersioningConfiguration", "GetBucketVersioningResponse"],
+            false,
+        )?;
         let text = String::from_utf8_lossy(&r.body);
         let versioning = if text.contains("<Status>Enabled</Status>") {
             "versioning enabled"

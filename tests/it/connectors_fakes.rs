@@ -1157,7 +1157,8 @@ impl Api for Dropbox {
                     ("POST", "/2/files/delete_v2") => not_found("path_lookup"),
                     ("POST", "/2/files/permanently_delete") if ours && s.present && !s.purged => {
                         s.purged = true;
-                        ResponseTemplate::new(200).set_body_string("null").insert_header("content-type", "application/json")
+                        // A route without a result answers JSON `null` (application/json).
+                        ResponseTemplate::new(200).set_body_raw("null", "application/json")
                     }
                     ("POST", "/2/files/permanently_delete") => not_found("path_lookup"),
                     _ => text(404, "Unknown API function"),

@@ -24,3 +24,4 @@ mod s3_server;
 mod scrubbing;
 mod store_concurrent_apply;
 mod store_conformance;
+mod unexpected_response;
