@@ -160,11 +160,7 @@ impl Rule {
                 from = m.end();
             } else {
                 // Another person's longer value: look again one character further.
-                from = m.start()
-                    + text[m.start()..]
-                        .chars()
-                        .next()
-                        .map_or(1, char::len_utf8);
+                from = m.start() + text[m.start()..].chars().next().map_or(1, char::len_utf8);
             }
         }
         out.push_str(&text[copied..]);
@@ -180,7 +176,9 @@ impl Rule {
                     |c: char| c.is_alphanumeric() || matches!(c, '.' | '_' | '+' | '-');
                 let continues_domain = match after {
                     Some((c, _)) if c.is_alphanumeric() || c == '-' || c == '_' => true,
-                    Some(('.', next)) => char_after(text, next).is_some_and(|(c, _)| c.is_alphanumeric()),
+                    Some(('.', next)) => {
+                        char_after(text, next).is_some_and(|(c, _)| c.is_alphanumeric())
+                    }
                     _ => false,
                 };
                 !before.is_some_and(continues_local) && !continues_domain
@@ -190,8 +188,7 @@ impl Rule {
                     && !text[end..].starts_with(|c: char| c.is_ascii_digit())
             }
             Edge::Word { start: s, end: e } => {
-                !(s && before.is_some_and(is_word)
-                    || e && after.is_some_and(|(c, _)| is_word(c)))
+                !(s && before.is_some_and(is_word) || e && after.is_some_and(|(c, _)| is_word(c)))
             }
         }
     }
@@ -435,7 +432,8 @@ mod tests {
     #[test]
     fn scrub_json_masks_keys_and_values_at_any_depth() {
         let s = Scrubber::new(&jane());
-        let mut v = serde_json::json!({"JANE.DOE+NEWS@EXAMPLE.COM": {"to": ["+447700900123"]}, "n": 3});
+        let mut v =
+            serde_json::json!({"JANE.DOE+NEWS@EXAMPLE.COM": {"to": ["+447700900123"]}, "n": 3});
         s.scrub_json(&mut v);
         assert_eq!(
             v,

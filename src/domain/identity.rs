@@ -136,7 +136,7 @@ pub struct Phone(String);
 
 /// What every phone refusal tells the sender to send instead.
 const PHONE_FORMAT: &str =
-    "expected international format: + or 00, the country code, then the number (e.g. +44 7700 900123)";
+    "expected international format: + or 00, the country code, then the number (e.g. +44 20 7946 0958)";
 
 /// A masked form of a value that was refused (it may be a real number):
 /// the first three and last two characters, stars between.
@@ -203,9 +203,9 @@ impl Phone {
         if s.is_empty() {
             return Err(IdentityError::Phone(format!("empty; {PHONE_FORMAT}")));
         }
-        if s.chars().any(|c| {
-            !(c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '.' | '/' | '(' | ')'))
-        }) {
+        if s.chars()
+            .any(|c| !(c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '.' | '/' | '(' | ')')))
+        {
             return Err(refuse(
                 "has characters other than digits, '+', spaces, '-', '.', '/' and brackets",
             ));
@@ -599,8 +599,8 @@ mod tests {
     }
 
     #[test]
-    fn a_phone_that_is_not_a_number_in_international_format_is_refused_naming_the_expected_format(
-    ) {
+    fn a_phone_that_is_not_a_number_in_international_format_is_refused_naming_the_expected_format()
+    {
         for bad in [
             "",
             "garbage",
