@@ -22,5 +22,6 @@ mod phones;
 mod policies;
 mod s3;
 mod s3_server;
+mod scrubbing;
 mod store_concurrent_apply;
 mod store_conformance;
