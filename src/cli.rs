@@ -275,12 +275,35 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         if let Some(en) = cause.downcast_ref::<EngineError>() {
             return match en {
                 EngineError::Store(StoreError::Unavailable(_)) => 3,
-                EngineError::Invalid(_) | EngineError::NoRequest(_) => 2,
+                EngineError::Invalid(_)
+                | EngineError::NoRequest(_)
+                | EngineError::ExternalIdConflict(_) => 2,
                 _ => 1,
             };
         }
     }
     1
+}
+
+/// Parse the identity flags, naming the flag of a refused value
+/// (`--phone: invalid phone: …`); the error keeps its exit code 2.
+pub fn subject_from_flags(
+    email: Option<&str>,
+    phone: Option<&str>,
+    customer_id: Option<&str>,
+    name: Option<&str>,
+) -> anyhow::Result<Subject> {
+    let flag = |e: &IdentityError| match e {
+        IdentityError::Email(_) => "--email",
+        IdentityError::Phone(_) => "--phone",
+        IdentityError::CustomerId(_) => "--customer-id",
+        IdentityError::Name(_) => "--name",
+        IdentityError::Empty => "identities",
+    };
+    Subject::parse(email, phone, customer_id, name).map_err(|e| {
+        let f = flag(&e);
+        anyhow::Error::new(e).context(f)
+    })
 }
 
 /// Bad input found at the edge.
@@ -387,12 +410,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 RequestCmd::Export(a) => (RequestKind::Export, a),
             };
             // Validate everything before the store is opened: bad input writes nothing.
-            let subject = Subject::parse(
+            let subject = subject_from_flags(
                 args.email.as_deref(),
                 args.phone.as_deref(),
                 args.customer_id.as_deref(),
                 args.name.as_deref(),
             )?;
+            if let Some(ext) = &args.external_id {
+                if let Some(why) = crate::intake::webhook::external_id_problem(ext) {
+                    return Err(BadInput(format!(
+                        "--external-id: {why} (an external id is 1 to 200 characters, no control characters)"
+                    ))
+                    .into());
+                }
+            }
             config
                 .workflows
                 .pick(kind, args.workflow.as_deref())
@@ -600,7 +631,7 @@ async fn hold(config: Config, cmd: HoldCmd) -> anyhow::Result<u8> {
             processor,
             json,
         } => {
-            let subject = Subject::parse(
+            let subject = subject_from_flags(
                 email.as_deref(),
                 phone.as_deref(),
                 customer_id.as_deref(),

@@ -11,6 +11,7 @@ pub mod lease;
 pub mod manual;
 pub mod registry;
 pub mod s3;
+pub mod scrubber;
 pub mod template;
 
 use crate::domain::Subject;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 pub use definition::{Category, ConnectorDef, DefinitionError};
 pub use registry::Registry;
+pub use scrubber::{scrub, Scrubber};
 
 /// How an error should be handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,55 +234,6 @@ pub fn send_failure(e: &reqwest::Error) -> &'static str {
     } else {
         "request failed"
     }
-}
-
-/// Replace every identity of `subject` that occurs in `text` by its masked form,
-/// so that a processor's error message echoing an email cannot leak into the store.
-pub fn scrub(text: &str, subject: &Subject) -> String {
-    let mut out = text.to_string();
-    let pairs: Vec<(String, String)> = [
-        subject
-            .email
-            .as_ref()
-            .map(|e| (e.expose().to_string(), e.masked())),
-        subject
-            .phone
-            .as_ref()
-            .map(|p| (p.expose().to_string(), p.masked())),
-        subject
-            .customer_id
-            .as_ref()
-            .map(|c| (c.expose().to_string(), c.masked())),
-        subject
-            .name
-            .as_ref()
-            .map(|n| (n.expose().to_string(), n.masked())),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    for (raw, masked) in pairs {
-        if raw.is_empty() {
-            continue;
-        }
-        // Case-insensitive replacement (emails come back in any case).
-        let lower = out.to_lowercase();
-        let needle = raw.to_lowercase();
-        if lower.len() != out.len() {
-            out = out.replace(&raw, &masked);
-            continue;
-        }
-        let mut result = String::with_capacity(out.len());
-        let mut i = 0;
-        while let Some(pos) = lower[i..].find(&needle) {
-            result.push_str(&out[i..i + pos]);
-            result.push_str(&masked);
-            i += pos + needle.len();
-        }
-        result.push_str(&out[i..]);
-        out = result;
-    }
-    out
 }
 
 #[cfg(test)]

@@ -16,9 +16,9 @@ pub enum IdentityError {
     /// The email is not of the form local@domain.tld.
     #[error("invalid email: {0}")]
     Email(&'static str),
-    /// The phone number is not E.164.
+    /// The phone number is not a number in international format.
     #[error("invalid phone: {0}")]
-    Phone(&'static str),
+    Phone(String),
     /// The customer id is empty or has characters we refuse.
     #[error("invalid customer id: {0}")]
     CustomerId(&'static str),
@@ -160,38 +160,171 @@ impl fmt::Display for Email {
     }
 }
 
-/// A phone number in E.164 form: `+` then 8 to 15 digits, no leading zero.
+/// A phone number in E.164 form: `+`, the country code, the national number.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Phone(String);
 
-impl Phone {
-    /// Parse a phone number; spaces, dashes, dots and brackets are removed,
-    /// a leading `00` becomes `+`. A number without a country code is refused,
-    /// since guessing the country would erase the wrong person's messages.
-    pub fn parse(raw: &str) -> Result<Self, IdentityError> {
-        let mut s: String = raw
-            .trim()
-            .chars()
-            .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
-            .collect();
-        if let Some(rest) = s.strip_prefix("00") {
-            s = format!("+{rest}");
-        }
-        let digits = s.strip_prefix('+').ok_or(IdentityError::Phone(
-            "must start with + and a country code (E.164)",
-        ))?;
-        if !digits.chars().all(|c| c.is_ascii_digit()) {
-            return Err(IdentityError::Phone("must contain only digits after +"));
-        }
-        if digits.starts_with('0') {
-            return Err(IdentityError::Phone("country code cannot start with 0"));
-        }
-        if !(8..=15).contains(&digits.len()) {
-            return Err(IdentityError::Phone("must have 8 to 15 digits"));
-        }
-        Ok(Phone(format!("+{digits}")))
+/// What every phone refusal tells the sender to send instead.
+const PHONE_FORMAT: &str =
+    "expected international format: + or 00, the country code, then the number (e.g. +44 20 7946 0958)";
+
+/// A masked form of a value that was refused (it may be a real number):
+/// the first three and last two characters, stars between.
+fn mask_refused(raw: &str) -> String {
+    let chars: Vec<char> = raw.trim().chars().collect();
+    let n = chars.len();
+    if n <= 6 {
+        return "*".repeat(n.max(1));
     }
+    let head: String = chars[..3].iter().collect();
+    let tail: String = chars[n - 2..].iter().collect();
+    format!("{head}{}{tail}", "*".repeat(n - 5))
+}
+
+/// Every national-number length that any kind of number (fixed, mobile, toll
+/// free…) of any region sharing a country code can have, sorted.
+fn possible_lengths(regions: &[&phonenumber::metadata::Metadata]) -> Vec<u16> {
+    let mut out: Vec<u16> = regions
+        .iter()
+        .flat_map(|m| {
+            let d = m.descriptors();
+            [
+                Some(d.general()),
+                d.fixed_line(),
+                d.mobile(),
+                d.toll_free(),
+                d.premium_rate(),
+                d.shared_cost(),
+                d.personal_number(),
+                d.voip(),
+                d.pager(),
+                d.uan(),
+                d.voicemail(),
+            ]
+            .into_iter()
+            .flatten()
+            .flat_map(|desc| desc.possible_length().iter().copied())
+            .collect::<Vec<_>>()
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+impl Phone {
+    /// Parse a phone number given in international format (`+` or `00`, the
+    /// country code, the number) into E.164 with the `phonenumber` crate.
+    ///
+    /// Spaces, dashes, dots, slashes and brackets are separators. A trunk
+    /// prefix written after the country code (`+44 (0)7700 900123`,
+    /// `+44 07700 900123`) is dropped where the country dials one (`0` in the
+    /// UK, Germany, France…) and kept where it is part of the number (Italy).
+    /// A number without a country code is refused: guessing the country would
+    /// erase the wrong person's messages. The number must have a length that
+    /// the country's numbering plan allows; its range is not checked against
+    /// the allocation tables (those go stale, and refusing a real subject's
+    /// request because of stale metadata is worse than accepting a reserved range).
+    pub fn parse(raw: &str) -> Result<Self, IdentityError> {
+        let refuse = |why: &str| {
+            IdentityError::Phone(format!("`{}` {why}; {PHONE_FORMAT}", mask_refused(raw)))
+        };
+        let s = raw.trim();
+        if s.is_empty() {
+            return Err(IdentityError::Phone(format!("empty; {PHONE_FORMAT}")));
+        }
+        if s.chars()
+            .any(|c| !(c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '.' | '/' | '(' | ')')))
+        {
+            return Err(refuse(
+                "has characters other than digits, '+', spaces, '-', '.', '/' and brackets",
+            ));
+        }
+        let compact: String = s
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '.' | '/'))
+            .collect::<String>()
+            .replace("(0)", "0")
+            .replace(['(', ')'], "");
+        let international = if let Some(rest) = compact.strip_prefix('+') {
+            rest
+        } else if let Some(rest) = compact.strip_prefix("00") {
+            rest
+        } else {
+            return Err(refuse("has no country code"));
+        };
+        if international.is_empty() || !international.chars().all(|c| c.is_ascii_digit()) {
+            return Err(refuse("must have only digits after the leading + (or 00)"));
+        }
+        if international.len() > 17 {
+            return Err(refuse("is too long for a phone number"));
+        }
+        let parsed = phonenumber::parse(None, format!("+{international}"))
+            .map_err(|e| refuse(&format!("is not a phone number ({e})")))?;
+        let code = parsed.code().value();
+        let db = &*phonenumber::metadata::DATABASE;
+        let regions = db.by_code(&code).unwrap_or_default();
+        let Some(meta) = regions
+            .iter()
+            .find(|m| m.is_main_country_for_code())
+            .or(regions.first())
+        else {
+            return Err(refuse(&format!("has an unknown country code +{code}")));
+        };
+        let cc = code.to_string();
+        let mut national = international.strip_prefix(cc.as_str()).unwrap_or_default();
+        if meta.national_prefix() == Some("0") {
+            // The trunk 0 is dialled inside the country only: never part of E.164.
+            national = national.strip_prefix('0').unwrap_or(national);
+        }
+        let len = u16::try_from(national.len()).unwrap_or(u16::MAX);
+        let possible = possible_lengths(&regions);
+        match (possible.first(), possible.last()) {
+            (Some(min), _) if len < *min => {
+                return Err(refuse(&format!(
+                    "is too short for a number with country code +{cc}"
+                )))
+            }
+            (_, Some(max)) if len > *max => {
+                return Err(refuse(&format!(
+                    "is too long for a number with country code +{cc}"
+                )))
+            }
+            _ if !possible.contains(&len) => {
+                return Err(refuse(&format!(
+                    "does not have a length that numbers with country code +{cc} have"
+                )))
+            }
+            _ => {}
+        }
+        if cc.len() + national.len() > 15 {
+            return Err(refuse("has more than 15 digits (the E.164 maximum)"));
+        }
+        Ok(Phone(format!("+{cc}{national}")))
+    }
+
+    /// The country calling code (`44` of `+447700900123`).
+    pub fn country_code(&self) -> &str {
+        let digits = &self.0[1..];
+        // E.164 country codes are prefix-free: the first 1, 2 or 3 digits that
+        // name a known code are the code.
+        (1..=3.min(digits.len()))
+            .map(|n| &digits[..n])
+            .find(|cc| {
+                cc.parse::<u16>()
+                    .ok()
+                    .and_then(|c| phonenumber::metadata::DATABASE.by_code(&c))
+                    .is_some_and(|m| !m.is_empty())
+            })
+            .unwrap_or(&digits[..1.min(digits.len())])
+    }
+
+    /// The national significant number (`7700900123` of `+447700900123`).
+    pub fn national(&self) -> &str {
+        &self.0[1 + self.country_code().len()..]
+    }
+
     /// The raw E.164 number.
     pub fn expose(&self) -> &str {
         &self.0
@@ -472,6 +605,86 @@ mod tests {
         assert!(Phone::parse("+44abc").is_err());
         assert!(Phone::parse("+1234").is_err());
         assert!(!format!("{:?}", Phone::parse("+442079460958").unwrap()).contains("7946"));
+    }
+
+    #[test]
+    fn the_trunk_zero_in_brackets_after_the_country_code_is_dropped() {
+        for form in [
+            "+44(0)7700-900123",
+            "+44 (0)7700 900123",
+            "+44 07700 900123",
+            "0044 (0) 7700 900123",
+        ] {
+            assert_eq!(
+                Phone::parse(form).map(|p| p.expose().to_string()),
+                Ok("+447700900123".to_string()),
+                "{form}"
+            );
+        }
+    }
+
+    #[test]
+    fn international_forms_with_any_separators_give_the_same_e164_number() {
+        for (form, want) in [
+            ("+44-7700-900-123", "+447700900123"),
+            ("0044 7700 900123", "+447700900123"),
+            ("+44.7700.900.123", "+447700900123"),
+            ("+1 (415) 555-2671", "+14155552671"),
+            ("+49 30 123456", "+4930123456"),
+            ("+33 6 12 34 56 78", "+33612345678"),
+            // Italy keeps its leading 0: it is part of the number there.
+            ("+39 06 6982 1234", "+390669821234"),
+        ] {
+            assert_eq!(Phone::parse(form).unwrap().expose(), want, "{form}");
+        }
+    }
+
+    #[test]
+    fn the_country_code_and_national_number_of_a_phone_are_split_by_the_numbering_plan() {
+        let p = Phone::parse("+44 7700 900123").unwrap();
+        assert_eq!((p.country_code(), p.national()), ("44", "7700900123"));
+        let p = Phone::parse("+1 415 555 2671").unwrap();
+        assert_eq!((p.country_code(), p.national()), ("1", "4155552671"));
+        let p = Phone::parse("+353 85 123 4567").unwrap();
+        assert_eq!((p.country_code(), p.national()), ("353", "851234567"));
+    }
+
+    #[test]
+    fn a_phone_that_is_not_a_number_in_international_format_is_refused_naming_the_expected_format()
+    {
+        for bad in [
+            "",
+            "garbage",
+            "+44 7700 9OO123",
+            "07700 900123",
+            "7700900123",
+            "+44 7700",
+            "+1234",
+            "+44 7700 900123 456 789",
+            "+999 123456789",
+            "++447700900123",
+            "+",
+        ] {
+            let e = Phone::parse(bad).expect_err(bad);
+            let m = e.to_string();
+            assert!(m.contains("expected international format"), "{bad:?}: {m}");
+            if bad.len() > 6 {
+                assert!(
+                    !m.replace(PHONE_FORMAT, "").contains(bad.trim()),
+                    "{bad:?}: the refusal quotes the raw value: {m}"
+                );
+            }
+        }
+        let m = Phone::parse("07700 900123").unwrap_err().to_string();
+        assert!(m.contains("`077*******23`"), "{m}");
+        assert!(m.contains("no country code"), "{m}");
+    }
+
+    #[test]
+    fn phone_display_and_debug_stay_masked() {
+        let p = Phone::parse("+44(0)7700-900123").unwrap();
+        assert_eq!(format!("{p}"), "+44********23");
+        assert_eq!(format!("{p:?}"), "Phone(+44********23)");
     }
 
     #[test]

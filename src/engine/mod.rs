@@ -42,6 +42,26 @@ pub enum EngineError {
     /// The request was changed concurrently; try again.
     #[error("request `{0}` changed while this command ran; try again")]
     Conflict(String),
+    /// The external id is already used by a different request; nothing was filed.
+    #[error(transparent)]
+    ExternalIdConflict(#[from] ExternalIdConflict),
+}
+
+/// A new request reused the external id of an existing request that differs
+/// from it (another subject, kind, workflow or callback URL). Nothing was
+/// written: the sender must use a new external id for a new request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "external id `{external_id}` is already used by request `{existing_id}`, which differs in {}; nothing was filed (a new request needs a new external id; `lethe status {existing_id}` shows the existing one)",
+    differs.join(", ")
+)]
+pub struct ExternalIdConflict {
+    /// The reused external id.
+    pub external_id: String,
+    /// The id of the request already filed under it.
+    pub existing_id: String,
+    /// What differs: `kind`, `identities`, `workflow`, `callback_url` (never a value).
+    pub differs: Vec<&'static str>,
 }
 
 /// Optional parts of a new request.
@@ -163,10 +183,7 @@ impl Engine {
             .map_err(|e| EngineError::Invalid(e.to_string()))?;
         if let Some(ext) = &opts.external_id {
             if let Some(existing) = self.store.find_by_external_id(ext).await? {
-                return Ok(Submitted {
-                    request: existing,
-                    created: false,
-                });
+                return self.same_or_conflict(existing, ext, kind, &subject, &opts);
             }
         }
         let (wf_name, wf) = self
@@ -215,21 +232,99 @@ impl Engine {
                     created: true,
                 })
             }
-            // A concurrent delivery of the same webhook won the race: return its request.
+            // A concurrent delivery with the same external id won the race:
+            // its request is ours if it is the same request, else a conflict.
             Err(StoreError::Duplicate(_)) if opts.external_id.is_some() => {
                 let ext = opts.external_id.as_deref().unwrap_or_default();
-                let request = self
+                let existing = self
                     .store
                     .find_by_external_id(ext)
                     .await?
                     .ok_or_else(|| EngineError::Conflict(ext.to_string()))?;
-                Ok(Submitted {
-                    request,
-                    created: false,
-                })
+                self.same_or_conflict(existing, ext, kind, &subject, &opts)
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// An existing request filed under the external id `ext` is returned (not
+    /// created again) if the new one is the same request: same kind, workflow,
+    /// callback URL and identities. Anything that differs, or that cannot be
+    /// shown to be equal, is an [`ExternalIdConflict`].
+    fn same_or_conflict(
+        &self,
+        existing: RequestRow,
+        ext: &str,
+        kind: RequestKind,
+        subject: &Subject,
+        opts: &SubmitOptions,
+    ) -> Result<Submitted, EngineError> {
+        let differs = self.differences(&existing, kind, subject, opts);
+        if differs.is_empty() {
+            return Ok(Submitted {
+                request: existing,
+                created: false,
+            });
+        }
+        Err(ExternalIdConflict {
+            external_id: ext.to_string(),
+            existing_id: existing.id,
+            differs,
+        }
+        .into())
+    }
+
+    /// The fields in which a new request differs from `existing` (empty: the same request).
+    ///
+    /// The identities are compared by opening the existing request's sealed
+    /// identities. Once those were destroyed (crypto-shredding) only the keyed
+    /// hash of the matching key and the masked form remain: they prove the same
+    /// subject only when the new subject has that one identity alone.
+    pub fn differences(
+        &self,
+        existing: &RequestRow,
+        kind: RequestKind,
+        subject: &Subject,
+        opts: &SubmitOptions,
+    ) -> Vec<&'static str> {
+        let mut differs = vec![];
+        if existing.kind != kind {
+            differs.push("kind");
+        }
+        let same_identities = match &existing.identities {
+            Some(sealed) => self.keys.open(sealed).is_ok_and(|old| old == *subject),
+            None => {
+                let only_one = [
+                    subject.email.is_some(),
+                    subject.phone.is_some(),
+                    subject.customer_id.is_some(),
+                    subject.name.is_some(),
+                ]
+                .iter()
+                .filter(|b| **b)
+                .count()
+                    == 1;
+                only_one
+                    && self.keys.subject_hash(subject) == existing.subject_hash
+                    && subject.masked() == existing.subject_masked
+            }
+        };
+        if !same_identities {
+            differs.push("identities");
+        }
+        let workflow = match self.config.workflows.pick(kind, opts.workflow.as_deref()) {
+            Ok((name, _)) => Some(name.to_string()),
+            Err(_) => opts.workflow.clone(),
+        };
+        // Without a workflow named, another kind's default differs as a consequence only.
+        let derived = opts.workflow.is_none() && existing.kind != kind;
+        if !derived && workflow.as_deref() != Some(existing.workflow.as_str()) {
+            differs.push("workflow");
+        }
+        if opts.callback_url != existing.callback_url {
+            differs.push("callback_url");
+        }
+        differs
     }
 
     /// A request by id.

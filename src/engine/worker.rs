@@ -592,12 +592,13 @@ impl Engine {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "processor call finished"
         );
+        // Processor text (errors, references, notes) is stored with the
+        // subject's identities masked, in whatever form the processor echoed them.
+        let scrubber = crate::connectors::Scrubber::new(&subject);
         // Track the processor's health: transient failures in a row pause it.
         let failure = match &result {
             // A re-check is not the processor failing: it does not count towards a pause.
-            Err(e) if e.class == ErrorClass::Transient => {
-                Some(crate::connectors::scrub(&e.message, &subject))
-            }
+            Err(e) if e.class == ErrorClass::Transient => Some(scrubber.scrub(&e.message)),
             _ => None,
         };
         if failure.is_some() || health.consecutive_failures > 0 {
@@ -617,7 +618,13 @@ impl Engine {
             }
         }
         Ok(match result {
-            Ok(d) => d,
+            Ok(mut d) => {
+                if let Some(ev) = d.evidence.as_mut() {
+                    scrubber.scrub_json(ev);
+                }
+                scrubber.scrub_json(&mut d.extra);
+                d
+            }
             Err(e) => on_error(step, &policy, e, &subject, now),
         })
     }

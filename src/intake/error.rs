@@ -21,6 +21,8 @@ pub struct ApiError {
     pub field: String,
     /// What is wrong.
     pub reason: String,
+    /// The existing request a conflict is about (`request_id` in the body).
+    pub request_id: Option<String>,
 }
 
 impl ApiError {
@@ -30,6 +32,7 @@ impl ApiError {
             status,
             field: field.into(),
             reason: reason.into(),
+            request_id: None,
         }
     }
     /// 400: the body is not well-formed.
@@ -67,13 +70,16 @@ impl IntoResponse for ApiError {
             // Not the reason: a type error can quote the value sent, which may be an identity.
             tracing::info!(status = self.status.as_u16(), field = %self.field, "intake refused a request");
         }
-        let body = json!({"error": {
+        let mut body = json!({"error": {
             "code": self.status.as_u16(),
             "field": self.field,
             "reason": self.reason,
             "message": message,
             "errors": [{"field": self.field, "reason": self.reason}],
         }});
+        if let Some(id) = &self.request_id {
+            body["error"]["request_id"] = json!(id);
+        }
         (self.status, Json(body)).into_response()
     }
 }
@@ -89,6 +95,10 @@ impl From<crate::engine::EngineError> for ApiError {
                 "",
                 format!("request `{m}` changed concurrently; try again"),
             ),
+            E::ExternalIdConflict(c) => ApiError {
+                request_id: Some(c.existing_id.clone()),
+                ..ApiError::new(StatusCode::CONFLICT, "external_id", c.to_string())
+            },
             E::Store(s) => ApiError::unavailable(s.to_string()),
         }
     }

@@ -6,7 +6,8 @@
 //!
 //! - `subject_request_id` (the controller's UUID) is stored as the request's
 //!   `external_id` as `opendsr:<uuid>`, so a repeated POST returns the same
-//!   request (`Engine::submit` is idempotent on it).
+//!   request (`Engine::submit` is idempotent on it); the same id with another
+//!   type or other identities is a 409 naming `subject_request_id`.
 //! - `subject_request_type`: `erasure` → erasure; `access`, `portability` → export.
 //! - identities: `email`, `controller_customer_id` and our own `phone_number`
 //!   (OpenDSR has no phone type), format `raw` only (a hashed email cannot be
@@ -250,7 +251,15 @@ pub async fn create(
             },
             callbacks,
         )
-        .await?;
+        .await
+        .map_err(|e| {
+            // The controller knows its `external_id` as `subject_request_id`.
+            let mut e = ApiError::from(e);
+            if e.field == "external_id" {
+                e.field = "subject_request_id".into();
+            }
+            e
+        })?;
     tracing::info!(request = %sub.request.id, subject = %masked, created = sub.created, "OpenDSR request accepted");
     let r = &sub.request;
     let doc = json!({

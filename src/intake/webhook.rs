@@ -4,7 +4,9 @@
 //! so the body is signed (`Lethe-Signature`, see `signature.rs`) and checked
 //! *before* it is parsed; webhook senders redeliver on any doubt, so the
 //! form's `external_id` makes the call idempotent (`Engine::submit` returns the
-//! existing request for a known id, and handles the insert race); and the body
+//! existing request for a known id if it is the same request, and answers 409
+//! naming `external_id` if the id is reused for a different one; it handles the
+//! insert race the same way); and the body
 //! is parsed strictly — an unknown field is an error, not silently ignored —
 //! because a misspelt `identities.emial` must not file a request for nobody.
 //! Everything is validated before the engine is called: a refused request
@@ -57,18 +59,26 @@ pub fn body_or_413(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiErro
     })
 }
 
+/// The rule for an external id (webhook, OpenDSR, `--external-id`): 1–200
+/// characters, not blank, no control characters. Returns what is wrong.
+pub fn external_id_problem(id: &str) -> Option<&'static str> {
+    if id.trim().is_empty() {
+        Some("empty")
+    } else if id.len() > 200 {
+        Some("longer than 200 characters")
+    } else if id.chars().any(|c| c.is_control()) {
+        Some("contains control characters")
+    } else {
+        None
+    }
+}
+
 /// Check an external id: 1–200 printable characters.
 pub fn check_external_id(field: &str, id: &str) -> Result<(), ApiError> {
-    if id.trim().is_empty() {
-        return Err(ApiError::invalid(field, "empty"));
+    match external_id_problem(id) {
+        Some(why) => Err(ApiError::invalid(field, why)),
+        None => Ok(()),
     }
-    if id.len() > 200 {
-        return Err(ApiError::invalid(field, "longer than 200 characters"));
-    }
-    if id.chars().any(|c| c.is_control()) {
-        return Err(ApiError::invalid(field, "contains control characters"));
-    }
-    Ok(())
 }
 
 /// Check a callback URL: absolute http(s).

@@ -33,8 +33,13 @@ pub struct PgStore {
 impl PgStore {
     /// Connect to `postgres://…`.
     pub async fn connect(url: &str) -> Result<PgStore, super::StoreError> {
+        // A session that stops inside a transaction (a frozen or stopped
+        // process) would hold its row and advisory locks for ever and stall
+        // every other daemon: the server ends it instead. lethe's own
+        // transactions last milliseconds.
         let opts = PgConnectOptions::from_str(url)
-            .map_err(|e| super::StoreError::Unavailable(format!("bad PostgreSQL URL: {e}")))?;
+            .map_err(|e| super::StoreError::Unavailable(format!("bad PostgreSQL URL: {e}")))?
+            .options([("idle_in_transaction_session_timeout", "10s")]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))

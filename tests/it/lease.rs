@@ -104,7 +104,7 @@ async fn interrupted(backend: Backend, how: Interruption) {
         backend,
         "",
         &format!(
-            "[worker]\nlease = \"3s\"\nidle_poll = \"100ms\"\n\n{}timeout = \"1500ms\"\n",
+            "[worker]\nlease = \"3s\"\nidle_poll = \"5s\"\n\n{}timeout = \"1500ms\"\n",
             fakes::processor_toml(&server)
         ),
     )
@@ -127,6 +127,11 @@ async fn interrupted(backend: Backend, how: Interruption) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Let its loop go back to sleep first: a process stopped inside a
+    // database transaction holds the store's write lock (SQLite has no server
+    // to end such a session; PostgreSQL ends it after
+    // idle_in_transaction_session_timeout).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     match how {
         Interruption::Kill => {
             first.start_kill().expect("kill -9");

@@ -22,7 +22,6 @@ const ECHOED: &[&str] = &[
     "JANE.DOE@EXAMPLE.COM",
     "jane.doe%40example.com",
     "Jane.Doe%40Example.com",
-    "jane.doe+40example.com",
     "+447700900123",
     "+44 7700 900123",
     "07700 900123",
