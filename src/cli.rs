@@ -173,7 +173,7 @@ pub struct RequestArgs {
     /// Email address.
     #[arg(long)]
     pub email: Option<String>,
-    /// Phone number, E.164 (+44…).
+    /// Phone number in international format (+44 7700 900123, 0044…, +44 (0)7700…).
     #[arg(long)]
     pub phone: Option<String>,
     /// The customer id in your systems.
