@@ -46,6 +46,7 @@ fn new_request(id: &str, received: i64) -> NewRequest {
         subject_masked: "j***@example.com".into(),
         identities: vec![1, 2, 3],
         callback_url: None,
+        data_key: None,
     }
 }
 
