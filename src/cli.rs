@@ -930,9 +930,7 @@ async fn package(
         | PackageError::NotExport(_)
         | PackageError::NeedIdentity(_)
         | PackageError::BadIdentity(_)
-        | PackageError::Deleted { .. } => {
-            anyhow::Error::new(BadInput(e.to_string()))
-        }
+        | PackageError::Deleted { .. } => anyhow::Error::new(BadInput(e.to_string())),
         PackageError::Store(s) => anyhow::Error::new(s),
         other => anyhow::Error::new(other),
     })?;

@@ -269,7 +269,11 @@ impl Keys {
                     .current
                     .wrap(SUBJECT_HASH_KEY_ID, &self.current.legacy_mac);
                 store
-                    .put_data_key_if_absent(SUBJECT_HASH_KEY_ID, w, crate::store::ms(chrono::Utc::now()))
+                    .put_data_key_if_absent(
+                        SUBJECT_HASH_KEY_ID,
+                        w,
+                        crate::store::ms(chrono::Utc::now()),
+                    )
                     .await?
             }
         };
@@ -353,7 +357,9 @@ impl Keys {
         let mut missing: Vec<(String, usize)> = vec![];
         let mut after = String::new();
         loop {
-            let rows = store.data_keys_not_under(&self.current.kid, &after, batch).await?;
+            let rows = store
+                .data_keys_not_under(&self.current.kid, &after, batch)
+                .await?;
             let Some(last) = rows.last() else { break };
             after = last.request_id.clone();
             for r in &rows {
@@ -395,7 +401,9 @@ impl Keys {
         };
         let mut after = String::new();
         loop {
-            let rows = store.data_keys_not_under(&self.current.kid, &after, batch).await?;
+            let rows = store
+                .data_keys_not_under(&self.current.kid, &after, batch)
+                .await?;
             let Some(last) = rows.last() else { break };
             after = last.request_id.clone();
             let mut re = vec![];
@@ -458,15 +466,24 @@ mod tests {
         assert!(!String::from_utf8_lossy(&sealed).contains("jane"));
         assert_eq!(k.open("r1", &sealed, Some(&row)).unwrap(), s);
         // Bound to its request: another id does not open it.
-        let moved = DataKeyRow { request_id: "r2".into(), ..row.clone() };
+        let moved = DataKeyRow {
+            request_id: "r2".into(),
+            ..row.clone()
+        };
         assert!(k.open("r2", &sealed, Some(&moved)).is_err());
         let other = Keys::from_base64("K", &Keys::generate_base64()).unwrap();
         assert!(other.open("r1", &sealed, Some(&row)).is_err());
         let mut tampered = sealed.clone();
         tampered[20] ^= 1;
         assert!(k.open("r1", &tampered, Some(&row)).is_err());
-        let destroyed = DataKeyRow { wrapped: None, ..row };
-        assert!(matches!(k.open("r1", &sealed, Some(&destroyed)), Err(CryptoError::Destroyed)));
+        let destroyed = DataKeyRow {
+            wrapped: None,
+            ..row
+        };
+        assert!(matches!(
+            k.open("r1", &sealed, Some(&destroyed)),
+            Err(CryptoError::Destroyed)
+        ));
         // The format before envelope encryption still opens.
         let legacy = k.seal_legacy(&s);
         assert_eq!(k.open("r1", &legacy, None).unwrap(), s);

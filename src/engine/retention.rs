@@ -91,7 +91,10 @@ impl Engine {
             let dir = self.config.export_dir.join(&id);
             let mut files = 0u64;
             if let Ok(rd) = std::fs::read_dir(&dir) {
-                files = rd.filter_map(Result::ok).filter(|e| !e.file_name().to_string_lossy().starts_with('.')).count() as u64;
+                files = rd
+                    .filter_map(Result::ok)
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .count() as u64;
             }
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {}

@@ -445,19 +445,18 @@ impl Engine {
         req: &crate::store::RequestRow,
     ) -> Result<Decision, EngineError> {
         let policy = self.retry_policy(&req.workflow, &step.connector);
-        let subject = match self.open_subject(req).await {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                return Ok(failed(
+        let subject =
+            match self.open_subject(req).await {
+                Ok(Some(s)) => s,
+                Ok(None) => return Ok(failed(
                     step,
                     "the subject's identities were already destroyed; this step can no longer run"
                         .into(),
                     None,
-                ))
-            }
-            Err(EngineError::Store(e)) => return Err(EngineError::Store(e)),
-            Err(e) => return Ok(failed(step, e.to_string(), None)),
-        };
+                )),
+                Err(EngineError::Store(e)) => return Err(EngineError::Store(e)),
+                Err(e) => return Ok(failed(step, e.to_string(), None)),
+            };
         let Some(connector) = self.connector(&step.processor).cloned() else {
             return Ok(failed(
                 step,

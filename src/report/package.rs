@@ -120,7 +120,10 @@ pub fn encrypt_to(recipient: &str, plain: &[u8]) -> Result<Vec<u8>, PackageError
 /// Read an age identity file (`AGE-SECRET-KEY-1…` lines, `#` comments).
 pub fn read_identity_file(path: &Path) -> Result<Vec<age::x25519::Identity>, PackageError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        PackageError::BadIdentity(format!("--identity-file {}: cannot read: {e}", path.display()))
+        PackageError::BadIdentity(format!(
+            "--identity-file {}: cannot read: {e}",
+            path.display()
+        ))
     })?;
     let ids: Vec<age::x25519::Identity> = text
         .lines()
@@ -276,7 +279,9 @@ pub async fn build(
                 let path = if encrypted {
                     sealed_path
                 } else {
-                    export_dir.join(&req.id).join(format!("{}.json", s.processor))
+                    export_dir
+                        .join(&req.id)
+                        .join(format!("{}.json", s.processor))
                 };
                 if encrypted && identities.is_empty() {
                     return Err(PackageError::NeedIdentity(req.id.clone()));

@@ -960,13 +960,15 @@ macro_rules! shared_store_fns {
         }
 
         pub(super) async fn data_key(pool: &$pool, id: &str) -> Result<Option<$crate::store::DataKeyRow>, StoreError> {
-            let row: Option<(String, String, Option<Vec<u8>>, i64, Option<i64>)> = sqlx::query_as(
+            // fetch_all, not fetch_optional: a SQLite statement left un-stepped
+            // keeps its read snapshot open on the pooled connection.
+            let rows: Vec<(String, String, Option<Vec<u8>>, i64, Option<i64>)> = sqlx::query_as(
                 "SELECT request_id, kid, wrapped, created_at, destroyed_at FROM data_keys WHERE request_id = $1",
             )
             .bind(id)
-            .fetch_optional(pool)
+            .fetch_all(pool)
             .await?;
-            Ok(row.map($crate::store::common::data_key_row))
+            Ok(rows.into_iter().next().map($crate::store::common::data_key_row))
         }
 
         pub(super) async fn put_data_key_if_absent(
@@ -1074,9 +1076,21 @@ macro_rules! shared_store_fns {
 }
 
 pub(super) fn data_key_row(
-    (request_id, kid, wrapped, created_at, destroyed_at): (String, String, Option<Vec<u8>>, i64, Option<i64>),
+    (request_id, kid, wrapped, created_at, destroyed_at): (
+        String,
+        String,
+        Option<Vec<u8>>,
+        i64,
+        Option<i64>,
+    ),
 ) -> super::DataKeyRow {
-    super::DataKeyRow { request_id, kid, wrapped, created_at, destroyed_at }
+    super::DataKeyRow {
+        request_id,
+        kid,
+        wrapped,
+        created_at,
+        destroyed_at,
+    }
 }
 
 pub(super) use shared_store_fns;
@@ -1494,7 +1508,10 @@ macro_rules! impl_store {
                 now: i64,
             ) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = $begin(&self.pool).await?;
-                let ok = shared::upgrade_identities(&mut tx, request_id, old_sealed, new_sealed, &key, now).await?;
+                let ok = shared::upgrade_identities(
+                    &mut tx, request_id, old_sealed, new_sealed, &key, now,
+                )
+                .await?;
                 tx.commit().await?;
                 Ok(ok)
             }
