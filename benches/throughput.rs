@@ -356,6 +356,7 @@ async fn idle(n: usize, fakes: &str) {
             subject_masked: "w***@example.com".into(),
             identities: vec![0; 60],
             callback_url: None,
+            data_key: None,
         };
         let step = lethe::store::NewStep {
             processor: "object_storage".into(),

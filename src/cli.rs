@@ -155,6 +155,27 @@ pub enum Command {
         /// Encrypt with the passphrase in this environment variable (never on the command line).
         #[arg(long)]
         passphrase_env: Option<String>,
+        /// The age identity file (AGE-SECRET-KEY-1…) of [store] export_recipient, to decrypt the export files.
+        #[arg(long)]
+        identity_file: Option<PathBuf>,
+    },
+    /// Master keys of the identities at rest.
+    Key {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
+}
+
+/// `key …`.
+#[derive(Debug, Subcommand)]
+pub enum KeyCmd {
+    /// Re-wrap every live data key under the current master key ([store] key_env),
+    /// opening them with it or the old ones ([store] old_key_envs); payloads are untouched.
+    Rotate {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -364,9 +385,41 @@ fn redact_url(url: &str) -> String {
 }
 
 async fn engine(config: Config) -> anyhow::Result<Arc<Engine>> {
-    let keys = Keys::from_env(&config.store.key_env)?;
+    let keys = Keys::from_config(&config.store)?;
     let store = open_store(&config).await?;
+    let keys = bind_keys(keys, store.as_ref()).await?;
     Ok(Engine::new(Arc::new(config), store, keys)?)
+}
+
+async fn bind_keys(keys: Keys, store: &dyn Store) -> anyhow::Result<Keys> {
+    keys.bind_store(store).await.map_err(|e| match e {
+        crate::crypto::KeyStoreError::Key(k) => anyhow::Error::new(k),
+        crate::crypto::KeyStoreError::Store(s) => anyhow::Error::new(s),
+    })
+}
+
+/// `lethe key rotate`.
+async fn key_rotate(config: Config, json: bool) -> anyhow::Result<u8> {
+    let keys = Keys::from_config(&config.store)?;
+    let store = open_store(&config).await?;
+    let keys = bind_keys(keys, store.as_ref()).await?;
+    let r = keys
+        .rotate(store.as_ref(), 500)
+        .await
+        .map_err(|e| match e {
+            crate::crypto::KeyStoreError::Key(k) => anyhow::Error::new(k),
+            crate::crypto::KeyStoreError::Store(s) => anyhow::Error::new(s),
+        })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "re-wrapped {} data key(s) under master key {} ({}); moved {} request(s) sealed before envelope encryption onto data keys",
+            r.rewrapped, r.kid, config.store.key_env, r.upgraded
+        );
+        println!("every live data key is now wrapped by {}: the old master keys can be destroyed (backups taken before now then no longer open)", config.store.key_env);
+    }
+    Ok(0)
 }
 
 /// Run a parsed command; returns the exit code.
@@ -402,7 +455,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             id,
             output,
             passphrase_env,
-        } => package(config, id, output, passphrase_env).await,
+            identity_file,
+        } => package(config, id, output, passphrase_env, identity_file).await,
+        Command::Key {
+            cmd: KeyCmd::Rotate { json },
+        } => key_rotate(config, json).await,
         Command::Check { json } => check(config, json).await,
         Command::Request { kind } => {
             let (kind, args) = match kind {
@@ -869,8 +926,13 @@ async fn package(
     id: String,
     output: Option<PathBuf>,
     passphrase_env: Option<String>,
+    identity_file: Option<PathBuf>,
 ) -> anyhow::Result<u8> {
     use crate::report::package::{self, PackageError};
+    let identities = match &identity_file {
+        Some(f) => package::read_identity_file(f).map_err(|e| BadInput(e.to_string()))?,
+        None => vec![],
+    };
     // Read the passphrase before anything is written: a missing one is bad input.
     let passphrase = match &passphrase_env {
         Some(var) => match std::env::var(var) {
@@ -891,12 +953,15 @@ async fn package(
         &config.export_dir,
         &id,
         store::ms(Utc::now()),
+        &identities,
     )
     .await
     .map_err(|e| match e {
-        PackageError::NoRequest(_) | PackageError::NotExport(_) => {
-            anyhow::Error::new(BadInput(e.to_string()))
-        }
+        PackageError::NoRequest(_)
+        | PackageError::NotExport(_)
+        | PackageError::NeedIdentity(_)
+        | PackageError::BadIdentity(_)
+        | PackageError::Deleted { .. } => anyhow::Error::new(BadInput(e.to_string())),
         PackageError::Store(s) => anyhow::Error::new(s),
         other => anyhow::Error::new(other),
     })?;

@@ -47,6 +47,19 @@ pub struct StoreSection {
     /// step needs them; then they are destroyed (crypto-shredding).
     #[serde(default = "d_identity_retention")]
     pub identity_retention: HumanDuration,
+    /// Env vars of older master keys, still accepted to open (and re-wrap,
+    /// `lethe key rotate`) data keys they wrapped.
+    #[serde(default)]
+    pub old_key_envs: Vec<String>,
+    /// The age recipient (`age1…`) export files are encrypted to.
+    #[serde(default)]
+    pub export_recipient: Option<String>,
+    /// Write export files as plaintext JSON (only if no recipient is set).
+    #[serde(default)]
+    pub export_plaintext: bool,
+    /// How long export files are kept after their request closed; then deleted.
+    #[serde(default = "d_export_retention")]
+    pub export_retention: HumanDuration,
 }
 
 fn d_url() -> String {
@@ -58,6 +71,9 @@ fn d_key_env() -> String {
 fn d_identity_retention() -> HumanDuration {
     HumanDuration(Duration::from_secs(30 * 24 * 3600))
 }
+fn d_export_retention() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30 * 24 * 3600))
+}
 
 impl Default for StoreSection {
     fn default() -> Self {
@@ -65,6 +81,10 @@ impl Default for StoreSection {
             url: d_url(),
             key_env: d_key_env(),
             identity_retention: d_identity_retention(),
+            old_key_envs: vec![],
+            export_recipient: None,
+            export_plaintext: false,
+            export_retention: d_export_retention(),
         }
     }
 }
@@ -313,6 +333,23 @@ impl Config {
             ));
         }
         check_env_name(&raw.store.key_env).map_err(|r| err("store.key_env", r))?;
+        for v in &raw.store.old_key_envs {
+            check_env_name(v).map_err(|r| err("store.old_key_envs", r))?;
+        }
+        if let Some(r) = &raw.store.export_recipient {
+            if r.parse::<age::x25519::Recipient>().is_err() {
+                return Err(err(
+                    "store.export_recipient",
+                    "not an age X25519 recipient (age1…): generate one with `age-keygen` and paste its public key".to_string(),
+                ));
+            }
+            if raw.store.export_plaintext {
+                return Err(err(
+                    "store.export_plaintext",
+                    "export_plaintext = true contradicts export_recipient: keep one".to_string(),
+                ));
+            }
+        }
         if let Some(intake) = &raw.intake {
             check_env_name(&intake.webhook_secret_env)
                 .map_err(|r| err("intake.webhook_secret_env", r))?;
@@ -557,6 +594,10 @@ pub const EXAMPLE: &str = r#"# lethe configuration. Secrets are never written he
 url = "sqlite://lethe.db"            # or "postgres://user@localhost/lethe"
 key_env = "LETHE_KEY"                # 32 random bytes, base64: openssl rand -base64 32
 # identity_retention = "30d"         # then a closed request's sealed identities are destroyed
+# old_key_envs = ["LETHE_KEY_2025"]  # older master keys, until `lethe key rotate` re-wrapped all
+# export_recipient = "age1…"         # export requests need it: files are encrypted to this age key (age-keygen)
+# export_plaintext = true            # or, knowingly: plaintext export files (0600)
+# export_retention = "30d"           # export files are deleted this long after the request closed
 
 [intake]
 listen = "127.0.0.1:8080"

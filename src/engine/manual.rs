@@ -123,9 +123,11 @@ impl Engine {
             .state
             .apply(StepEvent::Confirm)
             .map_err(|e| EngineError::Invalid(e.to_string()))?;
-        let note = note
-            .map(|n| self.clean_note(&req, n))
-            .filter(|n| !n.is_empty());
+        let note = match note {
+            Some(n) => Some(self.clean_note(&req, n).await),
+            None => None,
+        }
+        .filter(|n| !n.is_empty());
         let now = ms(Utc::now());
         let mut evidence = match &step.evidence {
             Some(Value::Object(o)) => o.clone(),
@@ -181,10 +183,10 @@ impl Engine {
     }
 
     /// Trim a note, mask any identity of the subject it contains, and cap its length.
-    fn clean_note(&self, req: &RequestRow, note: &str) -> String {
+    async fn clean_note(&self, req: &RequestRow, note: &str) -> String {
         let trimmed = note.trim();
-        let masked = match req.identities.as_deref().map(|s| self.keys.open(s)) {
-            Some(Ok(subject)) => scrub(trimmed, &subject),
+        let masked = match self.open_subject(req).await {
+            Ok(Some(subject)) => scrub(trimmed, &subject),
             _ => trimmed.to_string(),
         };
         masked.chars().take(NOTE_MAX).collect()

@@ -191,13 +191,24 @@ impl Engine {
             .workflows
             .pick(kind, opts.workflow.as_deref())
             .map_err(EngineError::Invalid)?;
+        if kind == RequestKind::Export
+            && self.config.store.export_recipient.is_none()
+            && !self.config.store.export_plaintext
+        {
+            return Err(EngineError::Invalid(format!(
+                "export requests need [store] export_recipient = \"age1…\" in {} (export files are encrypted to it; `age-keygen` makes one), or export_plaintext = true to write them unencrypted",
+                self.config.path.display()
+            )));
+        }
         let now = Utc::now();
         let subject_hash = self.keys.subject_hash(&subject);
         let adhoc = self.store.active_holds(&subject_hash, ms(now)).await?;
         let steps =
             planner::plan(&self.config, wf, kind, ms(now), &adhoc).map_err(EngineError::Invalid)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let (sealed, data_key) = self.keys.seal(&id, &subject);
         let req = crate::store::NewRequest {
-            id: uuid::Uuid::new_v4().to_string(),
+            id,
             kind,
             workflow: wf_name.to_string(),
             received_at: ms(now),
@@ -205,8 +216,9 @@ impl Engine {
             external_id: opts.external_id.clone(),
             subject_hash,
             subject_masked: subject.masked(),
-            identities: self.keys.seal(&subject),
+            identities: sealed,
             callback_url: opts.callback_url.clone(),
+            data_key: Some(data_key),
         };
         let mut callbacks: Vec<crate::store::Callback> = opts
             .callback_url

@@ -36,6 +36,9 @@ impl RetentionPass {
         if let Err(e) = engine.shred_expired_identities().await {
             tracing::error!(error = %e, "identity retention pass failed; it is retried at the next pass");
         }
+        if let Err(e) = engine.delete_expired_exports().await {
+            tracing::error!(error = %e, "export retention pass failed; it is retried at the next pass");
+        }
     }
 }
 
@@ -53,5 +56,71 @@ impl Engine {
             tracing::info!(request = %id, "identities destroyed (retention passed); keyed hash kept");
         }
         Ok(ids)
+    }
+
+    /// The subject of a request: its sealed identities opened with its data
+    /// key (or, sealed before envelope encryption, the master key). `None`
+    /// once destroyed.
+    pub async fn open_subject(
+        &self,
+        req: &crate::store::RequestRow,
+    ) -> Result<Option<crate::domain::Subject>, EngineError> {
+        let Some(sealed) = req.identities.as_deref() else {
+            return Ok(None);
+        };
+        let key = self.store.data_key(&req.id).await?;
+        self.keys
+            .open(&req.id, sealed, key.as_ref())
+            .map(Some)
+            .map_err(|e| EngineError::Invalid(e.to_string()))
+    }
+
+    /// Delete the export files of export requests closed at least
+    /// `[store] export_retention` ago, with a `request.exports_deleted` event
+    /// each; returns the request ids.
+    pub async fn delete_expired_exports(&self) -> Result<Vec<String>, EngineError> {
+        let retention = self.config.store.export_retention.get();
+        let retention_ms = retention.as_millis().min(i64::MAX as u128) as i64;
+        let now = ms(Utc::now());
+        let ids = self
+            .store
+            .exports_due_for_deletion(now, retention_ms)
+            .await?;
+        let mut done = vec![];
+        for id in ids {
+            let dir = self.config.export_dir.join(&id);
+            let mut files = 0u64;
+            if let Ok(rd) = std::fs::read_dir(&dir) {
+                files = rd
+                    .filter_map(Result::ok)
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .count() as u64;
+            }
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::error!(request = %id, error = %e, "cannot delete the export files; retried at the next pass");
+                    continue;
+                }
+            }
+            let cs = crate::store::ChangeSet {
+                request_id: id.clone(),
+                now,
+                steps: vec![],
+                request: Default::default(),
+                events: vec![(
+                    "request.exports_deleted".into(),
+                    serde_json::json!({
+                        "files": files,
+                        "export_retention_ms": retention_ms,
+                    }),
+                )],
+            };
+            self.store.apply(cs).await?;
+            tracing::info!(request = %id, files, "export files deleted (export_retention passed)");
+            done.push(id);
+        }
+        Ok(done)
     }
 }

@@ -445,18 +445,18 @@ impl Engine {
         req: &crate::store::RequestRow,
     ) -> Result<Decision, EngineError> {
         let policy = self.retry_policy(&req.workflow, &step.connector);
-        let Some(sealed) = req.identities.as_deref() else {
-            return Ok(failed(
-                step,
-                "the subject's identities were already destroyed; this step can no longer run"
-                    .into(),
-                None,
-            ));
-        };
-        let subject = match self.keys.open(sealed) {
-            Ok(s) => s,
-            Err(e) => return Ok(failed(step, e.to_string(), None)),
-        };
+        let subject =
+            match self.open_subject(req).await {
+                Ok(Some(s)) => s,
+                Ok(None) => return Ok(failed(
+                    step,
+                    "the subject's identities were already destroyed; this step can no longer run"
+                        .into(),
+                    None,
+                )),
+                Err(EngineError::Store(e)) => return Err(EngineError::Store(e)),
+                Err(e) => return Ok(failed(step, e.to_string(), None)),
+            };
         let Some(connector) = self.connector(&step.processor).cloned() else {
             return Ok(failed(
                 step,
@@ -719,7 +719,9 @@ impl Engine {
                 self.config.export_dir.display()
             ))
         };
-        std::fs::create_dir_all(&dir).map_err(|e| io("create", e))?;
+        crate::report::package::create_private_dir(&self.config.export_dir)
+            .and_then(|()| crate::report::package::create_private_dir(&dir))
+            .map_err(|e| io("create", e))?;
         let doc = json!({
             "request_id": step.request_id,
             "processor": step.processor,
@@ -730,9 +732,27 @@ impl Engine {
         });
         let bytes = serde_json::to_vec_pretty(&doc)
             .map_err(|e| ConnectorError::permanent(e.to_string()))?;
-        let path = dir.join(format!("{}.json", step.processor));
-        let tmp = dir.join(format!(".{}.json.tmp", step.processor));
-        std::fs::write(&tmp, &bytes).map_err(|e| io("write", e))?;
+        // Encrypted to the configured age recipient unless plaintext was
+        // chosen explicitly; never world-readable either way.
+        let (name, on_disk) = match &self.config.store.export_recipient {
+            Some(r) => (
+                format!("{}.json.age", step.processor),
+                crate::report::package::encrypt_to(r, &bytes)
+                    .map_err(|e| ConnectorError::permanent(e.to_string()))?,
+            ),
+            None if self.config.store.export_plaintext => {
+                (format!("{}.json", step.processor), bytes.clone())
+            }
+            None => {
+                return Err(ConnectorError::permanent(format!(
+                    "no [store] export_recipient in {}: export files are not written unencrypted unless export_plaintext = true",
+                    self.config.path.display()
+                )))
+            }
+        };
+        let path = dir.join(&name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        crate::report::package::write_private(&tmp, &on_disk).map_err(|e| io("write", e))?;
         std::fs::rename(&tmp, &path).map_err(|e| io("write", e))?;
         evidence.note = Some(format!(
             "{} bytes, sha256 {}",
@@ -740,7 +760,7 @@ impl Engine {
             hex::encode(Sha256::digest(&bytes))
         ));
         let mut d = Decision::finished(Outcome::Exported, &evidence, now);
-        d.extra = json!({"file": format!("{}/{}.json", step.request_id, step.processor)});
+        d.extra = json!({"file": format!("{}/{name}", step.request_id)});
         Ok(d)
     }
 }

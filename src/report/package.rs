@@ -7,6 +7,14 @@
 //! (the request, what each processor returned or that it held nothing, the
 //! SHA-256 of every file) and a short `index.html` for the subject to read.
 //!
+//! Export files at rest are encrypted to `[store] export_recipient` (age
+//! X25519; `<processor>.json.age`, mode 0600 in 0700 directories) unless
+//! `export_plaintext = true`; the package decrypts them with the admin's age
+//! identity (`--identity-file`) and checks the plaintext against the recorded
+//! hash. The retention pass deletes them `export_retention` after the request
+//! closed (event `request.exports_deleted`); a package of deleted exports is
+//! refused, naming when they were deleted.
+//!
 //! It is written as a directory plus a zip of it; with a passphrase, only an
 //! age-encrypted zip is written (a plaintext copy next to it would defeat the
 //! point). The passphrase comes from an environment variable, never from the
@@ -38,6 +46,110 @@ pub enum PackageError {
     /// Writing failed.
     #[error("{0}")]
     Io(String),
+    /// The export files are encrypted and no identity was given.
+    #[error("the export files of request `{0}` are encrypted to [store] export_recipient: pass --identity-file FILE holding its age identity (AGE-SECRET-KEY-1…)")]
+    NeedIdentity(String),
+    /// The identity file is unusable.
+    #[error("{0}")]
+    BadIdentity(String),
+    /// The export files were deleted by the retention pass.
+    #[error("the export files of request `{id}` were deleted at {at} ([store] export_retention after the request closed): there is nothing left to package; file a new export request")]
+    Deleted {
+        /// Request id.
+        id: String,
+        /// When (RFC 3339).
+        at: String,
+    },
+}
+
+/// Create `dir` (and its parents) if missing, and make it 0700.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir)
+    }
+}
+
+/// Write `bytes` to `path`, readable by the owner only (0600).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        o.mode(0o600);
+        let mut f = o.open(path)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let mut f = o.open(path)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    }
+}
+
+/// Encrypt to an age X25519 recipient (`age1…`).
+pub fn encrypt_to(recipient: &str, plain: &[u8]) -> Result<Vec<u8>, PackageError> {
+    let io = |e: &dyn std::fmt::Display| PackageError::Io(format!("encrypting: {e}"));
+    let r: age::x25519::Recipient = recipient.parse().map_err(|_| {
+        PackageError::Io(
+            "[store] export_recipient is not an age X25519 recipient (age1…)".to_string(),
+        )
+    })?;
+    let enc = age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient))
+        .map_err(|e| io(&e))?;
+    let mut out = vec![];
+    let mut w = enc.wrap_output(&mut out).map_err(|e| io(&e))?;
+    w.write_all(plain).map_err(|e| io(&e))?;
+    w.finish().map_err(|e| io(&e))?;
+    Ok(out)
+}
+
+/// Read an age identity file (`AGE-SECRET-KEY-1…` lines, `#` comments).
+pub fn read_identity_file(path: &Path) -> Result<Vec<age::x25519::Identity>, PackageError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        PackageError::BadIdentity(format!(
+            "--identity-file {}: cannot read: {e}",
+            path.display()
+        ))
+    })?;
+    let ids: Vec<age::x25519::Identity> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    if ids.is_empty() {
+        return Err(PackageError::BadIdentity(format!(
+            "--identity-file {}: holds no age X25519 identity (a line AGE-SECRET-KEY-1…, as age-keygen writes)",
+            path.display()
+        )));
+    }
+    Ok(ids)
+}
+
+/// Decrypt what [`encrypt_to`] wrote with one of `ids`.
+pub fn decrypt_with(cipher: &[u8], ids: &[age::x25519::Identity]) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let d = age::Decryptor::new_buffered(cipher).map_err(|e| e.to_string())?;
+    let mut r = d
+        .decrypt(ids.iter().map(|i| i as &dyn age::Identity))
+        .map_err(|e| e.to_string())?;
+    let mut out = vec![];
+    r.read_to_end(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 /// `manifest.json`.
@@ -123,6 +235,7 @@ pub async fn build(
     export_dir: &Path,
     id: &str,
     now: Millis,
+    identities: &[age::x25519::Identity],
 ) -> Result<Package, PackageError> {
     let req = store
         .get_request(id)
@@ -130,6 +243,17 @@ pub async fn build(
         .ok_or_else(|| PackageError::NoRequest(id.to_string()))?;
     if req.kind != RequestKind::Export {
         return Err(PackageError::NotExport(req.id));
+    }
+    if let Some(e) = store
+        .request_events(&req.id)
+        .await?
+        .iter()
+        .find(|e| e.kind == "request.exports_deleted")
+    {
+        return Err(PackageError::Deleted {
+            id: req.id,
+            at: ts(e.at),
+        });
     }
     let steps = store.steps(&req.id).await?;
     let mut files = vec![];
@@ -148,9 +272,20 @@ pub async fn build(
         };
         match outcome.as_deref() {
             Some("exported") => {
-                let path = export_dir
+                let sealed_path = export_dir
                     .join(&req.id)
-                    .join(format!("{}.json", s.processor));
+                    .join(format!("{}.json.age", s.processor));
+                let encrypted = sealed_path.exists();
+                let path = if encrypted {
+                    sealed_path
+                } else {
+                    export_dir
+                        .join(&req.id)
+                        .join(format!("{}.json", s.processor))
+                };
+                if encrypted && identities.is_empty() {
+                    return Err(PackageError::NeedIdentity(req.id.clone()));
+                }
                 let bytes = std::fs::read(&path).map_err(|e| {
                     PackageError::Integrity(format!(
                         "the export file of processor `{}` cannot be read ({}: {e}); `lethe retry` cannot re-collect a finished step: file a new export",
@@ -158,6 +293,17 @@ pub async fn build(
                         path.display()
                     ))
                 })?;
+                let bytes = if encrypted {
+                    decrypt_with(&bytes, identities).map_err(|e| {
+                        PackageError::Integrity(format!(
+                            "the export file of processor `{}` ({}) cannot be decrypted with --identity-file ({e}): it was altered after it was collected, or the identity is not the one of [store] export_recipient",
+                            s.processor,
+                            path.display()
+                        ))
+                    })?
+                } else {
+                    bytes
+                };
                 let hash = sha256_hex(&bytes);
                 let recorded = s
                     .evidence

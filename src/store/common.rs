@@ -354,6 +354,15 @@ macro_rules! shared_store_fns {
             .bind(now)
             .execute(&mut *conn)
             .await?;
+            if let Some(k) = &req.data_key {
+                sqlx::query("INSERT INTO data_keys (request_id, kid, wrapped, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(&req.id)
+                    .bind(&k.kid)
+                    .bind(&k.wrapped)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+            }
             for s in steps {
                 sqlx::query(
                     "INSERT INTO steps (request_id, processor, connector, category, action, wave, state, phase, attempts, \
@@ -920,6 +929,14 @@ macro_rules! shared_store_fns {
             // Processor free text may echo an identity in a form no scrubber
             // knew: it goes with the identities.
             for id in &ids {
+                // The data key goes with the sealed blob: without it the blob
+                // (in a replica, a WAL, a backup) is noise once the master key
+                // that wrapped older copies of the key is rotated away.
+                sqlx::query("UPDATE data_keys SET wrapped = NULL, destroyed_at = $1 WHERE request_id = $2")
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
                 sqlx::query("DELETE FROM texts WHERE request_id = $1").bind(id).execute(&mut *conn).await?;
                 sqlx::query("UPDATE steps SET last_error = NULL WHERE request_id = $1 AND last_error IS NOT NULL")
                     .bind(id)
@@ -941,7 +958,139 @@ macro_rules! shared_store_fns {
             append_events(conn, now, events).await?;
             Ok(ids)
         }
+
+        pub(super) async fn data_key(pool: &$pool, id: &str) -> Result<Option<$crate::store::DataKeyRow>, StoreError> {
+            // fetch_all, not fetch_optional: a SQLite statement left un-stepped
+            // keeps its read snapshot open on the pooled connection.
+            let rows: Vec<(String, String, Option<Vec<u8>>, i64, Option<i64>)> = sqlx::query_as(
+                "SELECT request_id, kid, wrapped, created_at, destroyed_at FROM data_keys WHERE request_id = $1",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().next().map($crate::store::common::data_key_row))
+        }
+
+        pub(super) async fn put_data_key_if_absent(
+            pool: &$pool,
+            id: &str,
+            key: &$crate::store::WrappedKey,
+            now: i64,
+        ) -> Result<$crate::store::DataKeyRow, StoreError> {
+            sqlx::query(
+                "INSERT INTO data_keys (request_id, kid, wrapped, created_at) VALUES ($1, $2, $3, $4)                  ON CONFLICT (request_id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(&key.kid)
+            .bind(&key.wrapped)
+            .bind(now)
+            .execute(pool)
+            .await?;
+            data_key(pool, id).await?.ok_or_else(|| StoreError::Unavailable(format!("data key `{id}` vanished after insert")))
+        }
+
+        pub(super) async fn data_keys_not_under(
+            pool: &$pool,
+            kid: &str,
+            after: &str,
+            limit: i64,
+        ) -> Result<Vec<$crate::store::DataKeyRow>, StoreError> {
+            let rows: Vec<(String, String, Option<Vec<u8>>, i64, Option<i64>)> = sqlx::query_as(
+                "SELECT request_id, kid, wrapped, created_at, destroyed_at FROM data_keys                  WHERE kid <> $1 AND wrapped IS NOT NULL AND request_id > $2 ORDER BY request_id LIMIT $3",
+            )
+            .bind(kid)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().map($crate::store::common::data_key_row).collect())
+        }
+
+        pub(super) async fn rewrap_data_keys(conn: &mut $conn, batch: &[$crate::store::Rewrap]) -> Result<u64, StoreError> {
+            let mut n = 0;
+            for r in batch {
+                n += sqlx::query(
+                    "UPDATE data_keys SET kid = $1, wrapped = $2 WHERE request_id = $3 AND kid = $4 AND wrapped IS NOT NULL",
+                )
+                .bind(&r.key.kid)
+                .bind(&r.key.wrapped)
+                .bind(&r.request_id)
+                .bind(&r.old_kid)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            }
+            Ok(n)
+        }
+
+        pub(super) async fn legacy_identities(pool: &$pool, after: &str, limit: i64) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+            Ok(sqlx::query_as(
+                "SELECT id, identities FROM requests r WHERE identities IS NOT NULL AND id > $1                  AND NOT EXISTS (SELECT 1 FROM data_keys k WHERE k.request_id = r.id) ORDER BY id LIMIT $2",
+            )
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?)
+        }
+
+        pub(super) async fn upgrade_identities(
+            conn: &mut $conn,
+            id: &str,
+            old_sealed: &[u8],
+            new_sealed: &[u8],
+            key: &$crate::store::WrappedKey,
+            now: i64,
+        ) -> Result<bool, StoreError> {
+            let n = sqlx::query(
+                "UPDATE requests SET identities = $1 WHERE id = $2 AND identities = $3                  AND NOT EXISTS (SELECT 1 FROM data_keys k WHERE k.request_id = $2)",
+            )
+            .bind(new_sealed)
+            .bind(id)
+            .bind(old_sealed)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if n != 1 {
+                return Ok(false);
+            }
+            sqlx::query("INSERT INTO data_keys (request_id, kid, wrapped, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(id)
+                .bind(&key.kid)
+                .bind(&key.wrapped)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            Ok(true)
+        }
+
+        pub(super) async fn exports_due_for_deletion(pool: &$pool, now: i64, retention_ms: i64) -> Result<Vec<String>, StoreError> {
+            let rows: Vec<(String,)> = sqlx::query_as(
+                "SELECT id FROM requests r WHERE kind = 'export'                  AND status IN ('completed','completed_with_exceptions','cancelled')                  AND COALESCE(completed_at, updated_at) <= $1                  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.request_id = r.id AND e.kind = 'request.exports_deleted')                  ORDER BY id",
+            )
+            .bind(now.saturating_sub(retention_ms))
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().map(|(id,)| id).collect())
+        }
     };
+}
+
+pub(super) fn data_key_row(
+    (request_id, kid, wrapped, created_at, destroyed_at): (
+        String,
+        String,
+        Option<Vec<u8>>,
+        i64,
+        Option<i64>,
+    ),
+) -> super::DataKeyRow {
+    super::DataKeyRow {
+        request_id,
+        kid,
+        wrapped,
+        created_at,
+        destroyed_at,
+    }
 }
 
 pub(super) use shared_store_fns;
@@ -1301,6 +1450,78 @@ macro_rules! impl_store {
                     $after_shred(&self.pool).await?;
                 }
                 Ok(ids)
+            }
+
+            async fn data_key(
+                &self,
+                request_id: &str,
+            ) -> Result<Option<$crate::store::DataKeyRow>, $crate::store::StoreError> {
+                shared::data_key(&self.pool, request_id).await
+            }
+
+            async fn put_data_key_if_absent(
+                &self,
+                request_id: &str,
+                key: $crate::store::WrappedKey,
+                now: i64,
+            ) -> Result<$crate::store::DataKeyRow, $crate::store::StoreError> {
+                shared::put_data_key_if_absent(&self.pool, request_id, &key, now).await
+            }
+
+            async fn data_keys_not_under(
+                &self,
+                kid: &str,
+                after: &str,
+                limit: i64,
+            ) -> Result<Vec<$crate::store::DataKeyRow>, $crate::store::StoreError> {
+                shared::data_keys_not_under(&self.pool, kid, after, limit).await
+            }
+
+            async fn rewrap_data_keys(
+                &self,
+                batch: Vec<$crate::store::Rewrap>,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let mut tx = $begin(&self.pool).await?;
+                let n = shared::rewrap_data_keys(&mut tx, &batch).await?;
+                tx.commit().await?;
+                if n > 0 {
+                    // The old wrappings must not linger in the WAL.
+                    $after_shred(&self.pool).await?;
+                }
+                Ok(n)
+            }
+
+            async fn legacy_identities(
+                &self,
+                after: &str,
+                limit: i64,
+            ) -> Result<Vec<(String, Vec<u8>)>, $crate::store::StoreError> {
+                shared::legacy_identities(&self.pool, after, limit).await
+            }
+
+            async fn upgrade_identities(
+                &self,
+                request_id: &str,
+                old_sealed: &[u8],
+                new_sealed: &[u8],
+                key: $crate::store::WrappedKey,
+                now: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = $begin(&self.pool).await?;
+                let ok = shared::upgrade_identities(
+                    &mut tx, request_id, old_sealed, new_sealed, &key, now,
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(ok)
+            }
+
+            async fn exports_due_for_deletion(
+                &self,
+                now: i64,
+                retention_ms: i64,
+            ) -> Result<Vec<String>, $crate::store::StoreError> {
+                shared::exports_due_for_deletion(&self.pool, now, retention_ms).await
             }
         }
     };

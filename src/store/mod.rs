@@ -94,6 +94,44 @@ pub struct NewRequest {
     pub identities: Vec<u8>,
     /// Where status callbacks go.
     pub callback_url: Option<String>,
+    /// The request's data key, wrapped by the master key (`None`: sealed
+    /// directly under the master key, the format before envelope encryption).
+    pub data_key: Option<WrappedKey>,
+}
+
+/// A data key wrapped (AEAD) by a master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrappedKey {
+    /// Which master key wrapped it (a short keyed hash of that key).
+    pub kid: String,
+    /// Nonce and ciphertext.
+    pub wrapped: Vec<u8>,
+}
+
+/// A stored data key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataKeyRow {
+    /// The request it seals (or a reserved name such as `lethe:subject-hash`).
+    pub request_id: String,
+    /// Which master key wrapped it.
+    pub kid: String,
+    /// The wrapped key; `None` once destroyed (crypto-shredding).
+    pub wrapped: Option<Vec<u8>>,
+    /// Created.
+    pub created_at: Millis,
+    /// Destroyed.
+    pub destroyed_at: Option<Millis>,
+}
+
+/// Re-wrap one data key: applied only if it is still wrapped by `old_kid`.
+#[derive(Debug, Clone)]
+pub struct Rewrap {
+    /// The data key's id.
+    pub request_id: String,
+    /// The master key it must still be wrapped by.
+    pub old_kid: String,
+    /// The new wrapping.
+    pub key: WrappedKey,
 }
 
 /// A step to insert.
@@ -503,11 +541,57 @@ pub trait Store: Send + Sync {
         to: Millis,
     ) -> Result<Vec<StepRow>, StoreError>;
     /// Crypto-shredding: set the sealed identities of every closed request to
-    /// NULL once no step can still need them (nothing held, in grace, awaiting
+    /// NULL, and destroy its wrapped data key, once no step can still need them (nothing held, in grace, awaiting
     /// confirmation or runnable) and it last changed at least `retention_ms`
     /// before `now`. Writes a `request.identities_destroyed` event for each and
     /// returns their ids. The keyed hash and the masked form remain.
     async fn shred_identities(
+        &self,
+        now: Millis,
+        retention_ms: i64,
+    ) -> Result<Vec<String>, StoreError>;
+    /// A data key (also a destroyed one), by request id or reserved name.
+    async fn data_key(&self, request_id: &str) -> Result<Option<DataKeyRow>, StoreError>;
+    /// Insert a data key unless one exists under that id; returns the stored one.
+    async fn put_data_key_if_absent(
+        &self,
+        request_id: &str,
+        key: WrappedKey,
+        now: Millis,
+    ) -> Result<DataKeyRow, StoreError>;
+    /// Live (not destroyed) data keys not wrapped by `kid`, ordered by id,
+    /// with ids after `after`, at most `limit`.
+    async fn data_keys_not_under(
+        &self,
+        kid: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<DataKeyRow>, StoreError>;
+    /// Re-wrap data keys in one transaction; each only if it is still wrapped
+    /// by its `old_kid` and not destroyed. Returns how many were re-wrapped.
+    async fn rewrap_data_keys(&self, batch: Vec<Rewrap>) -> Result<u64, StoreError>;
+    /// Requests whose live identities are sealed directly under a master key
+    /// (no data key): (id, sealed), ids after `after`, at most `limit`.
+    async fn legacy_identities(
+        &self,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Move a legacy request onto a data key: replace its sealed identities
+    /// (only if they are still `old_sealed`) and insert its data key, in one
+    /// transaction. False if the row changed meanwhile (shredded, or done).
+    async fn upgrade_identities(
+        &self,
+        request_id: &str,
+        old_sealed: &[u8],
+        new_sealed: &[u8],
+        key: WrappedKey,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
+    /// Closed export requests whose export files are due for deletion: closed
+    /// (completed, or cancelled) at or before `now - retention_ms`, and no
+    /// `request.exports_deleted` event yet.
+    async fn exports_due_for_deletion(
         &self,
         now: Millis,
         retention_ms: i64,

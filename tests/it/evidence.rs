@@ -309,6 +309,9 @@ on_both_backends!(
     an_edited_audit_row_is_named_by_audit_verify_and_flagged_in_the_certificate,
     after_the_retention_no_identity_is_left_in_the_database,
     an_export_package_holds_every_processors_data_with_verifiable_hashes,
+    an_export_file_is_age_encrypted_0600_and_deleted_after_the_export_retention,
+    a_backup_taken_before_shredding_no_longer_opens_once_key_rotate_ran_and_the_old_key_is_gone,
+    key_rotate_rewraps_every_data_key_and_refuses_naming_the_missing_old_key,
 );
 
 async fn a_certificate_shows_every_outcome_with_its_evidence_in_text_json_and_html(
@@ -836,8 +839,13 @@ async fn database_text(env: &TestEnv) -> Vec<u8> {
             let mut all = vec![];
             for suffix in ["", "-wal", "-shm", "-journal"] {
                 let p = env.dir.path().join(format!("lethe.db{suffix}"));
-                if let Ok(b) = std::fs::read(&p) {
-                    all.extend(b);
+                // Read by another process: closing a descriptor of the file in
+                // this one would drop every SQLite lock this process holds on
+                // it (POSIX fcntl semantics), and the CLI would then believe it
+                // is alone and reset the WAL under the test's open store.
+                if p.exists() {
+                    let out = std::process::Command::new("cat").arg(&p).output().unwrap();
+                    all.extend(out.stdout);
                 }
             }
             assert!(all.len() > 4096, "the database files were read");
@@ -1233,4 +1241,531 @@ async fn an_export_package_holds_every_processors_data_with_verifiable_hashes(ba
     let erasure = env.erase("someone@example.org").await;
     let out = env.lethe(&["package", &erasure]).await;
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+}
+
+/// A world whose erasures complete (the held ledger replaced by the SMS gateway).
+async fn completing_world(backend: Backend, store_extra: &str) -> World {
+    let w = world(backend, false, store_extra).await;
+    let cfg = std::fs::read_to_string(&w.env.config).unwrap();
+    let cfg = cfg.replace(
+        "name = \"accounts\"\nconnector = \"ledger\"",
+        "name = \"accounts\"\nconnector = \"smsgw\"",
+    );
+    std::fs::write(&w.env.config, cfg).unwrap();
+    w
+}
+
+#[cfg(unix)]
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+async fn an_export_file_is_age_encrypted_0600_and_deleted_after_the_export_retention(
+    backend: Backend,
+) {
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+    // Without a recipient (and no explicit plaintext), an export is refused at once.
+    let w0 = world(backend, false, "export_plaintext = false").await;
+    let out = w0
+        .env
+        .lethe(&["request", "export", "--email", EMAIL, "--json"])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("export_recipient"),
+        "{}",
+        show(&out)
+    );
+    assert!(!w0.env.dir.path().join("exports").exists());
+
+    let w = world(
+        backend,
+        false,
+        &format!("export_recipient = \"{recipient}\"\nexport_retention = \"3s\""),
+    )
+    .await;
+    let env = &w.env;
+    let v = env
+        .json(&[
+            "request", "export", "--email", EMAIL, "--phone", PHONE, "--json",
+        ])
+        .await;
+    let id = v["id"].as_str().unwrap().to_string();
+    run_until(env, &id, 30, |st| st["status"] == "completed").await;
+    let exports = env.dir.path().join("exports");
+    let dir = exports.join(&id);
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&exports), 0o700, "the export directory");
+        assert_eq!(mode(&dir), 0o700, "the request's export directory");
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "accounts.json.age",
+            "files.json.age",
+            "newsletter.json.age",
+            "sms.json.age"
+        ]
+    );
+    for n in &names {
+        let p = dir.join(n);
+        #[cfg(unix)]
+        assert_eq!(mode(&p), 0o600, "{n}");
+        let bytes = std::fs::read(&p).unwrap();
+        assert!(bytes.starts_with(b"age-encryption.org/v1"), "{n}");
+        assert!(
+            serde_json::from_slice::<Value>(&bytes).is_err(),
+            "{n} is not JSON"
+        );
+        for raw in [
+            &b"passport-scan.pdf"[..],
+            b"Your code is",
+            EMAIL.as_bytes(),
+            b"request_id",
+        ] {
+            assert!(!contains(&bytes, raw), "{n} holds plaintext");
+        }
+    }
+    // It decrypts with the configured identity to the exported data.
+    let plain = lethe::report::package::decrypt_with(
+        &std::fs::read(dir.join("files.json.age")).unwrap(),
+        std::slice::from_ref(&identity),
+    )
+    .unwrap();
+    let doc: Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(doc["request_id"], id.as_str());
+    assert_eq!(
+        doc["data"]["files"]["files"][0]["name"],
+        "passport-scan.pdf"
+    );
+    let other = age::x25519::Identity::generate();
+    assert!(lethe::report::package::decrypt_with(
+        &std::fs::read(dir.join("files.json.age")).unwrap(),
+        std::slice::from_ref(&other),
+    )
+    .is_err());
+    // The recorded hash is the plaintext's.
+    let cert = env.json(&["report", &id, "--format", "json"]).await;
+    let note = row(&cert, "files")["evidence"]["note"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        note.ends_with(&hex::encode(Sha256::digest(&plain))),
+        "{note}"
+    );
+
+    // The package needs the identity; with it, it holds the plaintext.
+    let base = env.dir.path().join("pkg");
+    let out = env
+        .lethe(&["package", &id, "-o", base.to_str().unwrap()])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--identity-file"),
+        "{}",
+        show(&out)
+    );
+    assert!(!base.exists());
+    let idfile = env.dir.path().join("admin.agekey");
+    std::fs::write(
+        &idfile,
+        format!(
+            "# public key: {recipient}\n{}\n",
+            age::secrecy::ExposeSecret::expose_secret(&identity.to_string())
+        ),
+    )
+    .unwrap();
+    let out = env
+        .lethe(&[
+            "package",
+            &id,
+            "-o",
+            base.to_str().unwrap(),
+            "--identity-file",
+            idfile.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(std::fs::read(base.join("files.json")).unwrap(), plain);
+    // An altered encrypted file is refused.
+    let sms = dir.join("sms.json.age");
+    let mut b = std::fs::read(&sms).unwrap();
+    let last = b.len() - 3;
+    b[last] ^= 1;
+    std::fs::write(&sms, &b).unwrap();
+    let out = env
+        .lethe(&[
+            "package",
+            &id,
+            "-o",
+            env.dir.path().join("y").to_str().unwrap(),
+            "--identity-file",
+            idfile.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`sms`"),
+        "{}",
+        show(&out)
+    );
+
+    // After the retention the files are gone, with an audit event, and the
+    // package says so.
+    tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
+    let out = env.lethe(&["run", "--until-idle"]).await;
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(!dir.exists(), "the export files are deleted");
+    let store = env.store().await;
+    let events = store.request_events(&id).await.unwrap();
+    let del = events
+        .iter()
+        .find(|e| e.kind == "request.exports_deleted")
+        .expect("an audit event");
+    assert_eq!(del.detail["files"], 4);
+    let out = env.lethe(&["audit", "verify"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = env
+        .lethe(&[
+            "package",
+            &id,
+            "-o",
+            env.dir.path().join("z").to_str().unwrap(),
+            "--identity-file",
+            idfile.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("were deleted at"),
+        "{}",
+        show(&out)
+    );
+    // Once only: a second pass deletes nothing and writes no second event.
+    let out = env.lethe(&["run", "--until-idle"]).await;
+    assert!(out.status.success(), "{}", show(&out));
+    let n = store
+        .request_events(&id)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == "request.exports_deleted")
+        .count();
+    assert_eq!(n, 1);
+}
+
+/// Run SQL against a test's own database (either backend), returning nothing.
+async fn exec(env: &TestEnv, sql: &str, bytes: Option<Vec<u8>>, id: &str) {
+    match env.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&env.db_url).await.unwrap();
+            let mut q = sqlx::query(sql);
+            if let Some(b) = bytes {
+                q = q.bind(b);
+            }
+            q.bind(id).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&env.db_url).await.unwrap();
+            let mut q = sqlx::query(sql);
+            if let Some(b) = bytes {
+                q = q.bind(b);
+            }
+            q.bind(id).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+}
+
+/// A copy of the requests and data keys as a backup would hold them.
+async fn backup(env: &TestEnv) -> String {
+    match env.backend {
+        Backend::Sqlite => {
+            let file = env.dir.path().join("backup.db");
+            let pool = sqlx::SqlitePool::connect(&env.db_url).await.unwrap();
+            sqlx::query(&format!("VACUUM INTO '{}'", file.display()))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            format!("sqlite://{}", file.display())
+        }
+        Backend::Postgres => {
+            let schema = format!("bk_{}", uuid::Uuid::new_v4().simple());
+            let pool = sqlx::PgPool::connect(&env.db_url).await.unwrap();
+            for q in [
+                format!("CREATE SCHEMA {schema}"),
+                format!("CREATE TABLE {schema}.requests AS SELECT * FROM requests"),
+                format!("CREATE TABLE {schema}.data_keys AS SELECT * FROM data_keys"),
+            ] {
+                sqlx::query(&q).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+            schema
+        }
+    }
+}
+
+/// From a backup: the request's sealed identities and its data key row.
+async fn from_backup(env: &TestEnv, at: &str, id: &str) -> (Vec<u8>, lethe::store::DataKeyRow) {
+    type Row = (Option<Vec<u8>>, String, Option<Vec<u8>>);
+    let sql = |prefix: &str| {
+        format!(
+            "SELECT r.identities, k.kid, k.wrapped FROM {prefix}requests r JOIN {prefix}data_keys k ON k.request_id = r.id WHERE r.id = $1"
+        )
+    };
+    let (sealed, kid, wrapped): Row = match env.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(at).await.unwrap();
+            sqlx::query_as(&sql(""))
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&env.db_url).await.unwrap();
+            sqlx::query_as(&sql(&format!("{at}.")))
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    (
+        sealed.expect("the backup holds the sealed identities"),
+        lethe::store::DataKeyRow {
+            request_id: id.to_string(),
+            kid,
+            wrapped,
+            created_at: 0,
+            destroyed_at: None,
+        },
+    )
+}
+
+fn key_of(env: &TestEnv, var: &str) -> String {
+    env.env
+        .iter()
+        .find(|(k, _)| k == var)
+        .map(|(_, v)| v.clone())
+        .unwrap()
+}
+
+async fn a_backup_taken_before_shredding_no_longer_opens_once_key_rotate_ran_and_the_old_key_is_gone(
+    backend: Backend,
+) {
+    use lethe::crypto::Keys;
+    let mut w = completing_world(
+        backend,
+        "identity_retention = \"2s\"\nold_key_envs = [\"LETHE_KEY_OLD\"]",
+    )
+    .await;
+    let k1 = key_of(&w.env, "LETHE_KEY");
+    let id = w.env.erase(EMAIL).await;
+    run_until(&w.env, &id, 30, |st| st["status"] == "completed").await;
+    let store = w.env.store().await;
+    let live_key = store.data_key(&id).await.unwrap().expect("a data key");
+    assert_eq!(live_key.kid, Keys::kid_of(&k1).unwrap());
+    let wrapped = live_key.wrapped.clone().expect("live");
+
+    // The nightly backup, taken before the retention passed.
+    let bk = backup(&w.env).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    let out = w.env.lethe(&["run", "--until-idle"]).await;
+    assert!(out.status.success(), "{}", show(&out));
+    let shredded = store.data_key(&id).await.unwrap().unwrap();
+    assert!(shredded.wrapped.is_none(), "the live data key is destroyed");
+    assert!(shredded.destroyed_at.is_some());
+    let bytes = database_text(&w.env).await;
+    let needle = match backend {
+        Backend::Sqlite => wrapped[12..44].to_vec(),
+        Backend::Postgres => hex::encode(&wrapped[12..44]).into_bytes(),
+    };
+    assert!(
+        !contains(&bytes, &needle),
+        "the wrapped data key is not in the live database"
+    );
+
+    // What a backup attacker holding the backup *and* the current master key
+    // can still do: open it. That is the limit of shredding alone.
+    let (sealed, bk_row) = from_backup(&w.env, &bk, &id).await;
+    let with_k1 = Keys::from_base64("k1", &k1).unwrap();
+    assert_eq!(
+        with_k1.open(&id, &sealed, Some(&bk_row)).unwrap(),
+        lethe::domain::Subject::parse(Some(EMAIL), None, None, None).unwrap()
+    );
+
+    // A live request, still needing its identity.
+    let live = w.env.erase("Other.Person@Example.net").await;
+    let live_hash = store
+        .get_request(&live)
+        .await
+        .unwrap()
+        .unwrap()
+        .subject_hash;
+
+    // Rotate: a new master key, the old one only to re-wrap.
+    let k2 = lethe::crypto::Keys::generate_base64();
+    w.env.set_env("LETHE_KEY", &k2);
+    w.env.set_env("LETHE_KEY_OLD", &k1);
+    let out = w.env.lethe(&["key", "rotate"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        stdout(&out).contains("re-wrapped 2 data key(s)"),
+        "the live request's and the matching key, not the destroyed one: {}",
+        show(&out)
+    );
+    // The old master key is destroyed.
+    w.env.env.retain(|(k, _)| k != "LETHE_KEY_OLD");
+    let env = &w.env;
+    // The live request still runs, with the new key only: its identity opens.
+    let st = run_until(env, &live, 30, |st| st["status"] == "completed").await;
+    assert_eq!(TestEnv::step(&st, "newsletter")["state"], "done");
+    // Matching is unchanged by rotation.
+    let again = env.erase("other.person@example.net").await;
+    assert_eq!(
+        store
+            .get_request(&again)
+            .await
+            .unwrap()
+            .unwrap()
+            .subject_hash,
+        live_hash
+    );
+
+    // The backup now holds a data key wrapped by a master key that no longer
+    // exists: with every key there is, it does not open.
+    let (sealed, bk_row) = from_backup(env, &bk, &id).await;
+    assert_eq!(bk_row.kid, Keys::kid_of(&k1).unwrap());
+    let with_k2 = Keys::from_base64("k2", &k2).unwrap();
+    let err = with_k2.open(&id, &sealed, Some(&bk_row)).unwrap_err();
+    assert!(err.to_string().contains(&bk_row.kid), "{err}");
+    // Nor does the live database help: its copy of the data key is destroyed.
+    let live_row = store.data_key(&id).await.unwrap().unwrap();
+    assert!(with_k2.open(&id, &sealed, Some(&live_row)).is_err());
+    drop(store);
+}
+
+async fn key_rotate_rewraps_every_data_key_and_refuses_naming_the_missing_old_key(
+    backend: Backend,
+) {
+    use lethe::crypto::Keys;
+    let mut w = completing_world(backend, "old_key_envs = [\"LETHE_KEY_OLD\"]").await;
+    let k1 = key_of(&w.env, "LETHE_KEY");
+    let keys1 = Keys::from_base64("k1", &k1).unwrap();
+    let r1 = w.env.erase(EMAIL).await;
+    // A request sealed the old way, directly under the master key (before
+    // envelope encryption): no data key of its own.
+    let legacy = w.env.erase("Other.Person@Example.net").await;
+    let legacy_subject =
+        lethe::domain::Subject::parse(Some("Other.Person@Example.net"), None, None, None).unwrap();
+    exec(
+        &w.env,
+        "DELETE FROM data_keys WHERE request_id = $1",
+        None,
+        &legacy,
+    )
+    .await;
+    exec(
+        &w.env,
+        "UPDATE requests SET identities = $1 WHERE id = $2",
+        Some(keys1.seal_legacy(&legacy_subject)),
+        &legacy,
+    )
+    .await;
+    let store = w.env.store().await;
+    assert!(store.data_key(&legacy).await.unwrap().is_none());
+    let sealed_r1 = store.get_request(&r1).await.unwrap().unwrap().identities;
+
+    // A new master key; the old one is named but not set: refused, naming it.
+    let k2 = Keys::generate_base64();
+    w.env.set_env("LETHE_KEY", &k2);
+    let out = w.env.lethe(&["key", "rotate"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("LETHE_KEY_OLD") && err.contains(&Keys::kid_of(&k1).unwrap()),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        store.data_key(&r1).await.unwrap().unwrap().kid,
+        keys1.kid(),
+        "nothing changed"
+    );
+
+    // With the old key set, old-key data opens before any rotation.
+    w.env.set_env("LETHE_KEY_OLD", &k1);
+    run_until(&w.env, &r1, 30, |st| st["status"] == "completed").await;
+    run_until(&w.env, &legacy, 30, |st| st["status"] == "completed").await;
+
+    let out = w.env.lethe(&["key", "rotate"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        stdout(&out).contains("re-wrapped 2 data key(s)"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        stdout(&out).contains("moved 1 request(s)"),
+        "{}",
+        show(&out)
+    );
+    let kid2 = Keys::kid_of(&k2).unwrap();
+    assert_eq!(store.data_key(&r1).await.unwrap().unwrap().kid, kid2);
+    assert_eq!(store.data_key(&legacy).await.unwrap().unwrap().kid, kid2);
+    assert_eq!(
+        store.get_request(&r1).await.unwrap().unwrap().identities,
+        sealed_r1,
+        "the payload is not touched"
+    );
+    // Idempotent.
+    let out = w.env.lethe(&["key", "rotate", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rewrapped"], 0);
+    assert_eq!(v["upgraded"], 0);
+    assert_eq!(v["kid"], kid2.as_str());
+
+    // Without the old key, everything opens with the new one alone.
+    w.env.env.retain(|(k, _)| k != "LETHE_KEY_OLD");
+    let keys2 = Keys::from_base64("k2", &k2).unwrap();
+    for (id, email) in [(&r1, EMAIL), (&legacy, "Other.Person@Example.net")] {
+        let row = store.get_request(id).await.unwrap().unwrap();
+        let key = store.data_key(id).await.unwrap();
+        let s = keys2
+            .open(id, row.identities.as_deref().unwrap(), key.as_ref())
+            .unwrap();
+        assert_eq!(
+            s,
+            lethe::domain::Subject::parse(Some(email), None, None, None).unwrap()
+        );
+        assert!(keys1
+            .open(id, row.identities.as_deref().unwrap(), key.as_ref())
+            .is_err());
+    }
+    let out = w.env.lethe(&["audit", "verify"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let again = w.env.erase(EMAIL).await;
+    assert_eq!(
+        store
+            .get_request(&again)
+            .await
+            .unwrap()
+            .unwrap()
+            .subject_hash,
+        store.get_request(&r1).await.unwrap().unwrap().subject_hash,
+        "matching is unchanged"
+    );
 }

@@ -59,8 +59,17 @@ impl TestEnv {
             Backend::Postgres => pg_schema_url().await,
         };
         let config = dir.path().join("lethe.toml");
-        let text =
-            format!("{top}\n[store]\nurl = \"{db_url}\"\nkey_env = \"LETHE_KEY\"\n\n{body}\n");
+        // Export requests need an age recipient or an explicit choice of
+        // plaintext files; tests that do not test that choose plaintext.
+        // (It takes the place of the blank line, so line numbers stay put.)
+        let exports = if body.contains("export_recipient") || body.contains("export_plaintext") {
+            ""
+        } else {
+            "export_plaintext = true"
+        };
+        let text = format!(
+            "{top}\n[store]\nurl = \"{db_url}\"\nkey_env = \"LETHE_KEY\"\n{exports}\n{body}\n"
+        );
         std::fs::write(&config, text).expect("write config");
         let key = test_key();
         TestEnv {

@@ -34,6 +34,7 @@ fn request(id: &str) -> NewRequest {
         subject_masked: "j***@example.com".into(),
         identities: vec![1, 2, 3],
         callback_url: None,
+        data_key: None,
     }
 }
 

@@ -47,6 +47,7 @@ async fn steps_finished_concurrently_complete_the_request(b: Backend) {
                     subject_masked: "j***@example.com".into(),
                     identities: vec![1, 2, 3],
                     callback_url: None,
+                    data_key: None,
                 },
                 steps,
                 1000,

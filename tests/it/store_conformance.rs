@@ -46,6 +46,7 @@ fn new_request(id: &str, received: i64) -> NewRequest {
         subject_masked: "j***@example.com".into(),
         identities: vec![1, 2, 3],
         callback_url: None,
+        data_key: None,
     }
 }
 
@@ -111,6 +112,8 @@ on_both_backends!(
     next_wake_is_the_earliest_due_unblocked_step,
     the_audit_chain_verifies_and_an_edited_row_is_named,
     a_batch_commits_each_change_set_on_its_own_and_skips_a_conflicting_one,
+    data_keys_are_stored_with_the_request_rewrapped_only_from_their_kid_and_destroyed_by_shredding,
+    a_legacy_row_is_upgraded_once_and_closed_exports_are_due_for_deletion_once,
 );
 
 async fn a_batch_commits_each_change_set_on_its_own_and_skips_a_conflicting_one(b: Backend) {
@@ -766,4 +769,203 @@ async fn the_audit_chain_verifies_and_an_edited_row_is_named(b: Backend) {
     let broken = v.broken.expect("tampering is detected");
     assert_eq!(broken.seq, 2);
     assert!(broken.reason.contains("altered"), "{}", broken.reason);
+}
+
+fn wk(kid: &str, b: u8) -> store::WrappedKey {
+    store::WrappedKey {
+        kid: kid.into(),
+        wrapped: vec![b; 60],
+    }
+}
+
+async fn data_keys_are_stored_with_the_request_rewrapped_only_from_their_kid_and_destroyed_by_shredding(
+    b: Backend,
+) {
+    let f = fresh(b).await;
+    for (id, kid) in [("r1", "k1"), ("r2", "k1"), ("r3", "k2")] {
+        let mut r = new_request(id, 1000);
+        r.data_key = Some(wk(kid, 7));
+        f.store
+            .create_request(r, vec![step("a", 0, 1000)], 1000)
+            .await
+            .unwrap();
+    }
+    let k = f.store.data_key("r1").await.unwrap().unwrap();
+    assert_eq!(
+        (k.kid.as_str(), k.wrapped.as_deref(), k.created_at),
+        ("k1", Some(&[7u8; 60][..]), 1000)
+    );
+    assert!(f.store.data_key("nope").await.unwrap().is_none());
+    // Insert-if-absent keeps the first.
+    let first = f
+        .store
+        .put_data_key_if_absent("lethe:x", wk("k1", 1), 5)
+        .await
+        .unwrap();
+    let second = f
+        .store
+        .put_data_key_if_absent("lethe:x", wk("k2", 2), 6)
+        .await
+        .unwrap();
+    assert_eq!(first, second);
+    assert_eq!(second.kid, "k1");
+    // Not under k2: r1, r2, lethe:x (ordered, paged).
+    let page = f.store.data_keys_not_under("k2", "", 2).await.unwrap();
+    let ids: Vec<_> = page.iter().map(|k| k.request_id.as_str()).collect();
+    assert_eq!(ids, ["lethe:x", "r1"]);
+    let page = f.store.data_keys_not_under("k2", "r1", 2).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].request_id, "r2");
+    // Compare-and-set on the old kid: a stale one is skipped.
+    let n = f
+        .store
+        .rewrap_data_keys(vec![
+            store::Rewrap {
+                request_id: "r1".into(),
+                old_kid: "k1".into(),
+                key: wk("k2", 9),
+            },
+            store::Rewrap {
+                request_id: "r2".into(),
+                old_kid: "k0".into(),
+                key: wk("k2", 9),
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(
+        f.store.data_key("r1").await.unwrap().unwrap().wrapped,
+        Some(vec![9; 60])
+    );
+    assert_eq!(f.store.data_key("r2").await.unwrap().unwrap().kid, "k1");
+    // Shredding destroys the data key with the identities.
+    let c = f.store.claim_due("w", 1000, 60000, 10).await.unwrap();
+    let r1 = c.iter().find(|s| s.request_id == "r1").unwrap();
+    f.store
+        .apply(cs(
+            "r1",
+            2000,
+            vec![finish(r1.id, r1.lease_token, Outcome::Erased, 2000)],
+        ))
+        .await
+        .unwrap();
+    let ids = f.store.shred_identities(10_000, 1000).await.unwrap();
+    assert_eq!(ids, ["r1"]);
+    let k = f.store.data_key("r1").await.unwrap().unwrap();
+    assert_eq!((k.wrapped, k.destroyed_at), (None, Some(10_000)));
+    assert!(f
+        .store
+        .data_key("r2")
+        .await
+        .unwrap()
+        .unwrap()
+        .wrapped
+        .is_some());
+    // A destroyed key is never re-wrapped.
+    assert!(f
+        .store
+        .data_keys_not_under("k9", "", 10)
+        .await
+        .unwrap()
+        .iter()
+        .all(|k| k.request_id != "r1"));
+    let n = f
+        .store
+        .rewrap_data_keys(vec![store::Rewrap {
+            request_id: "r1".into(),
+            old_kid: "k2".into(),
+            key: wk("k3", 3),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    assert!(f
+        .store
+        .data_key("r1")
+        .await
+        .unwrap()
+        .unwrap()
+        .wrapped
+        .is_none());
+}
+
+async fn a_legacy_row_is_upgraded_once_and_closed_exports_are_due_for_deletion_once(b: Backend) {
+    let f = fresh(b).await;
+    f.store
+        .create_request(new_request("old", 1000), vec![step("a", 0, 1000)], 1000)
+        .await
+        .unwrap();
+    let mut r = new_request("new", 1000);
+    r.data_key = Some(wk("k1", 1));
+    f.store.create_request(r, vec![], 1000).await.unwrap();
+    let legacy = f.store.legacy_identities("", 10).await.unwrap();
+    assert_eq!(legacy, vec![("old".to_string(), vec![1, 2, 3])]);
+    // Only if the sealed blob is still the one read.
+    assert!(!f
+        .store
+        .upgrade_identities("old", &[9], &[4, 5], wk("k1", 2), 1500)
+        .await
+        .unwrap());
+    assert!(f
+        .store
+        .upgrade_identities("old", &[1, 2, 3], &[4, 5], wk("k1", 2), 1500)
+        .await
+        .unwrap());
+    assert!(!f
+        .store
+        .upgrade_identities("old", &[4, 5], &[6], wk("k1", 3), 1500)
+        .await
+        .unwrap());
+    assert_eq!(
+        f.store
+            .get_request("old")
+            .await
+            .unwrap()
+            .unwrap()
+            .identities,
+        Some(vec![4, 5])
+    );
+    assert_eq!(
+        f.store.data_key("old").await.unwrap().unwrap().wrapped,
+        Some(vec![2; 60])
+    );
+    assert!(f.store.legacy_identities("", 10).await.unwrap().is_empty());
+
+    // Exports: closed ones, once the retention passed since they closed, once.
+    let mut e = new_request("exp", 1000);
+    e.kind = RequestKind::Export;
+    f.store.create_request(e, vec![], 1000).await.unwrap(); // no steps: completed at 1000
+    let mut open = new_request("exp-open", 1000);
+    open.kind = RequestKind::Export;
+    f.store
+        .create_request(open, vec![step("a", 0, 99_999)], 1000)
+        .await
+        .unwrap();
+    assert!(f
+        .store
+        .exports_due_for_deletion(1500, 1000)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        f.store.exports_due_for_deletion(2000, 1000).await.unwrap(),
+        ["exp"]
+    );
+    f.store
+        .apply(ChangeSet {
+            request_id: "exp".into(),
+            now: 2000,
+            steps: vec![],
+            request: RequestPatch::default(),
+            events: vec![("request.exports_deleted".into(), json!({"files": 0}))],
+        })
+        .await
+        .unwrap();
+    assert!(f
+        .store
+        .exports_due_for_deletion(3000, 1000)
+        .await
+        .unwrap()
+        .is_empty());
 }
