@@ -183,7 +183,9 @@ impl Engine {
             .map_err(|e| EngineError::Invalid(e.to_string()))?;
         if let Some(ext) = &opts.external_id {
             if let Some(existing) = self.store.find_by_external_id(ext).await? {
-                return self.same_or_conflict(existing, ext, kind, &subject, &opts);
+                return self
+                    .same_or_conflict(existing, ext, kind, &subject, &opts)
+                    .await;
             }
         }
         let (wf_name, wf) = self
@@ -254,6 +256,7 @@ impl Engine {
                     .await?
                     .ok_or_else(|| EngineError::Conflict(ext.to_string()))?;
                 self.same_or_conflict(existing, ext, kind, &subject, &opts)
+                    .await
             }
             Err(e) => Err(e.into()),
         }
@@ -263,7 +266,7 @@ impl Engine {
     /// created again) if the new one is the same request: same kind, workflow,
     /// callback URL and identities. Anything that differs, or that cannot be
     /// shown to be equal, is an [`ExternalIdConflict`].
-    fn same_or_conflict(
+    async fn same_or_conflict(
         &self,
         existing: RequestRow,
         ext: &str,
@@ -271,7 +274,7 @@ impl Engine {
         subject: &Subject,
         opts: &SubmitOptions,
     ) -> Result<Submitted, EngineError> {
-        let differs = self.differences(&existing, kind, subject, opts);
+        let differs = self.differences(&existing, kind, subject, opts).await;
         if differs.is_empty() {
             return Ok(Submitted {
                 request: existing,
@@ -292,7 +295,7 @@ impl Engine {
     /// identities. Once those were destroyed (crypto-shredding) only the keyed
     /// hash of the matching key and the masked form remain: they prove the same
     /// subject only when the new subject has that one identity alone.
-    pub fn differences(
+    pub async fn differences(
         &self,
         existing: &RequestRow,
         kind: RequestKind,
@@ -304,7 +307,11 @@ impl Engine {
             differs.push("kind");
         }
         let same_identities = match &existing.identities {
-            Some(sealed) => self.keys.open(sealed).is_ok_and(|old| old == *subject),
+            // Opened with the request's own data key; anything that cannot be
+            // opened cannot be proved equal.
+            Some(_) => {
+                matches!(self.open_subject(existing).await, Ok(Some(old)) if old == *subject)
+            }
             None => {
                 let only_one = [
                     subject.email.is_some(),
