@@ -556,7 +556,10 @@ impl HttpConnector {
         url.set_query(None);
         url.set_fragment(None);
         url.set_path(&format!("{}{rendered}", base.path().trim_end_matches('/')));
-        let built: Vec<&str> = url.path_segments().map(Iterator::collect).unwrap_or_default();
+        let built: Vec<&str> = url
+            .path_segments()
+            .map(Iterator::collect)
+            .unwrap_or_default();
         let expected = base_segments.len() + segments.len();
         if url.origin() != base.origin()
             || built.len() != expected

@@ -138,7 +138,9 @@ pub fn path_problem(value: &str) -> Option<&'static str> {
 /// `..` segment: what would climb out of the subject's own folder.
 pub fn has_dot_segment(value: &str) -> bool {
     let decoded = percent_decode(&percent_decode(value));
-    decoded.split(['/', '\\']).any(|seg| seg == "." || seg == "..")
+    decoded
+        .split(['/', '\\'])
+        .any(|seg| seg == "." || seg == "..")
 }
 
 fn path_error(value: &str) -> Result<(), Error> {

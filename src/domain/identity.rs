@@ -68,8 +68,7 @@ impl Email {
         if s.len() > 254 {
             return Err(IdentityError::Email("longer than 254 characters"));
         }
-        if s
-            .chars()
+        if s.chars()
             .any(|c| c.is_whitespace() || c.is_control() || is_invisible_format(c))
         {
             return Err(IdentityError::Email(
@@ -257,7 +256,9 @@ impl CustomerId {
     pub fn parse(raw: &str) -> Result<Self, IdentityError> {
         let s = raw.trim();
         if s.is_empty() {
-            return Err(IdentityError::CustomerId("empty; use ".to_string() + Self::RULE));
+            return Err(IdentityError::CustomerId(
+                "empty; use ".to_string() + Self::RULE,
+            ));
         }
         if s.len() > 128 {
             return Err(IdentityError::CustomerId(format!(
@@ -265,10 +266,9 @@ impl CustomerId {
                 Self::RULE
             )));
         }
-        if let Some(c) = s
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '+' | '-')))
-        {
+        if let Some(c) = s.chars().find(|c| {
+            !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '+' | '-'))
+        }) {
             // Name the character only when it is not a letter someone could be identified by.
             let what = if c.is_ascii_punctuation() {
                 format!("contains `{c}`")
@@ -277,7 +277,10 @@ impl CustomerId {
             } else {
                 "contains a character outside the allowed set".to_string()
             };
-            return Err(IdentityError::CustomerId(format!("{what}; use {}", Self::RULE)));
+            return Err(IdentityError::CustomerId(format!(
+                "{what}; use {}",
+                Self::RULE
+            )));
         }
         if !s.starts_with(|c: char| c.is_ascii_alphanumeric()) {
             return Err(IdentityError::CustomerId(format!(
@@ -540,12 +543,34 @@ mod tests {
 
     #[test]
     fn real_customer_ids_pass_and_path_steering_ones_are_refused() {
-        for good in ["cus_8842QX", "C-0042", "12345", "acct:77", "C-1.2", "x@y", "a+b"] {
+        for good in [
+            "cus_8842QX",
+            "C-0042",
+            "12345",
+            "acct:77",
+            "C-1.2",
+            "x@y",
+            "a+b",
+        ] {
             assert!(CustomerId::parse(good).is_ok(), "{good:?} should pass");
         }
         for bad in [
-            "x/..", "..", ".", "%2e%2e", "a?b", "a#b", "../../etc", "a b", "a\\b", "x.", ".x",
-            "a..b", "-x", "é", "a%2Fb", "a;b",
+            "x/..",
+            "..",
+            ".",
+            "%2e%2e",
+            "a?b",
+            "a#b",
+            "../../etc",
+            "a b",
+            "a\\b",
+            "x.",
+            ".x",
+            "a..b",
+            "-x",
+            "é",
+            "a%2Fb",
+            "a;b",
         ] {
             let e = CustomerId::parse(bad).expect_err(bad);
             assert!(e.to_string().contains("A-Z a-z 0-9"), "{e} names the rule");
@@ -558,7 +583,15 @@ mod tests {
         for good in ["a+b@x.com", "o'brien@x.com", "x=y@x.com"] {
             assert!(Email::parse(good).is_ok(), "{good:?} should pass");
         }
-        for bad in ["a/b@x.com", "a?b@x.com", "a#b@x.com", "a%b@x.com", "a\u{7}b@x.com", "a\u{202E}b@x.com", "a b@x.com"] {
+        for bad in [
+            "a/b@x.com",
+            "a?b@x.com",
+            "a#b@x.com",
+            "a%b@x.com",
+            "a\u{7}b@x.com",
+            "a\u{202E}b@x.com",
+            "a b@x.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be refused");
         }
         assert!(Name::parse("Jane \u{202E}Doe").is_err());

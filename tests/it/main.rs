@@ -11,6 +11,7 @@ mod daemon;
 mod evidence;
 mod fakes;
 mod helpers;
+mod hostile_identities;
 mod intake;
 mod lease;
 mod mailchimp;
