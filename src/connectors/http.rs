@@ -1405,6 +1405,72 @@ path = "/folders{{ settings.folder | raw_path }}"
     }
 
     #[tokio::test]
+    async fn an_id_from_a_response_stays_one_path_segment_and_a_dot_segment_is_never_sent() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/list"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                serde_json::json!({"items": [{"sid": "a/b?c#d"}, {"sid": "../../admin"}]}),
+            ))
+            .mount(&server)
+            .await;
+        Mock::given(method("DELETE"))
+            .respond_with(ResponseTemplate::new(204))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/folders/c/c42"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({})))
+            .mount(&server)
+            .await;
+        let c = connector(&server, LOOP);
+        let s = subject();
+        let cx = CallContext {
+            subject: &s,
+            request_id: "r",
+            idempotency_key: "r:p:0",
+            attempt: 1,
+        };
+        // `../../admin` encodes to one segment, but a server that decodes `%2F`
+        // would climb: refused, the call is not sent.
+        let e = c.erase(cx).await.expect_err("refused");
+        assert!(e.to_string().contains("`.` or `..` segment"), "{e}");
+        let deletes: Vec<String> = server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.method.as_str() == "DELETE")
+            .map(|r| r.url.path().to_string())
+            .collect();
+        assert_eq!(
+            deletes,
+            ["/items/a%2Fb%3Fc%23d"],
+            "an id is one encoded segment under /items; a climbing one is never sent"
+        );
+
+        // An item id that is exactly `..` is refused, never sent as `/items/..` (= `/`).
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/list"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({"items": [{"sid": ".."}]})),
+            )
+            .mount(&server)
+            .await;
+        let c = connector(&server, LOOP);
+        let e = c.erase(cx).await.expect_err("refused");
+        assert!(e.to_string().contains("`.` or `..` segment"), "{e}");
+        assert!(server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .all(|r| r.method.as_str() == "GET"));
+    }
+
+    #[tokio::test]
     async fn for_each_over_an_empty_array_means_not_found() {
         let server = MockServer::start().await;
         Mock::given(method("GET"))

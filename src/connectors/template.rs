@@ -256,4 +256,55 @@ mod tests {
             )
             .is_err());
     }
+
+    #[test]
+    fn a_value_in_a_url_path_is_one_encoded_segment_and_the_literal_text_stays() {
+        let env = path_environment();
+        let ctx = context! { id => "x/..", e => "a+b@x.com", p => "customers/C-1.2" };
+        assert_eq!(
+            env.render_str("/c/{{ id }}/m/{{ e }}", &ctx).unwrap(),
+            "/c/x%2F../m/a+b@x.com"
+        );
+        assert_eq!(
+            env.render_str("/m/{{ e | urlencode }}", &ctx).unwrap(),
+            "/m/a%2Bb%40x.com",
+            "urlencode is not encoded twice"
+        );
+        assert_eq!(
+            env.render_str("/root:/{{ p | raw_path }}", &ctx).unwrap(),
+            "/root:/customers/C-1.2"
+        );
+    }
+
+    #[test]
+    fn a_raw_or_checked_path_with_dot_segments_a_scheme_or_empty_segments_is_refused() {
+        for env in [environment(), path_environment()] {
+            for bad in [
+                "customers/x/..",
+                "customers/%2e%2e",
+                "customers/%252e%252e",
+                "../etc",
+                "a//b",
+                "https://evil.example/x",
+                "a?b",
+                "a#b",
+                "a\\..\\b",
+            ] {
+                for filter in ["raw_path", "checked_path"] {
+                    let r =
+                        env.render_str(&format!("{{{{ p | {filter} }}}}"), context! { p => bad });
+                    assert!(r.is_err(), "{filter} let {bad:?} through: {r:?}");
+                }
+            }
+        }
+        assert_eq!(
+            environment()
+                .render_str(
+                    "{{ p | checked_path | tojson }}",
+                    context! { p => "/customers/C-1.2" }
+                )
+                .unwrap(),
+            "\"/customers/C-1.2\""
+        );
+    }
 }
