@@ -52,6 +52,8 @@ pub struct HttpConnector {
     def: Arc<ConnectorDef>,
     client: reqwest::Client,
     env: Environment<'static>,
+    /// Renders URL paths: every interpolated value is one encoded segment.
+    path_env: Environment<'static>,
 }
 
 /// The most pages one `for_each` call follows.
@@ -127,6 +129,7 @@ impl HttpConnector {
             def,
             client,
             env: super::template::environment(),
+            path_env: super::template::path_environment(),
         }
     }
 
@@ -173,7 +176,16 @@ impl HttpConnector {
                 continue;
             }
             let value = if is_template {
-                self.render(&format!("setting `{k}`"), v, &sctx)?
+                let value = self.render(&format!("setting `{k}`"), v, &sctx)?;
+                // A per-subject setting is a folder, an account, a path: it may
+                // never climb out of the subject's own place.
+                if super::template::has_dot_segment(&value) {
+                    return Err(ConnectorError::permanent(format!(
+                        "processor `{}`: setting `{k}` renders to a path with a `.` or `..` segment for this subject; refused, nothing was sent (check the setting and the subject's identity)",
+                        self.spec.name
+                    )));
+                }
+                value
             } else {
                 v.clone()
             };
@@ -216,11 +228,7 @@ impl HttpConnector {
     ) -> Result<(u16, HeaderMap, String), ConnectorError> {
         let url = match page_url {
             Some(u) => u.to_string(),
-            None => format!(
-                "{}{}",
-                self.spec.base_url,
-                self.render("the path", &call.path, ctx)?
-            ),
+            None => self.build_url(call, ctx)?.to_string(),
         };
         let method = reqwest::Method::from_bytes(call.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| ConnectorError::permanent(format!("bad method {}", call.method)))?;
@@ -493,6 +501,73 @@ impl HttpConnector {
             })
             .collect();
         Ok((kept, listed))
+    }
+
+    /// The one place a call's URL is built: the path template is rendered with
+    /// every interpolated value percent-encoded as one segment (`| raw_path`
+    /// for a value that is several segments, checked), then set on the base
+    /// URL with the `url` crate. Refused, never sent: a path with an empty,
+    /// `.` or `..` segment, `?` or `#`, or one the URL parser would rewrite
+    /// (fewer or other segments than rendered, another origin).
+    fn build_url(&self, call: &Call, ctx: &Value) -> Result<url::Url, ConnectorError> {
+        let which = call
+            .name
+            .as_deref()
+            .map(|n| format!("call `{n}`"))
+            .unwrap_or_else(|| format!("path `{}`", call.path));
+        let refuse = |why: &str| {
+            ConnectorError::permanent(format!(
+                "processor `{}`: connector `{}` {which}: the rendered URL path {why}; refused, nothing was sent (check the processor's settings and the subject's identity)",
+                self.spec.name, self.def.name
+            ))
+        };
+        let rendered = self.path_env.render_str(&call.path, ctx).map_err(|e| {
+            ConnectorError::permanent(format!(
+                "processor `{}`: connector `{}` could not render the path of {which}: {e}",
+                self.spec.name, self.def.name
+            ))
+        })?;
+        let Some(rest) = rendered.strip_prefix('/') else {
+            return Err(refuse("does not start with `/`"));
+        };
+        if rendered.contains(['?', '#']) {
+            return Err(refuse("contains `?` or `#`"));
+        }
+        let segments: Vec<&str> = rest.split('/').collect();
+        for seg in &segments {
+            if seg.is_empty() {
+                return Err(refuse("has an empty segment (`//`)"));
+            }
+            if super::template::has_dot_segment(seg) {
+                return Err(refuse("has a `.` or `..` segment"));
+            }
+        }
+        let base = url::Url::parse(&self.spec.base_url).map_err(|e| {
+            ConnectorError::permanent(format!(
+                "processor `{}`: base_url is not a URL ({e}): fix base_url in lethe.toml",
+                self.spec.name
+            ))
+        })?;
+        let base_segments: Vec<String> = base
+            .path_segments()
+            .map(|s| s.filter(|s| !s.is_empty()).map(str::to_string).collect())
+            .unwrap_or_default();
+        let mut url = base.clone();
+        url.set_query(None);
+        url.set_fragment(None);
+        url.set_path(&format!("{}{rendered}", base.path().trim_end_matches('/')));
+        let built: Vec<&str> = url
+            .path_segments()
+            .map(Iterator::collect)
+            .unwrap_or_default();
+        let expected = base_segments.len() + segments.len();
+        if url.origin() != base.origin()
+            || built.len() != expected
+            || built[..base_segments.len()] != base_segments[..]
+        {
+            return Err(refuse("would leave the processor's base URL"));
+        }
+        Ok(url)
     }
 
     /// A next-page link, resolved against the base URL; only on the processor's
@@ -1282,7 +1357,7 @@ method = "DELETE"
 path = "/items/{{ item.sid }}"
 [[actions.erase.calls]]
 name = "folder"
-path = "/folders{{ settings.folder }}"
+path = "/folders{{ settings.folder | raw_path }}"
 "#;
 
     fn subject() -> Subject {
@@ -1327,6 +1402,72 @@ path = "/folders{{ settings.folder }}"
         let e = c.erase(cx).await.expect("erase");
         assert!(matches!(e, Erase::Erased(_)), "{e:?}");
         server.verify().await;
+    }
+
+    #[tokio::test]
+    async fn an_id_from_a_response_stays_one_path_segment_and_a_dot_segment_is_never_sent() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/list"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                serde_json::json!({"items": [{"sid": "a/b?c#d"}, {"sid": "../../admin"}]}),
+            ))
+            .mount(&server)
+            .await;
+        Mock::given(method("DELETE"))
+            .respond_with(ResponseTemplate::new(204))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/folders/c/c42"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({})))
+            .mount(&server)
+            .await;
+        let c = connector(&server, LOOP);
+        let s = subject();
+        let cx = CallContext {
+            subject: &s,
+            request_id: "r",
+            idempotency_key: "r:p:0",
+            attempt: 1,
+        };
+        // `../../admin` encodes to one segment, but a server that decodes `%2F`
+        // would climb: refused, the call is not sent.
+        let e = c.erase(cx).await.expect_err("refused");
+        assert!(e.to_string().contains("`.` or `..` segment"), "{e}");
+        let deletes: Vec<String> = server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.method.as_str() == "DELETE")
+            .map(|r| r.url.path().to_string())
+            .collect();
+        assert_eq!(
+            deletes,
+            ["/items/a%2Fb%3Fc%23d"],
+            "an id is one encoded segment under /items; a climbing one is never sent"
+        );
+
+        // An item id that is exactly `..` is refused, never sent as `/items/..` (= `/`).
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/list"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({"items": [{"sid": ".."}]})),
+            )
+            .mount(&server)
+            .await;
+        let c = connector(&server, LOOP);
+        let e = c.erase(cx).await.expect_err("refused");
+        assert!(e.to_string().contains("`.` or `..` segment"), "{e}");
+        assert!(server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .all(|r| r.method.as_str() == "GET"));
     }
 
     #[tokio::test]

@@ -356,9 +356,14 @@ impl S3Connector {
             ))
         })?;
         let prefix = prefix.trim().to_string();
-        if prefix.is_empty() || prefix == "/" || !prefix.ends_with('/') {
+        if prefix.is_empty()
+            || prefix == "/"
+            || !prefix.ends_with('/')
+            || prefix.contains("//")
+            || super::template::has_dot_segment(&prefix)
+        {
             return Err(ConnectorError::permanent(format!(
-                "processor `{}`: settings.prefix_template rendered an unsafe prefix (empty, or not ending with `/`); refusing to touch the bucket",
+                "processor `{}`: settings.prefix_template rendered an unsafe prefix (empty, not ending with `/`, or with an empty, `.` or `..` segment); refusing to touch the bucket",
                 self.spec.name
             )));
         }

@@ -19,9 +19,9 @@ pub enum IdentityError {
     /// The phone number is not a number in international format.
     #[error("invalid phone: {0}")]
     Phone(String),
-    /// The customer id is empty or has characters we refuse.
+    /// The customer id breaks its grammar ([`CustomerId`]).
     #[error("invalid customer id: {0}")]
-    CustomerId(&'static str),
+    CustomerId(String),
     /// The name is empty or too long.
     #[error("invalid name: {0}")]
     Name(&'static str),
@@ -68,8 +68,12 @@ impl Email {
         if s.len() > 254 {
             return Err(IdentityError::Email("longer than 254 characters"));
         }
-        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(IdentityError::Email("contains whitespace"));
+        if s.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || is_invisible_format(c))
+        {
+            return Err(IdentityError::Email(
+                "contains whitespace, control or invisible formatting characters",
+            ));
         }
         let (local, domain) = s
             .rsplit_once('@')
@@ -84,6 +88,13 @@ impl Email {
         {
             return Err(IdentityError::Email(
                 "local part has characters that need quoting",
+            ));
+        }
+        // Legal in RFC 5322, but they change a URL's meaning if a connector
+        // ever put the address in a path: refused at the edge.
+        if local.contains(['/', '\\', '?', '#', '%', '`']) {
+            return Err(IdentityError::Email(
+                "local part contains one of / \\ ? # % ` (refused: they change a URL's meaning)",
             ));
         }
         if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
@@ -359,25 +370,62 @@ impl fmt::Display for Phone {
     }
 }
 
-/// The controller's own customer id (e.g. `cus_123`).
+/// The controller's own customer id (e.g. `cus_8842QX`, `C-0042`, `12345`, `acct:77`).
+///
+/// The grammar is strict because connectors put the id into URL paths and
+/// folder paths (`customers/{{ subject.customer_id }}`): 1–128 characters of
+/// `A-Z a-z 0-9 . _ : @ + -`, starting with a letter or a digit, not ending
+/// with `.`, and without `..`. So `/`, `\`, `%`, `?`, `#`, spaces and `.`/`..`
+/// are refused at the edge, and an id can never name another folder.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct CustomerId(String);
 
 impl CustomerId {
-    /// Parse: 1–128 printable characters, no whitespace.
+    /// The rule, as error messages and docs state it.
+    pub const RULE: &'static str = "1-128 characters of A-Z a-z 0-9 . _ : @ + -, starting with a letter or digit, not ending with '.', no '..'";
+
+    /// Parse (trimmed) against the grammar above.
     pub fn parse(raw: &str) -> Result<Self, IdentityError> {
         let s = raw.trim();
         if s.is_empty() {
-            return Err(IdentityError::CustomerId("empty"));
+            return Err(IdentityError::CustomerId(
+                "empty; use ".to_string() + Self::RULE,
+            ));
         }
         if s.len() > 128 {
-            return Err(IdentityError::CustomerId("longer than 128 characters"));
+            return Err(IdentityError::CustomerId(format!(
+                "longer than 128 characters; use {}",
+                Self::RULE
+            )));
         }
-        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(IdentityError::CustomerId(
-                "contains whitespace or control characters",
-            ));
+        if let Some(c) = s.chars().find(|c| {
+            !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '+' | '-'))
+        }) {
+            // Name the character only when it is not a letter someone could be identified by.
+            let what = if c.is_ascii_punctuation() {
+                format!("contains `{c}`")
+            } else if c.is_whitespace() {
+                "contains whitespace".to_string()
+            } else {
+                "contains a character outside the allowed set".to_string()
+            };
+            return Err(IdentityError::CustomerId(format!(
+                "{what}; use {}",
+                Self::RULE
+            )));
+        }
+        if !s.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            return Err(IdentityError::CustomerId(format!(
+                "must start with a letter or digit; use {}",
+                Self::RULE
+            )));
+        }
+        if s.ends_with('.') || s.contains("..") {
+            return Err(IdentityError::CustomerId(format!(
+                "has '..' or ends with '.'; use {}",
+                Self::RULE
+            )));
         }
         Ok(CustomerId(s.to_string()))
     }
@@ -408,13 +456,21 @@ impl fmt::Debug for CustomerId {
     }
 }
 
+/// Invisible formatting characters (zero-width, bidi controls, BOM) that make
+/// a value look like another one.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
 /// A person's name, as given (trimmed, inner whitespace collapsed).
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Name(String);
 
 impl Name {
-    /// Parse: 1–200 characters, no control characters.
+    /// Parse: 1–200 characters, no control or invisible formatting characters.
+    /// No built-in connector puts a name into a URL path (only the webhook
+    /// connector sends it, JSON-encoded in the body).
     pub fn parse(raw: &str) -> Result<Self, IdentityError> {
         let s = raw.split_whitespace().collect::<Vec<_>>().join(" ");
         if s.is_empty() {
@@ -423,8 +479,10 @@ impl Name {
         if s.chars().count() > 200 {
             return Err(IdentityError::Name("longer than 200 characters"));
         }
-        if s.chars().any(|c| c.is_control()) {
-            return Err(IdentityError::Name("contains control characters"));
+        if s.chars().any(|c| c.is_control() || is_invisible_format(c)) {
+            return Err(IdentityError::Name(
+                "contains control or invisible formatting characters (e.g. bidi overrides)",
+            ));
         }
         Ok(Name(s))
     }
@@ -694,5 +752,63 @@ mod tests {
             Err(IdentityError::Empty)
         );
         assert!(Subject::parse(Some("jane@example.com"), None, None, None).is_ok());
+    }
+
+    #[test]
+    fn real_customer_ids_pass_and_path_steering_ones_are_refused() {
+        for good in [
+            "cus_8842QX",
+            "C-0042",
+            "12345",
+            "acct:77",
+            "C-1.2",
+            "x@y",
+            "a+b",
+        ] {
+            assert!(CustomerId::parse(good).is_ok(), "{good:?} should pass");
+        }
+        for bad in [
+            "x/..",
+            "..",
+            ".",
+            "%2e%2e",
+            "a?b",
+            "a#b",
+            "../../etc",
+            "a b",
+            "a\\b",
+            "x.",
+            ".x",
+            "a..b",
+            "-x",
+            "é",
+            "a%2Fb",
+            "a;b",
+        ] {
+            let e = CustomerId::parse(bad).expect_err(bad);
+            assert!(e.to_string().contains("A-Z a-z 0-9"), "{e} names the rule");
+        }
+        assert!(CustomerId::parse(&"a".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn emails_with_url_characters_or_invisible_ones_are_refused() {
+        for good in ["a+b@x.com", "o'brien@x.com", "x=y@x.com"] {
+            assert!(Email::parse(good).is_ok(), "{good:?} should pass");
+        }
+        for bad in [
+            "a/b@x.com",
+            "a?b@x.com",
+            "a#b@x.com",
+            "a%b@x.com",
+            "a\u{7}b@x.com",
+            "a\u{202E}b@x.com",
+            "a b@x.com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert!(Name::parse("Jane \u{202E}Doe").is_err());
+        assert!(Name::parse("Jane\u{0}Doe").is_err());
+        assert!(Name::parse("Siobhán O'Brien-Ní Dhuibhir").is_ok());
     }
 }

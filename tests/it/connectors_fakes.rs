@@ -271,7 +271,10 @@ impl Api for Mailgun {
                             json!({"member": {"address": EMAIL}, "message": "Mailing list member has been deleted"}),
                         )
                     }
-                    (_, x) if x == member => j(404, json!({"message": "Member not found"})),
+                    // Any other address on the list: Mailgun's JSON 404, as for a gone member.
+                    (_, x) if x == member || x.starts_with(&format!("/v3/lists/{MG_LIST}/members/")) => {
+                        j(404, json!({"message": "Member not found"}))
+                    }
                     // The suppression is the opt-out record: it stays whatever happens.
                     ("GET", x) if x == format!("/v3/{MG_DOMAIN}/unsubscribes/{EMAIL}") => j(
                         200,

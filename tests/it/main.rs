@@ -12,6 +12,7 @@ mod evidence;
 mod external_ids;
 mod fakes;
 mod helpers;
+mod hostile_identities;
 mod intake;
 mod lease;
 mod mailchimp;
