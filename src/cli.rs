@@ -704,7 +704,7 @@ fn emit(output: Option<&std::path::Path>, text: &str) -> anyhow::Result<()> {
 async fn daemon(config: Config) -> anyhow::Result<u8> {
     // Secrets and the listening socket first: a misconfigured daemon exits before it works.
     let secrets = if config.intake_enabled {
-        Some(crate::intake::Secrets::from_env(&config)?)
+        Some(Arc::new(crate::intake::Secrets::from_env(&config)?))
     } else {
         None
     };
@@ -745,7 +745,7 @@ async fn daemon(config: Config) -> anyhow::Result<u8> {
         tracing::info!(listen = %addr, "HTTP intake listening");
         let state = crate::intake::AppState {
             engine: Arc::clone(&e),
-            secrets: Arc::new(secrets.clone()),
+            secrets: Arc::clone(&secrets),
         };
         let stop = stopped();
         background.spawn(async move {
@@ -756,7 +756,7 @@ async fn daemon(config: Config) -> anyhow::Result<u8> {
         });
         background.spawn(crate::intake::outbox::run(
             Arc::clone(&e),
-            secrets.webhook,
+            secrets,
             stopped(),
         ));
     } else {

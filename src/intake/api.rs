@@ -6,6 +6,7 @@
 //! not reveal how much of a guess was right. The views are the same as the
 //! CLI's `--json` (one contract); subjects are masked there already.
 
+use secrecy::ExposeSecret;
 use super::error::ApiError;
 use super::AppState;
 use crate::domain::RequestStatus;
@@ -35,7 +36,7 @@ pub fn require_token(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError>
     let ok: bool = given
         .trim()
         .as_bytes()
-        .ct_eq(st.secrets.api_token.as_bytes())
+        .ct_eq(st.secrets.api_token.expose_secret().as_bytes())
         .into();
     if ok {
         Ok(())
