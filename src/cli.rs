@@ -122,6 +122,12 @@ pub enum Command {
     },
     /// Run an erasure against local simulated processors and print the result.
     Demo,
+    /// The HTTP intake's keys.
+    Intake {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: IntakeCmd,
+    },
     /// Ad-hoc legal holds (litigation): erasure of the subject waits until released or ended.
     Hold {
         /// What to do.
@@ -241,6 +247,18 @@ pub enum HoldCmd {
 pub enum AuditCmd {
     /// Recompute the hash chain; name the first broken row.
     Verify {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `lethe intake …`.
+#[derive(Debug, Subcommand)]
+pub enum IntakeCmd {
+    /// Print the Ed25519 public key that status-callback receivers pin
+    /// (from the key in `[intake] callback_signing_key_env`).
+    Key {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -540,6 +558,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             let e = engine(config).await?;
             let st = e.confirm(&id, &processor, note.as_deref()).await?;
             println!("request {id}: `{processor}` confirmed; request is {st}");
+            Ok(0)
+        }
+        Command::Intake {
+            cmd: IntakeCmd::Key { json },
+        } => {
+            use base64::Engine as _;
+            let key = crate::intake::callback_key(&config)?;
+            let public =
+                base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
+            if json {
+                let v = serde_json::json!({
+                    "algorithm": "ed25519",
+                    "public_key": public,
+                    "header": "Lethe-Signature: t=<unix>,ed25519=<hex signature of \"<t>.<raw body>\">",
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{public}");
+            }
             Ok(0)
         }
         Command::Audit {

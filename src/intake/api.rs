@@ -6,7 +6,6 @@
 //! not reveal how much of a guess was right. The views are the same as the
 //! CLI's `--json` (one contract); subjects are masked there already.
 
-use secrecy::ExposeSecret;
 use super::error::ApiError;
 use super::AppState;
 use crate::domain::RequestStatus;
@@ -16,6 +15,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use chrono::Utc;
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use subtle::ConstantTimeEq;

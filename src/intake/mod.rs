@@ -54,7 +54,12 @@ impl std::fmt::Debug for Secrets {
     }
 }
 
-fn read_env(config: &Config, key: &str, var: &str, example: &str) -> Result<SecretString, ConfigError> {
+fn read_env(
+    config: &Config,
+    key: &str,
+    var: &str,
+    example: &str,
+) -> Result<SecretString, ConfigError> {
     match std::env::var(var) {
         Ok(v) if !v.trim().is_empty() => Ok(SecretString::from(v.trim())),
         _ => Err(ConfigError {

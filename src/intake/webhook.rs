@@ -79,8 +79,7 @@ pub fn check_callback_url(
     field: &str,
     u: &str,
 ) -> Result<(), ApiError> {
-    let allow =
-        super::target::AllowList::parse(&config.intake.callback_allow).unwrap_or_default();
+    let allow = super::target::AllowList::parse(&config.intake.callback_allow).unwrap_or_default();
     super::target::check_url(u, &allow)
         .map(|_| ())
         .map_err(|e| ApiError::invalid(field, e))
@@ -96,8 +95,13 @@ pub async fn create(
     let header = headers
         .get(signature::HEADER)
         .map(|v| v.to_str().unwrap_or(""));
-    signature::verify(st.secrets.webhook.expose_secret(), header, &body, Utc::now().timestamp())
-        .map_err(|e| ApiError::unauthorized("Lethe-Signature", e.to_string()))?;
+    signature::verify(
+        st.secrets.webhook.expose_secret(),
+        header,
+        &body,
+        Utc::now().timestamp(),
+    )
+    .map_err(|e| ApiError::unauthorized("Lethe-Signature", e.to_string()))?;
     let req: WebhookRequest = parse_json(&body)?;
     req.identities
         .validate()

@@ -16,6 +16,7 @@ mod lease;
 mod mailchimp;
 mod manual;
 mod opendsr;
+mod outbound;
 mod outbox_store;
 mod policies;
 mod processor_semantics;
