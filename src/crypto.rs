@@ -11,6 +11,7 @@ use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
+use secrecy::{ExposeSecret, SecretBox};
 use sha2::Sha256;
 
 /// Why the key or a sealed value could not be used.
@@ -27,11 +28,12 @@ pub enum CryptoError {
     Open(String),
 }
 
-/// The keys derived from the master key.
+/// The keys derived from the master key; held in `secrecy` boxes (zeroized
+/// on drop, never printed).
 #[derive(Clone)]
 pub struct Keys {
-    enc: [u8; 32],
-    mac: [u8; 32],
+    enc: std::sync::Arc<SecretBox<[u8; 32]>>,
+    mac: std::sync::Arc<SecretBox<[u8; 32]>>,
     source: String,
 }
 
@@ -56,15 +58,23 @@ impl Keys {
 
     /// Parse a base64 master key; `source` names it in messages.
     pub fn from_base64(source: &str, v: &str) -> Result<Keys, CryptoError> {
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(v.trim())
-            .map_err(|_| CryptoError::BadKey(source.to_string()))?;
+        let raw = zeroize::Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .map_err(|_| CryptoError::BadKey(source.to_string()))?,
+        );
         if raw.len() != 32 {
             return Err(CryptoError::BadKey(source.to_string()));
         }
         Ok(Keys {
-            enc: derive(&raw, b"lethe/identity-encryption/v1"),
-            mac: derive(&raw, b"lethe/subject-hash/v1"),
+            enc: std::sync::Arc::new(SecretBox::new(Box::new(derive(
+                &raw,
+                b"lethe/identity-encryption/v1",
+            )))),
+            mac: std::sync::Arc::new(SecretBox::new(Box::new(derive(
+                &raw,
+                b"lethe/subject-hash/v1",
+            )))),
             source: source.to_string(),
         })
     }
@@ -78,7 +88,7 @@ impl Keys {
 
     /// Seal a subject: 12-byte nonce, then ciphertext.
     pub fn seal(&self, subject: &Subject) -> Vec<u8> {
-        let cipher = ChaCha20Poly1305::new(Key::from_slice(&self.enc));
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(self.enc.expose_secret()));
         let mut nonce = [0u8; 12];
         rand::thread_rng().fill_bytes(&mut nonce);
         let plain = serde_json::to_vec(subject).expect("a subject always serialises");
@@ -96,7 +106,7 @@ impl Keys {
         if sealed.len() < 12 {
             return Err(CryptoError::Open(self.source.clone()));
         }
-        let cipher = ChaCha20Poly1305::new(Key::from_slice(&self.enc));
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(self.enc.expose_secret()));
         let plain = cipher
             .decrypt(Nonce::from_slice(&sealed[..12]), &sealed[12..])
             .map_err(|_| CryptoError::Open(self.source.clone()))?;
@@ -110,8 +120,8 @@ impl Keys {
 
     /// The keyed hash of any string, hex.
     pub fn hash_str(&self, s: &str) -> String {
-        let mut m =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.mac).expect("HMAC takes any key length");
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(self.mac.expose_secret())
+            .expect("HMAC takes any key length");
         m.update(s.as_bytes());
         hex::encode(m.finalize().into_bytes())
     }
