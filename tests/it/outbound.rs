@@ -401,3 +401,95 @@ async fn the_daemon_refuses_to_start_without_a_valid_callback_key_naming_the_var
         "the key's value is not echoed: {err}"
     );
 }
+
+on_both_backends!(
+    a_connector_that_opts_in_follows_a_redirect_within_its_own_host_and_still_not_to_another,
+);
+
+async fn a_connector_that_opts_in_follows_a_redirect_within_its_own_host_and_still_not_to_another(
+    backend: Backend,
+) {
+    const OTHER: &str = "john.roe@example.com";
+    let server = fakes::mailchimp().await;
+    let elsewhere = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&elsewhere)
+        .await;
+    for email in [EMAIL, OTHER] {
+        Mock::given(method("GET"))
+            .and(path(fakes::member_path(email)))
+            .respond_with(ResponseTemplate::new(200).set_body_json(fakes::member_doc(email)))
+            .with_priority(5)
+            .mount(&server)
+            .await;
+    }
+    // Jane's delete moved within the API (307 to the same host, which erases);
+    // John's points at another host.
+    Mock::given(method("POST"))
+        .and(path(fakes::delete_path(EMAIL)))
+        .respond_with(
+            ResponseTemplate::new(307).insert_header("location", "/3.0/moved/delete-permanent"),
+        )
+        .with_priority(5)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/3.0/moved/delete-permanent"))
+        .respond_with(ResponseTemplate::new(204))
+        .with_priority(5)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(fakes::delete_path(OTHER)))
+        .respond_with(
+            ResponseTemplate::new(308)
+                .insert_header("location", format!("{}/collect", elsewhere.uri()).as_str()),
+        )
+        .with_priority(5)
+        .mount(&server)
+        .await;
+    let mut env = TestEnv::new(
+        backend,
+        "connectors_dir = \"connectors\"",
+        &fakes::processor_toml(&server),
+    )
+    .await;
+    std::fs::create_dir_all(env.dir.path().join("connectors")).unwrap();
+    let def = include_str!("../../connectors/mailchimp.toml").replacen(
+        "[limits]\n",
+        "[limits]\nfollow_redirects = \"same_host\"\n",
+        1,
+    );
+    std::fs::write(env.dir.path().join("connectors/mailchimp.toml"), def).unwrap();
+    env.set_env("MAILCHIMP_API_KEY", API_KEY);
+    let jane = env.erase(EMAIL).await;
+    let john = env.erase(OTHER).await;
+    let out = env.lethe(&["run", "--until-idle"]).await;
+    assert!(out.status.success(), "{}", show(&out));
+
+    let st = env.status(&jane).await;
+    assert_eq!(
+        TestEnv::step(&st, "newsletter")["outcome"],
+        "erased",
+        "{st:#}"
+    );
+    assert_eq!(
+        fakes::count(&server, "POST", "/3.0/moved/delete-permanent").await,
+        1
+    );
+    let st = env.status(&john).await;
+    let step = TestEnv::step(&st, "newsletter");
+    assert_eq!(step["state"], "failed", "{st:#}");
+    let err = step["last_error"].as_str().unwrap_or_default();
+    assert!(err.contains("HTTP 308"), "{err}");
+    assert_eq!(
+        elsewhere
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .len(),
+        0,
+        "followed to another host"
+    );
+}
