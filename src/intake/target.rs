@@ -175,17 +175,17 @@ pub fn check_url(u: &str, allow: &AllowList) -> Result<url::Url, String> {
         Some(url::Host::Domain(d)) => {
             let d = d.trim_end_matches('.').to_ascii_lowercase();
             if d == "localhost" || d.ends_with(".localhost") {
-                return Err(refused("names localhost", "loopback"));
+                return Err(refused("names localhost"));
             }
         }
         Some(url::Host::Ipv4(ip)) => {
             if let Some(kind) = forbidden_ip(IpAddr::V4(ip)) {
-                return Err(refused(&format!("is a {kind} address"), kind));
+                return Err(refused(&format!("is a {kind} address")));
             }
         }
         Some(url::Host::Ipv6(ip)) => {
             if let Some(kind) = forbidden_ip(IpAddr::V6(ip)) {
-                return Err(refused(&format!("is a {kind} address"), kind));
+                return Err(refused(&format!("is a {kind} address")));
             }
         }
         None => return Err("must be an https URL".into()),
@@ -193,7 +193,7 @@ pub fn check_url(u: &str, allow: &AllowList) -> Result<url::Url, String> {
     Ok(p)
 }
 
-fn refused(what: &str, _kind: &str) -> String {
+fn refused(what: &str) -> String {
     format!(
         "the host {what}; callbacks go to public https addresses only (list the origin in [intake] callback_allow to allow it)"
     )
