@@ -122,6 +122,12 @@ pub enum Command {
     },
     /// Run an erasure against local simulated processors and print the result.
     Demo,
+    /// The HTTP intake's keys.
+    Intake {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: IntakeCmd,
+    },
     /// Ad-hoc legal holds (litigation): erasure of the subject waits until released or ended.
     Hold {
         /// What to do.
@@ -262,6 +268,18 @@ pub enum HoldCmd {
 pub enum AuditCmd {
     /// Recompute the hash chain; name the first broken row.
     Verify {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `lethe intake …`.
+#[derive(Debug, Subcommand)]
+pub enum IntakeCmd {
+    /// Print the Ed25519 public key that status-callback receivers pin
+    /// (from the key in `[intake] callback_signing_key_env`).
+    Key {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -630,6 +648,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             println!("request {id}: `{processor}` confirmed; request is {st}");
             Ok(0)
         }
+        Command::Intake {
+            cmd: IntakeCmd::Key { json },
+        } => {
+            use base64::Engine as _;
+            let key = crate::intake::callback_key(&config)?;
+            let public =
+                base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
+            if json {
+                let v = serde_json::json!({
+                    "algorithm": "ed25519",
+                    "public_key": public,
+                    "header": "Lethe-Signature: t=<unix>,ed25519=<hex signature of \"<t>.<raw body>\">",
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{public}");
+            }
+            Ok(0)
+        }
         Command::Audit {
             cmd: AuditCmd::Verify { json },
         } => {
@@ -792,7 +829,7 @@ fn emit(output: Option<&std::path::Path>, text: &str) -> anyhow::Result<()> {
 async fn daemon(config: Config) -> anyhow::Result<u8> {
     // Secrets and the listening socket first: a misconfigured daemon exits before it works.
     let secrets = if config.intake_enabled {
-        Some(crate::intake::Secrets::from_env(&config)?)
+        Some(Arc::new(crate::intake::Secrets::from_env(&config)?))
     } else {
         None
     };
@@ -833,7 +870,7 @@ async fn daemon(config: Config) -> anyhow::Result<u8> {
         tracing::info!(listen = %addr, "HTTP intake listening");
         let state = crate::intake::AppState {
             engine: Arc::clone(&e),
-            secrets: Arc::new(secrets.clone()),
+            secrets: Arc::clone(&secrets),
         };
         let stop = stopped();
         background.spawn(async move {
@@ -844,7 +881,7 @@ async fn daemon(config: Config) -> anyhow::Result<u8> {
         });
         background.spawn(crate::intake::outbox::run(
             Arc::clone(&e),
-            secrets.webhook,
+            secrets,
             stopped(),
         ));
     } else {

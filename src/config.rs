@@ -108,6 +108,18 @@ pub struct IntakeSection {
     /// How undelivered status callbacks are retried (backoff from `backon`).
     #[serde(default)]
     pub callback_retry: crate::engine::workflow::RetryPolicy,
+    /// Env var with the Ed25519 key (32 bytes, base64) that signs status
+    /// callbacks; `lethe intake key` prints the public key receivers pin.
+    #[serde(default = "d_callback_key")]
+    pub callback_signing_key_env: String,
+    /// Origins (`scheme://host[:port|:*]`) callbacks may go to although they
+    /// are plain http or internal addresses (see `intake::target`).
+    #[serde(default)]
+    pub callback_allow: Vec<String>,
+}
+
+fn d_callback_key() -> String {
+    "LETHE_CALLBACK_KEY".into()
 }
 
 fn d_controller() -> String {
@@ -132,6 +144,8 @@ impl Default for IntakeSection {
             api_token_env: d_token(),
             opendsr_controller_id: d_controller(),
             callback_retry: Default::default(),
+            callback_signing_key_env: d_callback_key(),
+            callback_allow: Vec::new(),
         }
     }
 }
@@ -354,6 +368,10 @@ impl Config {
             check_env_name(&intake.webhook_secret_env)
                 .map_err(|r| err("intake.webhook_secret_env", r))?;
             check_env_name(&intake.api_token_env).map_err(|r| err("intake.api_token_env", r))?;
+            check_env_name(&intake.callback_signing_key_env)
+                .map_err(|r| err("intake.callback_signing_key_env", r))?;
+            crate::intake::target::AllowList::parse(&intake.callback_allow)
+                .map_err(|r| err("intake.callback_allow", r))?;
             if intake.listen.parse::<std::net::SocketAddr>().is_err() {
                 return Err(err(
                     "intake.listen",
@@ -603,6 +621,8 @@ key_env = "LETHE_KEY"                # 32 random bytes, base64: openssl rand -ba
 listen = "127.0.0.1:8080"
 webhook_secret_env = "LETHE_WEBHOOK_SECRET"
 api_token_env = "LETHE_API_TOKEN"
+callback_signing_key_env = "LETHE_CALLBACK_KEY"  # Ed25519 seed: openssl rand -base64 32
+# callback_allow = ["http://127.0.0.1:9000"]     # internal/plain-http callback origins
 
 [[processor]]
 name = "newsletter"                  # used in reports

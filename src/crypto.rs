@@ -73,7 +73,8 @@ pub enum KeyStoreError {
 }
 
 /// One master key (a key-encryption key) and what is derived from it.
-#[derive(Clone)]
+/// Zeroized when dropped.
+#[derive(Clone, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 struct Master {
     kid: String,
     wrap: [u8; 32],
@@ -82,8 +83,9 @@ struct Master {
     source: String,
 }
 
-/// The master keys (current and older ones) and the matching key.
-#[derive(Clone)]
+/// The master keys (current and older ones) and the matching key; every
+/// key is zeroized when dropped, and `Debug` shows only key ids.
+#[derive(Clone, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 pub struct Keys {
     current: Master,
     old: Vec<Master>,
@@ -224,7 +226,7 @@ impl Keys {
 
     /// The id of the master key held by a base64 key (for tests and operators).
     pub fn kid_of(v: &str) -> Result<String, CryptoError> {
-        Ok(Master::from_base64("key", v)?.kid)
+        Ok(Master::from_base64("key", v)?.kid.clone())
     }
 
     fn master(&self, kid: &str) -> Option<&Master> {

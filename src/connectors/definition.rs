@@ -213,6 +213,10 @@ pub struct Limits {
     /// Most calls per second, to stay below a documented rate limit.
     #[serde(default)]
     pub rate_per_second: Option<f64>,
+    /// Whether redirects are followed: `never` (the default; a 3xx is a
+    /// permanent error) or `same_host` (only to the same scheme, host and port).
+    #[serde(default)]
+    pub follow_redirects: super::redirect::FollowRedirects,
 }
 
 fn default_concurrency() -> u32 {
@@ -228,6 +232,7 @@ impl Default for Limits {
             concurrency: default_concurrency(),
             timeout: default_timeout(),
             rate_per_second: None,
+            follow_redirects: Default::default(),
         }
     }
 }

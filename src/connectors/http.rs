@@ -325,6 +325,11 @@ impl HttpConnector {
         })?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
+        if let Some(e) =
+            super::redirect::redirect_error(&self.spec.name, status, resp.url().as_str(), &headers)
+        {
+            return Err(e);
+        }
         let body = resp.text().await.map_err(|e| {
             ConnectorError::transient(format!(
                 "processor `{}`: reading the response failed: {}",

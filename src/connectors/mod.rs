@@ -9,6 +9,7 @@ pub mod definition;
 pub mod http;
 pub mod lease;
 pub mod manual;
+pub mod redirect;
 pub mod registry;
 pub mod s3;
 pub mod scrubber;

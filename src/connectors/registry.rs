@@ -64,6 +64,14 @@ impl Registry {
         self.defs.keys().map(|s| s.as_str()).collect()
     }
 
+    /// How a connector's calls treat redirects (`[limits] follow_redirects`).
+    pub fn follow_redirects(&self, connector: &str) -> super::redirect::FollowRedirects {
+        self.defs
+            .get(connector)
+            .map(|d| d.limits.follow_redirects)
+            .unwrap_or_default()
+    }
+
     /// Build the connector for one processor.
     pub fn build(
         &self,

@@ -109,11 +109,15 @@ impl Engine {
         store: Arc<dyn Store>,
         keys: Keys,
     ) -> Result<Arc<Engine>, EngineError> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("lethe/", env!("CARGO_PKG_VERSION")))
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .build()
-            .map_err(|e| EngineError::Invalid(format!("cannot build the HTTP client: {e}")))?;
+        // Redirects are never followed (see `connectors::redirect`), except to
+        // the same host by connectors that opt in; that client is built only then.
+        use crate::connectors::redirect::{self, FollowRedirects};
+        let build = |follow| {
+            redirect::client(follow)
+                .map_err(|e| EngineError::Invalid(format!("cannot build the HTTP client: {e}")))
+        };
+        let client = build(FollowRedirects::Never)?;
+        let mut same_host_client: Option<reqwest::Client> = None;
         let mut connectors = HashMap::new();
         let mut limits = HashMap::new();
         for p in &config.processors {
@@ -125,9 +129,18 @@ impl Engine {
                     spec.rate_per_second,
                 )),
             );
+            let client = match config.registry.follow_redirects(&p.connector) {
+                FollowRedirects::Never => client.clone(),
+                FollowRedirects::SameHost => match &same_host_client {
+                    Some(c) => c.clone(),
+                    None => same_host_client
+                        .insert(build(FollowRedirects::SameHost)?)
+                        .clone(),
+                },
+            };
             let c = config
                 .registry
-                .build(&p.connector, spec, client.clone())
+                .build(&p.connector, spec, client)
                 .ok_or_else(|| {
                     EngineError::Invalid(format!("unknown connector `{}`", p.connector))
                 })?;

@@ -15,6 +15,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use chrono::Utc;
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use subtle::ConstantTimeEq;
@@ -35,7 +36,7 @@ pub fn require_token(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError>
     let ok: bool = given
         .trim()
         .as_bytes()
-        .ct_eq(st.secrets.api_token.as_bytes())
+        .ct_eq(st.secrets.api_token.expose_secret().as_bytes())
         .into();
     if ok {
         Ok(())

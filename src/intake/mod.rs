@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod opendsr;
 pub mod outbox;
 pub mod signature;
+pub mod target;
 pub mod webhook;
 
 use crate::config::{Config, ConfigError};
@@ -27,19 +28,24 @@ use crate::engine::Engine;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use std::future::Future;
 use std::sync::Arc;
 
 /// Bodies larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// The intake's secrets, read from the environment variables that `[intake]` names.
-#[derive(Clone)]
+/// The intake's secrets, read from the environment variables that `[intake]`
+/// names. Held in `secrecy` types (zeroized on drop, never Debug-printed);
+/// the Ed25519 key zeroizes itself on drop (`ed25519-dalek`'s `zeroize`).
 pub struct Secrets {
-    /// HMAC key of `Lethe-Signature` (webhooks in, callbacks out).
-    pub webhook: Vec<u8>,
+    /// HMAC key of inbound webhooks' `Lethe-Signature`.
+    pub webhook: SecretSlice<u8>,
     /// The API bearer token.
-    pub api_token: String,
+    pub api_token: SecretString,
+    /// Signs outgoing status callbacks (never the webhook secret: a callback
+    /// receiver must not be able to forge intake requests).
+    pub callback: ed25519_dalek::SigningKey,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -48,32 +54,65 @@ impl std::fmt::Debug for Secrets {
     }
 }
 
+fn read_env(
+    config: &Config,
+    key: &str,
+    var: &str,
+    example: &str,
+) -> Result<SecretString, ConfigError> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Ok(SecretString::from(v.trim())),
+        _ => Err(ConfigError {
+            file: config.path.display().to_string(),
+            key: key.to_string(),
+            reason: format!(
+                "environment variable {var} is not set (the HTTP intake needs it; e.g. export {var}=\"$({example})\")"
+            ),
+        }),
+    }
+}
+
+/// The callback signing key from `[intake] callback_signing_key_env`: 32
+/// bytes, base64 (an Ed25519 seed). Missing or malformed is a config error.
+pub fn callback_key(config: &Config) -> Result<ed25519_dalek::SigningKey, ConfigError> {
+    use base64::Engine as _;
+    let var = &config.intake.callback_signing_key_env;
+    let key = "intake.callback_signing_key_env";
+    let text = read_env(config, key, var, "openssl rand -base64 32")?;
+    let bytes = zeroize::Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(text.expose_secret().as_bytes())
+            .unwrap_or_default(),
+    );
+    let seed: zeroize::Zeroizing<[u8; 32]> =
+        zeroize::Zeroizing::new(bytes.as_slice().try_into().map_err(|_| ConfigError {
+            file: config.path.display().to_string(),
+            key: key.to_string(),
+            reason: format!(
+                "environment variable {var} is not 32 bytes of base64 (the Ed25519 key that signs status callbacks; generate one with: openssl rand -base64 32)"
+            ),
+        })?);
+    Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+}
+
 impl Secrets {
-    /// Read both secrets; a missing or empty one is a config error naming the key and the variable.
+    /// Read the secrets; a missing or empty one is a config error naming the key and the variable.
     pub fn from_env(config: &Config) -> Result<Secrets, ConfigError> {
-        let read = |key: &str, var: &str| -> Result<String, ConfigError> {
-            match std::env::var(var) {
-                Ok(v) if !v.trim().is_empty() => Ok(v),
-                _ => Err(ConfigError {
-                    file: config.path.display().to_string(),
-                    key: key.to_string(),
-                    reason: format!(
-                        "environment variable {var} is not set (the HTTP intake needs it; e.g. export {var}=\"$(openssl rand -hex 32)\")"
-                    ),
-                }),
-            }
-        };
+        let webhook = read_env(
+            config,
+            "intake.webhook_secret_env",
+            &config.intake.webhook_secret_env,
+            "openssl rand -hex 32",
+        )?;
         Ok(Secrets {
-            webhook: read(
-                "intake.webhook_secret_env",
-                &config.intake.webhook_secret_env,
-            )?
-            .trim()
-            .as_bytes()
-            .to_vec(),
-            api_token: read("intake.api_token_env", &config.intake.api_token_env)?
-                .trim()
-                .to_string(),
+            webhook: SecretSlice::from(webhook.expose_secret().as_bytes().to_vec()),
+            api_token: read_env(
+                config,
+                "intake.api_token_env",
+                &config.intake.api_token_env,
+                "openssl rand -hex 32",
+            )?,
+            callback: callback_key(config)?,
         })
     }
 }

@@ -227,7 +227,7 @@ pub async fn create(
         .map_err(|e| ApiError::invalid("submitted_time", format!("not RFC 3339: {e}")))?;
     let subject = subject_from(&req.subject_identities)?;
     for (i, u) in req.status_callback_urls.iter().enumerate() {
-        check_callback_url(&format!("status_callback_urls[{i}]"), u)?;
+        check_callback_url(&st.engine.config, &format!("status_callback_urls[{i}]"), u)?;
     }
     let mut urls = req.status_callback_urls.clone();
     urls.dedup();

@@ -12,12 +12,20 @@
 //! out only the oldest undelivered row per (request, url).
 //!
 //! Delivery is at-least-once: receivers deduplicate by the `Lethe-Event-Id`
-//! header. Bodies are signed like webhooks: `Lethe-Signature: t=…,v1=…` over
-//! the raw body with the webhook secret. OpenDSR's own `X-OpenDSR-Signature`
-//! needs a CA-issued X.509 certificate, which lethe does not have.
+//! header. Bodies are signed with the callback key, not the webhook secret:
+//! `Lethe-Signature: t=…,ed25519=…` over `"<t>.<raw body>"` (see
+//! `signature.rs`). OpenDSR's own `X-OpenDSR-Signature` needs a CA-issued
+//! X.509 certificate, which lethe does not have.
+//!
+//! Where a callback goes is checked again here, after DNS resolution
+//! (`target.rs`): a target that resolves to an internal address is never
+//! sent to, its row is marked dead with the reason. Redirects are not
+//! followed (a 3xx is a failed delivery), and the client's resolver refuses
+//! internal addresses at connect time too.
 
 use super::opendsr::{opendsr_status, API_VERSION, PREFIX};
 use super::signature;
+use super::target::{check_resolved, AllowList};
 use crate::engine::Engine;
 use crate::store::{from_ms, ms, OutboxRow};
 use chrono::Utc;
@@ -57,11 +65,20 @@ pub fn body(engine: &Engine, row: &OutboxRow, req: &crate::store::RequestRow) ->
 }
 
 /// Deliver until `shutdown` resolves (a delivery in flight finishes first).
-pub async fn run(engine: Arc<Engine>, secret: Vec<u8>, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    engine: Arc<Engine>,
+    secrets: Arc<super::Secrets>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
+    let allow = Arc::new(
+        super::target::AllowList::parse(&engine.config.intake.callback_allow).unwrap_or_default(),
+    );
     let client = match reqwest::Client::builder()
         .user_agent(concat!("lethe/", env!("CARGO_PKG_VERSION")))
         .timeout(TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(Arc::new(super::target::PublicOnly(Arc::clone(&allow))))
         .build()
     {
         Ok(c) => c,
@@ -73,7 +90,7 @@ pub async fn run(engine: Arc<Engine>, secret: Vec<u8>, shutdown: impl Future<Out
     let idle = engine.config.worker.idle_poll.get();
     loop {
         let delivered = tokio::select! {
-            r = deliver_due(&engine, &client, &secret) => r,
+            r = deliver_due(&engine, &client, &secrets.callback, &allow) => r,
             _ = &mut shutdown => break,
         };
         let sleep_for = match delivered {
@@ -101,7 +118,8 @@ pub async fn run(engine: Arc<Engine>, secret: Vec<u8>, shutdown: impl Future<Out
 async fn deliver_due(
     engine: &Engine,
     client: &reqwest::Client,
-    secret: &[u8],
+    key: &ed25519_dalek::SigningKey,
+    allow: &AllowList,
 ) -> Result<usize, crate::store::StoreError> {
     let now = ms(Utc::now());
     let rows = engine
@@ -111,7 +129,7 @@ async fn deliver_due(
     let n = rows.len();
     let futs = rows
         .into_iter()
-        .map(|row| deliver_one(engine, client, secret, row));
+        .map(|row| deliver_one(engine, client, key, allow, row));
     for r in futures::future::join_all(futs).await {
         r?;
     }
@@ -121,7 +139,8 @@ async fn deliver_due(
 async fn deliver_one(
     engine: &Engine,
     client: &reqwest::Client,
-    secret: &[u8],
+    key: &ed25519_dalek::SigningKey,
+    allow: &AllowList,
     row: OutboxRow,
 ) -> Result<(), crate::store::StoreError> {
     let Some(req) = engine.store.get_request(&row.request_id).await? else {
@@ -130,22 +149,47 @@ async fn deliver_one(
             .outbox_failed(row.id, None, "the request no longer exists")
             .await;
     };
-    let bytes = serde_json::to_vec(&body(engine, &row, &req)).unwrap_or_default();
-    let sig = signature::sign(secret, Utc::now().timestamp(), &bytes);
-    let result = client
-        .post(&row.url)
-        .header("content-type", "application/json")
-        .header("Lethe-Signature", sig)
-        .header("Lethe-Event-Id", row.id.to_string())
-        .body(bytes)
-        .send()
-        .await;
+    let target = match check_resolved(&row.url, allow).await {
+        Err(refused) => {
+            crate::metrics::observe_callback("dead");
+            tracing::warn!(request = %row.request_id, callback = row.id, error = %refused, "callback target refused");
+            return engine.store.outbox_failed(row.id, None, &refused).await;
+        }
+        Ok(t) => t,
+    };
+    let result = match target {
+        Err(unresolved) => Err(unresolved),
+        Ok(()) => {
+            let bytes = serde_json::to_vec(&body(engine, &row, &req)).unwrap_or_default();
+            let sig = signature::sign_callback(key, Utc::now().timestamp(), &bytes);
+            client
+                .post(&row.url)
+                .header("content-type", "application/json")
+                .header("Lethe-Signature", sig)
+                .header("Lethe-Event-Id", row.id.to_string())
+                .body(bytes)
+                .send()
+                .await
+                .map_err(|e| {
+                    if e.is_timeout() {
+                        "timed out".to_string()
+                    } else if e.is_connect() {
+                        "connection refused or unreachable".to_string()
+                    } else {
+                        format!("request failed: {}", e.without_url())
+                    }
+                })
+        }
+    };
     let error = match result {
         Ok(r) if r.status().is_success() => None,
+        Ok(r) if r.status().is_redirection() => Some(format!(
+            "HTTP {} redirecting to {}; redirects are not followed",
+            r.status().as_u16(),
+            crate::connectors::redirect::location_host(&row.url, r.headers())
+        )),
         Ok(r) => Some(format!("HTTP {}", r.status().as_u16())),
-        Err(e) if e.is_timeout() => Some("timed out".to_string()),
-        Err(e) if e.is_connect() => Some("connection refused or unreachable".to_string()),
-        Err(e) => Some(format!("request failed: {}", e.without_url())),
+        Err(e) => Some(e),
     };
     let Some(error) = error else {
         crate::metrics::observe_callback("delivered");

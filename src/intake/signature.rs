@@ -7,6 +7,14 @@
 //! MAC covers the raw bytes, so it is checked before the body is parsed. The
 //! comparison is constant-time (`hmac`'s `verify_slice`). Several `v1=` values
 //! may be sent (while a secret is being rotated); one must match.
+//!
+//! Status callbacks are *not* signed with the webhook secret (a callback
+//! receiver holding it could forge intake requests): they carry
+//! `Lethe-Signature: t=<unix seconds>,ed25519=<hex Ed25519 signature of "<t>.<raw body>">`
+//! made with the callback signing key ([`sign_callback`]); receivers verify
+//! it with the public key `lethe intake key` prints ([`verify_callback`]).
+//! The webhook check ignores `ed25519=`, so a captured callback signature is
+//! never a valid webhook signature.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -96,6 +104,62 @@ pub fn verify(
     }
 }
 
+/// The callback header value for `body` at time `t`, signed with the callback key.
+pub fn sign_callback(key: &ed25519_dalek::SigningKey, t: i64, body: &[u8]) -> String {
+    use ed25519_dalek::Signer;
+    let mut msg = Vec::with_capacity(body.len() + 12);
+    msg.extend_from_slice(t.to_string().as_bytes());
+    msg.push(b'.');
+    msg.extend_from_slice(body);
+    format!("t={t},ed25519={}", hex::encode(key.sign(&msg).to_bytes()))
+}
+
+/// Check a callback header against `body` at `now` with the public key receivers pin.
+pub fn verify_callback(
+    key: &ed25519_dalek::VerifyingKey,
+    header: Option<&str>,
+    body: &[u8],
+    now: i64,
+) -> Result<(), SignatureError> {
+    let header = header.ok_or(SignatureError::Missing)?;
+    let mut t: Option<i64> = None;
+    let mut sig: Option<Vec<u8>> = None;
+    for part in header.split(',') {
+        let (k, v) = part
+            .trim()
+            .split_once('=')
+            .ok_or(SignatureError::Malformed("expected key=value pairs"))?;
+        match k {
+            "t" => {
+                t = Some(
+                    v.parse()
+                        .map_err(|_| SignatureError::Malformed("t is not a unix time"))?,
+                )
+            }
+            "ed25519" => {
+                sig = Some(
+                    hex::decode(v).map_err(|_| SignatureError::Malformed("ed25519 is not hex"))?,
+                )
+            }
+            _ => {}
+        }
+    }
+    let t = t.ok_or(SignatureError::Malformed("no t="))?;
+    let sig = sig.ok_or(SignatureError::Malformed("no ed25519="))?;
+    let sig = ed25519_dalek::Signature::from_slice(&sig)
+        .map_err(|_| SignatureError::Malformed("ed25519 is not 64 bytes"))?;
+    let skew = now.saturating_sub(t);
+    if skew.abs() > TOLERANCE_SECS {
+        return Err(SignatureError::Stale(skew));
+    }
+    let mut msg = Vec::with_capacity(body.len() + 12);
+    msg.extend_from_slice(t.to_string().as_bytes());
+    msg.push(b'.');
+    msg.extend_from_slice(body);
+    key.verify_strict(&msg, &sig)
+        .map_err(|_| SignatureError::Mismatch)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +203,26 @@ mod tests {
             Err(SignatureError::Stale(-301))
         );
         assert_eq!(verify(b"k", Some(&h), b"x", 1_300), Ok(()));
+    }
+
+    #[test]
+    fn a_callback_signature_verifies_with_the_callback_key_and_is_no_webhook_signature() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let h = sign_callback(&key, 1_000, b"{}");
+        assert_eq!(
+            verify_callback(&key.verifying_key(), Some(&h), b"{}", 1_010),
+            Ok(())
+        );
+        assert_eq!(
+            verify_callback(&key.verifying_key(), Some(&h), b"{ }", 1_010),
+            Err(SignatureError::Mismatch)
+        );
+        let other = ed25519_dalek::SigningKey::from_bytes(&[8u8; 32]);
+        assert_eq!(
+            verify_callback(&other.verifying_key(), Some(&h), b"{}", 1_010),
+            Err(SignatureError::Mismatch)
+        );
+        assert!(verify(&[7u8; 32], Some(&h), b"{}", 1_010).is_err());
     }
 
     #[test]

@@ -24,6 +24,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 /// The webhook body.
@@ -81,13 +82,17 @@ pub fn check_external_id(field: &str, id: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Check a callback URL: absolute http(s).
-pub fn check_callback_url(field: &str, u: &str) -> Result<(), ApiError> {
-    match url::Url::parse(u) {
-        Ok(p) if (p.scheme() == "http" || p.scheme() == "https") && p.host().is_some() => Ok(()),
-        Ok(_) => Err(ApiError::invalid(field, "must be an http(s) URL")),
-        Err(e) => Err(ApiError::invalid(field, format!("not a URL: {e}"))),
-    }
+/// Check a callback URL: https to a public address, or an origin listed in
+/// `[intake] callback_allow` (see `target.rs`).
+pub fn check_callback_url(
+    config: &crate::config::Config,
+    field: &str,
+    u: &str,
+) -> Result<(), ApiError> {
+    let allow = super::target::AllowList::parse(&config.intake.callback_allow).unwrap_or_default();
+    super::target::check_url(u, &allow)
+        .map(|_| ())
+        .map_err(|e| ApiError::invalid(field, e))
 }
 
 /// The handler.
@@ -100,15 +105,20 @@ pub async fn create(
     let header = headers
         .get(signature::HEADER)
         .map(|v| v.to_str().unwrap_or(""));
-    signature::verify(&st.secrets.webhook, header, &body, Utc::now().timestamp())
-        .map_err(|e| ApiError::unauthorized("Lethe-Signature", e.to_string()))?;
+    signature::verify(
+        st.secrets.webhook.expose_secret(),
+        header,
+        &body,
+        Utc::now().timestamp(),
+    )
+    .map_err(|e| ApiError::unauthorized("Lethe-Signature", e.to_string()))?;
     let req: WebhookRequest = parse_json(&body)?;
     req.identities
         .validate()
         .map_err(|e| ApiError::invalid("identities", e.to_string()))?;
     check_external_id("external_id", &req.external_id)?;
     if let Some(u) = &req.callback_url {
-        check_callback_url("callback_url", u)?;
+        check_callback_url(&st.engine.config, "callback_url", u)?;
     }
     st.engine
         .config

@@ -10,6 +10,41 @@ use std::time::{Duration, Instant};
 
 pub const SECRET: &str = "whsec-test-0123456789";
 pub const TOKEN: &str = "api-token-test-abcdef";
+/// The callback signing key (an Ed25519 seed, 32 bytes of base64).
+pub const CALLBACK_KEY: &str = "Y2FsbGJhY2sta2V5LWZvci10ZXN0cy0wMTIzNDU2Nzg=";
+
+/// The public key receivers pin, derived here independently of lethe.
+pub fn callback_public_key() -> ed25519_dalek::VerifyingKey {
+    use base64::Engine as _;
+    let seed: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(CALLBACK_KEY)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key()
+}
+
+/// Whether a callback's `Lethe-Signature: t=…,ed25519=…` verifies with `key` over the raw body.
+pub fn callback_signed_by(key: &ed25519_dalek::VerifyingKey, header: &str, body: &[u8]) -> bool {
+    let mut t = None;
+    let mut sig = None;
+    for p in header.split(',') {
+        match p.split_once('=') {
+            Some(("t", x)) => t = Some(x.to_string()),
+            Some(("ed25519", x)) => sig = hex::decode(x).ok(),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(sig)) = (t, sig) else {
+        return false;
+    };
+    let Ok(sig) = ed25519_dalek::Signature::from_slice(&sig) else {
+        return false;
+    };
+    let mut msg = format!("{t}.").into_bytes();
+    msg.extend_from_slice(body);
+    key.verify_strict(&msg, &sig).is_ok()
+}
 
 /// Retries in milliseconds, so tests do not wait minutes.
 pub const FAST_WORKFLOW: &str = r#"kind = "erasure"
@@ -49,6 +84,10 @@ pub async fn intake_env(backend: Backend, server: &wiremock::MockServer) -> (Tes
     intake_env_with(backend, server, "").await
 }
 
+/// The `[intake]` keys every test world gets: wiremock receivers listen on
+/// plain http on 127.0.0.1, which must be allow-listed.
+pub const TEST_CALLBACK_ALLOW: &str = "callback_allow = [\"http://127.0.0.1:*\"]";
+
 /// Like [`intake_env`], with extra `[worker]` keys.
 pub async fn intake_env_with(
     backend: Backend,
@@ -57,7 +96,7 @@ pub async fn intake_env_with(
 ) -> (TestEnv, u16) {
     let port = free_port();
     let body = format!(
-        "[worker]\nidle_poll = \"100ms\"\nlease = \"20s\"\n{worker}\n\n[intake]\nlisten = \"127.0.0.1:{port}\"\n\
+        "[worker]\nidle_poll = \"100ms\"\nlease = \"20s\"\n{worker}\n\n[intake]\nlisten = \"127.0.0.1:{port}\"\n{TEST_CALLBACK_ALLOW}\n\
          [intake.callback_retry]\ninitial = \"200ms\"\nfactor = 2.0\ncap = \"500ms\"\nmax_attempts = 100\njitter = false\n\n{}timeout = \"10s\"\n",
         fakes::processor_toml(server)
     );
@@ -67,6 +106,7 @@ pub async fn intake_env_with(
     env.set_env("MAILCHIMP_API_KEY", API_KEY);
     env.set_env("LETHE_WEBHOOK_SECRET", SECRET);
     env.set_env("LETHE_API_TOKEN", TOKEN);
+    env.set_env("LETHE_CALLBACK_KEY", CALLBACK_KEY);
     (env, port)
 }
 

@@ -2,13 +2,13 @@
 //! out, and the controller's callback receiver — down at first — gets
 //! `pending` → `in_progress` → `completed`, signed, once it is back.
 
-use crate::daemon::{free_port, intake_env, intake_env_with, Daemon, SECRET, TOKEN};
+use crate::daemon::{
+    callback_public_key, callback_signed_by, free_port, intake_env, intake_env_with, Daemon, TOKEN,
+};
 use crate::fakes;
 use crate::helpers::Backend;
 use crate::on_both_backends;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 use std::time::{Duration, Instant};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -32,24 +32,9 @@ fn create_body(id: &str, callback: &str) -> String {
     .to_string()
 }
 
-/// Check `Lethe-Signature` independently of lethe's code.
+/// Check `Lethe-Signature` (Ed25519, the callback key) independently of lethe's code.
 fn verify(header: &str, body: &[u8]) -> bool {
-    let mut t = None;
-    let mut v1 = None;
-    for p in header.split(',') {
-        match p.split_once('=') {
-            Some(("t", x)) => t = Some(x.to_string()),
-            Some(("v1", x)) => v1 = hex::decode(x).ok(),
-            _ => {}
-        }
-    }
-    let (Some(t), Some(v1)) = (t, v1) else {
-        return false;
-    };
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(SECRET.as_bytes()).unwrap();
-    m.update(format!("{t}.").as_bytes());
-    m.update(body);
-    m.verify_slice(&v1).is_ok()
+    callback_signed_by(&callback_public_key(), header, body)
 }
 
 on_both_backends!(
