@@ -10,6 +10,7 @@
 //! attempt and the confirming one both on the timeline; and a frozen daemon
 //! that wakes up after the takeover writes nothing.
 
+use crate::daemon::FAST_WORKFLOW;
 use crate::fakes::{self, ApiKey, API_KEY};
 use crate::helpers::{show, Backend, TestEnv};
 use crate::on_both_backends;
@@ -313,18 +314,6 @@ async fn the_idempotency_key_is_the_same_on_every_attempt_of_a_step(backend: Bac
         .collect();
     assert_eq!(keys, vec![format!("{id}:crm:erase"); 2]);
 }
-
-const FAST_WORKFLOW: &str = r#"kind = "erasure"
-[retry]
-initial = "200ms"
-factor = 2.0
-cap = "1s"
-max_attempts = 5
-jitter = false
-[[phase]]
-name = "all"
-select = ["*"]
-"#;
 
 async fn fast_env(backend: Backend, server: &MockServer) -> TestEnv {
     let mut env = TestEnv::new(
