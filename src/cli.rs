@@ -991,6 +991,7 @@ async fn package(
         &id,
         store::ms(Utc::now()),
         &identities,
+        config.store.export_retention.get(),
     )
     .await
     .map_err(|e| match e {

@@ -165,6 +165,20 @@ pub struct Manifest {
     pub processors: Vec<ManifestProcessor>,
     /// Every other file of the package with its SHA-256.
     pub files: Vec<ManifestFile>,
+    /// How lethe keeps the export files it packaged from.
+    pub at_rest: ManifestAtRest,
+}
+
+/// How the export files behind a package are kept at rest.
+#[derive(Debug, Clone, Serialize)]
+pub struct ManifestAtRest {
+    /// Every collected file was age-encrypted (mode 0600) on lethe's disk.
+    pub encrypted: bool,
+    /// When lethe deletes them (`[store] export_retention` after the request
+    /// closed; RFC 3339), or null while the request is open.
+    pub delete_after: Option<String>,
+    /// In words.
+    pub note: String,
 }
 
 /// The request in a manifest.
@@ -236,6 +250,7 @@ pub async fn build(
     id: &str,
     now: Millis,
     identities: &[age::x25519::Identity],
+    retention: std::time::Duration,
 ) -> Result<Package, PackageError> {
     let req = store
         .get_request(id)
@@ -256,6 +271,7 @@ pub async fn build(
         });
     }
     let steps = store.steps(&req.id).await?;
+    let mut all_encrypted = true;
     let mut files = vec![];
     let mut processors = vec![];
     for s in &steps {
@@ -276,6 +292,7 @@ pub async fn build(
                     .join(&req.id)
                     .join(format!("{}.json.age", s.processor));
                 let encrypted = sealed_path.exists();
+                all_encrypted &= encrypted;
                 let path = if encrypted {
                     sealed_path
                 } else {
@@ -352,6 +369,29 @@ pub async fn build(
         },
         processors,
         files: vec![],
+        at_rest: {
+            let delete_after = req
+                .completed_at
+                .map(|c| ts(c.saturating_add(retention.as_millis().min(i64::MAX as u128) as i64)));
+            ManifestAtRest {
+                encrypted: all_encrypted,
+                note: format!(
+                    "the export files lethe collected are {} on its disk and are deleted {}",
+                    if all_encrypted {
+                        "age-encrypted (mode 0600)"
+                    } else {
+                        "kept in plaintext (export_plaintext = true), mode 0600,"
+                    },
+                    match &delete_after {
+                        Some(t) =>
+                            format!("at {t} ([store] export_retention after the request closed)"),
+                        None =>
+                            "once the request closes and [store] export_retention has passed".into(),
+                    }
+                ),
+                delete_after,
+            }
+        },
     };
     let index = super::html::package_index(&manifest)
         .map_err(|e| PackageError::Io(format!("rendering index.html: {e}")))?

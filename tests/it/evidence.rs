@@ -1396,6 +1396,16 @@ async fn an_export_file_is_age_encrypted_0600_and_deleted_after_the_export_reten
         .await;
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(std::fs::read(base.join("files.json")).unwrap(), plain);
+    // The manifest records how the source files are kept, and until when.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(base.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["at_rest"]["encrypted"], true, "{manifest:#}");
+    assert!(
+        manifest["at_rest"]["delete_after"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("20")),
+        "{manifest:#}"
+    );
     // An altered encrypted file is refused.
     let sms = dir.join("sms.json.age");
     let mut b = std::fs::read(&sms).unwrap();
