@@ -683,7 +683,8 @@ impl Engine {
         }
     }
 
-    /// The recovery window of a processor whose erase only soft-deletes.
+    /// The recovery window of a processor whose erase only soft-deletes (the
+    /// same window its connector reports after a soft delete).
     fn soft_delete_window(&self, step: &StepRow) -> Option<Duration> {
         let def = self.config.registry.get(&step.connector)?;
         let soft =
@@ -697,10 +698,13 @@ impl Engine {
             .config
             .processors
             .iter()
-            .find(|p| p.name == step.processor);
-        p.and_then(|p| p.soft_delete_window.map(|w| w.get()))
-            .or(def.soft_delete_window.map(|w| w.get()))
-            .or(Some(Duration::from_secs(30 * 86400)))
+            .find(|p| p.name == step.processor)?;
+        Some(
+            self.config
+                .spec(p)
+                .soft_delete_window
+                .unwrap_or(Duration::from_secs(30 * 86400)),
+        )
     }
 
     fn write_export(

@@ -60,13 +60,15 @@ pub fn sign(secret: &[u8], t: i64, body: &[u8]) -> String {
     )
 }
 
-/// Check a header value against `body` at time `now` (unix seconds).
-pub fn verify(
-    secret: &[u8],
+/// The `t=` and every `scheme=` signature of a `Lethe-Signature` header;
+/// other schemes (v0, future versions) are ignored. `not_hex` and `missing`
+/// are the messages for a signature that is not hex, and for none at all.
+fn parse_header(
     header: Option<&str>,
-    body: &[u8],
-    now: i64,
-) -> Result<(), SignatureError> {
+    scheme: &str,
+    not_hex: &'static str,
+    missing: &'static str,
+) -> Result<(i64, Vec<Vec<u8>>), SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
     let mut t: Option<i64> = None;
     let mut sigs: Vec<Vec<u8>> = Vec::new();
@@ -75,27 +77,40 @@ pub fn verify(
             .trim()
             .split_once('=')
             .ok_or(SignatureError::Malformed("expected key=value pairs"))?;
-        match k {
-            "t" => {
-                t = Some(
-                    v.parse()
-                        .map_err(|_| SignatureError::Malformed("t is not a unix time"))?,
-                )
-            }
-            "v1" => {
-                sigs.push(hex::decode(v).map_err(|_| SignatureError::Malformed("v1 is not hex"))?)
-            }
-            _ => {} // other schemes (v0, future versions) are ignored
+        if k == "t" {
+            t = Some(
+                v.parse()
+                    .map_err(|_| SignatureError::Malformed("t is not a unix time"))?,
+            );
+        } else if k == scheme {
+            sigs.push(hex::decode(v).map_err(|_| SignatureError::Malformed(not_hex))?);
         }
     }
     let t = t.ok_or(SignatureError::Malformed("no t="))?;
     if sigs.is_empty() {
-        return Err(SignatureError::Malformed("no v1="));
+        return Err(SignatureError::Malformed(missing));
     }
+    Ok((t, sigs))
+}
+
+/// Refuse a signature time more than [`TOLERANCE_SECS`] from `now`.
+fn check_fresh(t: i64, now: i64) -> Result<(), SignatureError> {
     let skew = now.saturating_sub(t);
     if skew.abs() > TOLERANCE_SECS {
         return Err(SignatureError::Stale(skew));
     }
+    Ok(())
+}
+
+/// Check a header value against `body` at time `now` (unix seconds).
+pub fn verify(
+    secret: &[u8],
+    header: Option<&str>,
+    body: &[u8],
+    now: i64,
+) -> Result<(), SignatureError> {
+    let (t, sigs) = parse_header(header, "v1", "v1 is not hex", "no v1=")?;
+    check_fresh(t, now)?;
     let m = mac(secret, t, body);
     if sigs.iter().any(|s| m.clone().verify_slice(s).is_ok()) {
         Ok(())
@@ -104,14 +119,20 @@ pub fn verify(
     }
 }
 
-/// The callback header value for `body` at time `t`, signed with the callback key.
-pub fn sign_callback(key: &ed25519_dalek::SigningKey, t: i64, body: &[u8]) -> String {
-    use ed25519_dalek::Signer;
+/// What a callback signature covers: `"<t>.<raw body>"`.
+fn callback_message(t: i64, body: &[u8]) -> Vec<u8> {
     let mut msg = Vec::with_capacity(body.len() + 12);
     msg.extend_from_slice(t.to_string().as_bytes());
     msg.push(b'.');
     msg.extend_from_slice(body);
-    format!("t={t},ed25519={}", hex::encode(key.sign(&msg).to_bytes()))
+    msg
+}
+
+/// The callback header value for `body` at time `t`, signed with the callback key.
+pub fn sign_callback(key: &ed25519_dalek::SigningKey, t: i64, body: &[u8]) -> String {
+    use ed25519_dalek::Signer;
+    let sig = key.sign(&callback_message(t, body));
+    format!("t={t},ed25519={}", hex::encode(sig.to_bytes()))
 }
 
 /// Check a callback header against `body` at `now` with the public key receivers pin.
@@ -121,42 +142,13 @@ pub fn verify_callback(
     body: &[u8],
     now: i64,
 ) -> Result<(), SignatureError> {
-    let header = header.ok_or(SignatureError::Missing)?;
-    let mut t: Option<i64> = None;
-    let mut sig: Option<Vec<u8>> = None;
-    for part in header.split(',') {
-        let (k, v) = part
-            .trim()
-            .split_once('=')
-            .ok_or(SignatureError::Malformed("expected key=value pairs"))?;
-        match k {
-            "t" => {
-                t = Some(
-                    v.parse()
-                        .map_err(|_| SignatureError::Malformed("t is not a unix time"))?,
-                )
-            }
-            "ed25519" => {
-                sig = Some(
-                    hex::decode(v).map_err(|_| SignatureError::Malformed("ed25519 is not hex"))?,
-                )
-            }
-            _ => {}
-        }
-    }
-    let t = t.ok_or(SignatureError::Malformed("no t="))?;
-    let sig = sig.ok_or(SignatureError::Malformed("no ed25519="))?;
+    let (t, mut sigs) = parse_header(header, "ed25519", "ed25519 is not hex", "no ed25519=")?;
+    // The last one counts, as before.
+    let sig = sigs.pop().unwrap_or_default();
     let sig = ed25519_dalek::Signature::from_slice(&sig)
         .map_err(|_| SignatureError::Malformed("ed25519 is not 64 bytes"))?;
-    let skew = now.saturating_sub(t);
-    if skew.abs() > TOLERANCE_SECS {
-        return Err(SignatureError::Stale(skew));
-    }
-    let mut msg = Vec::with_capacity(body.len() + 12);
-    msg.extend_from_slice(t.to_string().as_bytes());
-    msg.push(b'.');
-    msg.extend_from_slice(body);
-    key.verify_strict(&msg, &sig)
+    check_fresh(t, now)?;
+    key.verify_strict(&callback_message(t, body), &sig)
         .map_err(|_| SignatureError::Mismatch)
 }
 

@@ -109,7 +109,12 @@ pub async fn count(server: &MockServer, m: &str, re: &str) -> usize {
 
 /// Percent-decode a request path (`%40` → `@`, `%2B` → `+`).
 pub fn decoded_path(req: &Request) -> String {
-    let p = req.url.path().as_bytes();
+    percent_decode(req.url.path())
+}
+
+/// Percent-decode one string.
+pub fn percent_decode(s: &str) -> String {
+    let p = s.as_bytes();
     let mut out = Vec::with_capacity(p.len());
     let mut i = 0;
     while i < p.len() {

@@ -44,22 +44,7 @@ enum Uses {
 
 /// Percent-decode one string.
 fn decode(s: &str) -> String {
-    let p = s.as_bytes();
-    let mut out = Vec::with_capacity(p.len());
-    let mut i = 0;
-    while i < p.len() {
-        if p[i] == b'%' && i + 2 < p.len() {
-            let hex = std::str::from_utf8(&p[i + 1..i + 3]).unwrap_or("zz");
-            if let Ok(b) = u8::from_str_radix(hex, 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(p[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::connectors_fakes::percent_decode(s)
 }
 
 /// The raw (still encoded) path segments of a request.
