@@ -195,7 +195,10 @@ impl Engine {
                     continue;
                 }
             }
-            retention.tick(self, tasks.is_empty()).await;
+            // Retention is not a shutdown's business: stopping waits only for in-flight steps.
+            if !stopping {
+                retention.tick(self, tasks.is_empty()).await;
+            }
             if tasks.is_empty() && (until_idle || stopping) {
                 break;
             }

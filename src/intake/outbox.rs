@@ -89,10 +89,13 @@ pub async fn run(
     };
     let idle = engine.config.worker.idle_poll.get();
     loop {
-        let delivered = tokio::select! {
-            r = deliver_due(&engine, &client, &secrets.callback, &allow) => r,
-            _ = &mut shutdown => break,
-        };
+        // Stop between deliveries, never inside one: a delivery dropped
+        // half-way could leave its store transaction open, holding SQLite's
+        // write lock until the busy timeout while the daemon shuts down.
+        if futures::FutureExt::now_or_never(&mut shutdown).is_some() {
+            break;
+        }
+        let delivered = deliver_due(&engine, &client, &secrets.callback, &allow).await;
         let sleep_for = match delivered {
             Ok(n) if n > 0 => continue,
             Ok(_) => match engine.store.next_outbox_wake().await {

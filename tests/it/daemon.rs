@@ -243,10 +243,16 @@ impl Daemon {
             .status()
             .expect("kill");
         assert!(st.success());
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("daemon did not stop within 30s of SIGTERM")
-            .expect("wait");
+        let status = match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
+            Ok(s) => s.expect("wait"),
+            Err(_) => {
+                let _ = self.child.start_kill();
+                panic!(
+                    "daemon did not stop within 30s of SIGTERM; log:\n{}",
+                    self.log_text()
+                );
+            }
+        };
         let log = self.log_text();
         assert!(status.success(), "daemon exit {status:?}; log:\n{log}");
         log
