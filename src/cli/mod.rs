@@ -1,0 +1,330 @@
+//! The command line. Parses arguments, loads and validates everything *before*
+//! touching the store (so bad input writes nothing), runs the verb, and maps
+//! errors to the documented exit codes: 0 ok; 1 something needs attention;
+//! 2 bad input or config; 3 store or network unavailable.
+//!
+//! One file per command or command group (as tokio's mini-redis does with
+//! `cmd/`): this file holds the clap types, the exit-code mapping, `main` and
+//! the dispatch, which only matches and calls; `helpers` holds what several
+//! commands share.
+
+mod audit;
+mod check;
+mod daemon;
+mod helpers;
+mod hold;
+mod init;
+mod intake;
+mod key;
+mod lifecycle;
+mod list;
+mod package;
+mod report;
+mod request;
+mod run;
+mod status;
+
+pub use audit::AuditCmd;
+pub use helpers::{shutdown_signal, subject_from_flags};
+pub use hold::HoldCmd;
+pub use intake::IntakeCmd;
+pub use key::KeyCmd;
+pub use request::{RequestArgs, RequestCmd};
+
+use crate::config::{Config, ConfigError};
+use crate::crypto::CryptoError;
+use crate::domain::IdentityError;
+use crate::engine::EngineError;
+use crate::store::StoreError;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// lethe: carries GDPR data-subject requests through every processor, durably, with evidence.
+#[derive(Debug, Parser)]
+#[command(name = "lethe", version, about)]
+pub struct Cli {
+    /// Config file (default: $LETHE_CONFIG, else ./lethe.toml).
+    #[arg(
+        long,
+        global = true,
+        env = "LETHE_CONFIG",
+        default_value = "lethe.toml"
+    )]
+    pub config: PathBuf,
+    /// The verb.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write an example lethe.toml.
+    Init {
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Validate config, connectors and workflows; reach each processor.
+    Check {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// File a request.
+    Request {
+        /// `erase` or `export`.
+        #[command(subcommand)]
+        kind: RequestCmd,
+    },
+    /// A request and every step.
+    Status {
+        /// Request id.
+        id: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Requests, newest first.
+    List {
+        /// Only this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only overdue requests.
+        #[arg(long)]
+        overdue: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Process due steps.
+    Run {
+        /// Process everything due now, then exit.
+        #[arg(long)]
+        until_idle: bool,
+    },
+    /// Worker, HTTP intake (when lethe.toml has `[intake]`) and callback delivery, until SIGTERM.
+    Daemon,
+    /// Failed steps back to pending.
+    Retry {
+        /// Request id.
+        id: String,
+        /// Only this processor.
+        #[arg(long)]
+        processor: Option<String>,
+    },
+    /// Cancel a request.
+    Cancel {
+        /// Request id.
+        id: String,
+    },
+    /// The one allowed deadline extension (+2 months).
+    Extend {
+        /// Request id.
+        id: String,
+        /// Why (the subject must be told).
+        #[arg(long)]
+        reason: String,
+    },
+    /// A manual processor has done its part: its step becomes done (confirmed).
+    Confirm {
+        /// Request id.
+        id: String,
+        /// The processor whose task was carried out.
+        #[arg(long)]
+        processor: String,
+        /// What was done (kept as evidence; identities in it are masked).
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// The audit trail.
+    Audit {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+    /// Run an erasure against local simulated processors and print the result.
+    Demo,
+    /// The HTTP intake's keys.
+    Intake {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: IntakeCmd,
+    },
+    /// Ad-hoc legal holds (litigation): erasure of the subject waits until released or ended.
+    Hold {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: HoldCmd,
+    },
+    /// A request's certificate (`report ID`), or a period report (`report --from D --to D`).
+    Report {
+        /// Request id: its certificate. Omit, and give --from and --to, for a period report.
+        id: Option<String>,
+        /// Period start: YYYY-MM-DD (inclusive, 00:00 UTC) or RFC 3339.
+        #[arg(long, conflicts_with = "id", requires = "to")]
+        from: Option<String>,
+        /// Period end: YYYY-MM-DD (inclusive: to the end of that day, UTC) or RFC 3339 (exclusive).
+        #[arg(long, conflicts_with = "id", requires = "from")]
+        to: Option<String>,
+        /// Output format (csv is for period reports).
+        #[arg(long, value_enum, default_value = "text")]
+        format: crate::report::Format,
+        /// Write to this file instead of standard output.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+    /// Package an export request's data: a directory and a zip (or, with a passphrase, an age-encrypted zip).
+    Package {
+        /// Request id (an export).
+        id: String,
+        /// Output path without extension (default: ./lethe-export-ID): writes DIR/ and DIR.zip, or DIR.zip.age.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// Encrypt with the passphrase in this environment variable (never on the command line).
+        #[arg(long)]
+        passphrase_env: Option<String>,
+        /// The age identity file (AGE-SECRET-KEY-1…) of [store] export_recipient, to decrypt the export files.
+        #[arg(long)]
+        identity_file: Option<PathBuf>,
+    },
+    /// Master keys of the identities at rest.
+    Key {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
+}
+
+/// An error with its exit code.
+#[derive(Debug)]
+pub struct Exit {
+    /// Exit code.
+    pub code: u8,
+    /// Message.
+    pub error: anyhow::Error,
+}
+
+/// Exit code for an error, by what caused it.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if cause.is::<ConfigError>()
+            || cause.is::<IdentityError>()
+            || cause.is::<CryptoError>()
+            || cause.is::<BadInput>()
+        {
+            return 2;
+        }
+        if let Some(s) = cause.downcast_ref::<StoreError>() {
+            return match s {
+                StoreError::Unavailable(_) | StoreError::Migrate(_) => 3,
+                _ => 1,
+            };
+        }
+        if let Some(en) = cause.downcast_ref::<EngineError>() {
+            return match en {
+                EngineError::Store(StoreError::Unavailable(_)) => 3,
+                EngineError::Invalid(_)
+                | EngineError::NoRequest(_)
+                | EngineError::ExternalIdConflict(_) => 2,
+                _ => 1,
+            };
+        }
+    }
+    1
+}
+
+/// Bad input found at the edge.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// Entry point used by `main.rs`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let daemon = matches!(cli.command, Command::Daemon);
+    init_tracing(daemon);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn init_tracing(daemon: bool) {
+    let default = if daemon { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Run a parsed command; returns the exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    if let Command::Init { force } = &cli.command {
+        return init::init(&cli, *force);
+    }
+    if let Command::Demo = &cli.command {
+        return crate::demo::run().await;
+    }
+    let config = Config::load(&cli.config)?;
+    match cli.command {
+        Command::Init { .. } | Command::Demo => unreachable!("handled above"),
+        Command::Report {
+            id,
+            from,
+            to,
+            format,
+            output,
+        } => report::report(config, id, from, to, format, output).await,
+        Command::Package {
+            id,
+            output,
+            passphrase_env,
+            identity_file,
+        } => package::package(config, id, output, passphrase_env, identity_file).await,
+        Command::Key {
+            cmd: KeyCmd::Rotate { json },
+        } => key::key_rotate(config, json).await,
+        Command::Check { json } => check::check(config, json).await,
+        Command::Request { kind } => request::request(config, kind).await,
+        Command::Status { id, json } => status::status(config, id, json).await,
+        Command::List {
+            status,
+            overdue,
+            json,
+        } => list::list(config, status, overdue, json).await,
+        Command::Run { until_idle } => run::run(config, until_idle).await,
+        Command::Daemon => daemon::daemon(config).await,
+        Command::Retry { id, processor } => lifecycle::retry(config, id, processor).await,
+        Command::Cancel { id } => lifecycle::cancel(config, id).await,
+        Command::Extend { id, reason } => lifecycle::extend(config, id, reason).await,
+        Command::Hold { cmd } => hold::hold(config, cmd).await,
+        Command::Confirm {
+            id,
+            processor,
+            note,
+        } => lifecycle::confirm(config, id, processor, note).await,
+        Command::Intake {
+            cmd: IntakeCmd::Key { json },
+        } => intake::key(config, json).await,
+        Command::Audit {
+            cmd: AuditCmd::Verify { json },
+        } => audit::verify(config, json).await,
+    }
+}
