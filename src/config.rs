@@ -5,8 +5,8 @@
 
 use crate::connectors::http::ProcessorSpec;
 use crate::connectors::{Category, Registry};
+use crate::domain::workflow::Workflows;
 use crate::domain::HumanDuration;
-use crate::engine::workflow::Workflows;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -107,7 +107,7 @@ pub struct IntakeSection {
     pub opendsr_controller_id: String,
     /// How undelivered status callbacks are retried (backoff from `backon`).
     #[serde(default)]
-    pub callback_retry: crate::engine::workflow::RetryPolicy,
+    pub callback_retry: crate::domain::retry::RetryPolicy,
     /// Env var with the Ed25519 key (32 bytes, base64) that signs status
     /// callbacks; `lethe intake key` prints the public key receivers pin.
     #[serde(default = "d_callback_key")]

@@ -1,5 +1,7 @@
-//! Validated domain types and the pure step saga. Imports nothing else of lethe's.
+//! Validated domain types (requests, identities, processor categories, workflow
+//! files) and the pure step saga. Imports nothing else of lethe's.
 
+pub mod category;
 pub mod duration;
 pub mod event;
 pub mod identity;
@@ -7,10 +9,12 @@ pub mod policy;
 pub mod request;
 pub mod retry;
 pub mod step;
+pub mod workflow;
 
 #[cfg(test)]
 mod proptests;
 
+pub use category::Category;
 pub use duration::HumanDuration;
 pub use identity::{CustomerId, Email, IdentityError, Name, Phone, Subject};
 pub use policy::{hold_gate, HoldGate, HoldSpan};

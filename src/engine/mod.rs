@@ -10,7 +10,9 @@ pub mod manual;
 pub mod planner;
 pub mod retention;
 pub mod worker;
-pub mod workflow;
+/// Workflow files now live in `domain` (config needs them, and config must not
+/// depend on the engine); this path is kept so existing imports still resolve.
+pub use crate::domain::workflow;
 
 use crate::config::Config;
 use crate::connectors::{Connector, ConnectorError, Evidence};

@@ -4,9 +4,9 @@
 //! already on the subject), and again by the worker just before every erase
 //! call, so a hold added later still stops the call.
 
-use super::workflow::WorkflowDef;
 use crate::config::Config;
 use crate::domain::policy::FOREVER_MS;
+use crate::domain::workflow::WorkflowDef;
 use crate::domain::{hold_gate, Action, HoldGate, HoldSpan, RequestKind, StepState};
 use crate::store::{HoldRow, Millis, NewStep};
 

@@ -7,11 +7,11 @@
 //! call is in flight, a heartbeat extends the lease; a worker that dies stops
 //! heart-beating, its lease expires, and another worker takes the step over.
 
-use super::workflow::RetryPolicy;
 use super::{Engine, EngineError};
 use crate::connectors::lease::Lease;
 use crate::connectors::{CallContext, ConnectorError, Erase, ErrorClass, Evidence, Export, Verify};
 use crate::domain::policy::FOREVER_MS;
+use crate::domain::retry::RetryPolicy;
 use crate::domain::{hold_gate, Action, HoldGate, Outcome, Phase, StepEvent, StepState, Subject};
 use crate::store::{ms, Applied, ChangeSet, Millis, RequestPatch, StepChange, StepRow};
 use chrono::Utc;

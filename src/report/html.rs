@@ -6,7 +6,7 @@
 //! the SVG is drawn here, where the arithmetic is, with every text escaped.
 
 use super::certificate::{Certificate, ProcessorRow};
-use super::package::Manifest;
+use super::manifest::Manifest;
 use super::{escape, human_ms, PeriodReport};
 use minijinja::{context, Environment, Value};
 

@@ -14,11 +14,12 @@
 pub mod certificate;
 pub mod csv;
 pub mod html;
+pub mod manifest;
 pub mod package;
 pub mod period;
 
 pub use certificate::Certificate;
-pub use package::Manifest;
+pub use manifest::Manifest;
 pub use period::PeriodReport;
 
 use crate::store::{from_ms, Millis};

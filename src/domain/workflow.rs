@@ -2,9 +2,9 @@
 //! which processors take part and in which order, the retry policy, and the
 //! legal-hold rules. Built-in ones are embedded; `workflows_dir` adds or replaces.
 
-use crate::connectors::Category;
-pub use crate::domain::retry::RetryPolicy;
-use crate::domain::{HumanDuration, RequestKind};
+use super::category::Category;
+pub use super::retry::RetryPolicy;
+use super::{HumanDuration, RequestKind};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
