@@ -8,6 +8,7 @@ mod connectors_fakes;
 mod connectors_specific;
 mod connectors_suite;
 mod daemon;
+mod demo;
 mod evidence;
 mod external_ids;
 mod fakes;
