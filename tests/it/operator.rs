@@ -388,8 +388,9 @@ async fn a_reader_that_stops_early_ends_lethe_list_quietly(backend: Backend) {
         env.erase(&format!("person{i}@example.com")).await;
     }
     // A pipe whose reader is gone before lethe writes: every write fails with EPIPE.
-    let (reader, writer) = std::io::pipe().unwrap();
+    let (writer, reader) = tokio::net::unix::pipe::pipe().unwrap();
     drop(reader);
+    let writer = std::process::Stdio::from(writer.into_blocking_fd().unwrap());
     let out = env
         .command(&["list"])
         .stdout(writer)
