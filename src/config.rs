@@ -190,6 +190,9 @@ fn d_lease() -> HumanDuration {
     HumanDuration(Duration::ZERO)
 }
 
+/// The longest processor name (it names export files and metric labels).
+const MAX_PROCESSOR_NAME: usize = 64;
+
 /// The shortest lease chosen when `lease` is unset.
 const MIN_AUTO_LEASE: Duration = Duration::from_secs(60);
 fn d_idle() -> HumanDuration {
@@ -346,6 +349,11 @@ impl Config {
                 ),
             ));
         }
+        let mut raw = raw;
+        // A relative SQLite file is relative to this file's directory, like the
+        // directory settings: `lethe --config /srv/x/lethe.toml list` run from
+        // anywhere opens /srv/x/lethe.db.
+        raw.store.url = resolve_sqlite_url(&raw.store.url, &base);
         check_env_name(&raw.store.key_env).map_err(|r| err("store.key_env", r))?;
         for v in &raw.store.old_key_envs {
             check_env_name(v).map_err(|r| err("store.old_key_envs", r))?;
@@ -404,6 +412,7 @@ impl Config {
         for (i, p) in raw.processors.iter().enumerate() {
             let key = |k: &str| format!("processor[{i}].{k}");
             if p.name.is_empty()
+                || p.name.len() > MAX_PROCESSOR_NAME
                 || !p
                     .name
                     .chars()
@@ -411,7 +420,10 @@ impl Config {
             {
                 return Err(err(
                     &key("name"),
-                    format!("`{}` must be letters, digits, `_` or `-`", p.name),
+                    format!(
+                        "`{}` cannot be a file name (export files are named after the processor): use 1 to {MAX_PROCESSOR_NAME} letters, digits, `_` or `-`",
+                        p.name
+                    ),
                 ));
             }
             if !names.insert(p.name.clone()) {
@@ -530,7 +542,6 @@ impl Config {
             }
         }
 
-        let mut raw = raw;
         if auto_lease {
             raw.worker.lease = HumanDuration(MIN_AUTO_LEASE.max(longest_timeout * 2));
         }
@@ -551,11 +562,35 @@ impl Config {
         })
     }
 
+    /// The SQLite file of `[store] url` (already resolved against this file's
+    /// directory), or None for PostgreSQL and in-memory databases.
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
+        sqlite_file(&self.store.url)
+    }
+
+    /// For commands that only read or act on what exists: refuse a SQLite
+    /// store whose file does not exist, naming the path, instead of creating
+    /// an empty database (exit code 2).
+    pub fn require_existing_store(&self) -> Result<(), ConfigError> {
+        match self.sqlite_file() {
+            Some(f) if !f.exists() => Err(ConfigError {
+                file: self.path.display().to_string(),
+                key: "store.url".into(),
+                reason: format!(
+                    "the SQLite store {} does not exist (a relative path is relative to this file's directory; `lethe request`, `lethe run` or `lethe daemon` create it)",
+                    f.display()
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// The connector-facing description of a processor.
     pub fn spec(&self, p: &ProcessorConfig) -> ProcessorSpec {
         let def = self.registry.get(&p.connector);
         ProcessorSpec {
             name: p.name.clone(),
+            config_file: self.path.display().to_string(),
             base_url: p
                 .base_url
                 .clone()
@@ -590,6 +625,72 @@ impl Config {
                 .unwrap_or(Category::Other)
         })
     }
+}
+
+/// The file part of a `sqlite:` URL, split from its `?query`; None for an
+/// in-memory database.
+fn sqlite_parts(url: &str) -> Option<(&str, Option<&str>)> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (file, query) = match rest.split_once('?') {
+        Some((f, q)) => (f, Some(q)),
+        None => (rest, None),
+    };
+    let memory = file.is_empty()
+        || file == ":memory:"
+        || query.is_some_and(|q| q.split('&').any(|kv| kv == "mode=memory"));
+    (!memory).then_some((file, query))
+}
+
+/// The SQLite file a `sqlite:` URL names (percent-decoded as sqlx decodes
+/// it), or None for PostgreSQL and in-memory databases.
+pub fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let (file, _) = sqlite_parts(url)?;
+    Some(PathBuf::from(percent_decode(file)))
+}
+
+/// `url` with a relative SQLite file made relative to `base` (the config
+/// file's directory); other URLs unchanged.
+pub fn resolve_sqlite_url(url: &str, base: &Path) -> String {
+    let Some((file, query)) = sqlite_parts(url) else {
+        return url.to_string();
+    };
+    let path = PathBuf::from(percent_decode(file));
+    if path.is_absolute() || base.as_os_str().is_empty() {
+        return url.to_string();
+    }
+    let joined = base.join(&path).display().to_string();
+    // sqlx percent-decodes the file part: keep `%`, `?` and `#` in the directory literal.
+    let encoded = joined
+        .replace('%', "%25")
+        .replace('?', "%3F")
+        .replace('#', "%23");
+    match query {
+        Some(q) => format!("sqlite://{encoded}?{q}"),
+        None => format!("sqlite://{encoded}"),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn check_env_name(v: &str) -> Result<(), String> {
@@ -677,6 +778,27 @@ mod tests {
         );
         let e = Config::parse(Path::new("lethe.toml"), &t).unwrap_err();
         assert!(e.reason.contains("forever"), "{e}");
+    }
+
+    #[test]
+    fn a_relative_sqlite_file_is_relative_to_the_config_files_directory() {
+        let c = Config::parse(Path::new("/srv/x/lethe.toml"), EXAMPLE).unwrap();
+        assert_eq!(c.store.url, "sqlite:///srv/x/lethe.db");
+        assert_eq!(c.sqlite_file(), Some(PathBuf::from("/srv/x/lethe.db")));
+        let base = Path::new("/srv/x");
+        for (url, want) in [
+            ("sqlite:///var/lib/l.db", "sqlite:///var/lib/l.db"),
+            (
+                "sqlite:db/l.db?mode=rwc",
+                "sqlite:///srv/x/db/l.db?mode=rwc",
+            ),
+            ("sqlite::memory:", "sqlite::memory:"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+        ] {
+            assert_eq!(resolve_sqlite_url(url, base), want, "{url}");
+        }
+        let odd = resolve_sqlite_url("sqlite://l.db", Path::new("/a b/50%?#"));
+        assert_eq!(sqlite_file(&odd), Some(PathBuf::from("/a b/50%?#/l.db")));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod connectors;
@@ -19,4 +20,5 @@ pub mod metrics;
 pub mod report;
 pub mod sim;
 pub mod store;
+pub mod term;
 pub mod view;

@@ -231,3 +231,15 @@ impl StepView {
         }
     }
 }
+
+/// A hold's state at `now`: `released` (by `lethe hold release`), `ended`
+/// (its `until` passed) or `active`.
+pub fn hold_status(h: &crate::store::HoldRow, now: crate::store::Millis) -> &'static str {
+    if h.released_at.is_some() {
+        "released"
+    } else if h.until_at.is_some_and(|u| u <= now) {
+        "ended"
+    } else {
+        "active"
+    }
+}

@@ -73,6 +73,7 @@ pub(super) fn hold_json(h: &crate::store::HoldRow) -> serde_json::Value {
         "processor": h.processor,
         "created_at": ts(h.created_at),
         "released_at": h.released_at.map(ts),
+        "status": crate::view::hold_status(h, store::ms(Utc::now())),
     })
 }
 
@@ -129,12 +130,16 @@ pub(super) async fn hold(config: Config, cmd: HoldCmd) -> anyhow::Result<u8> {
                     serde_json::to_string_pretty(&holds.iter().map(hold_json).collect::<Vec<_>>())?
                 );
             } else {
-                println!("{:<36}  {:<24}  {:<24}  BASIS", "ID", "SUBJECT", "UNTIL");
+                println!(
+                    "{:<36}  {:<8}  {:<24}  {:<24}  BASIS",
+                    "ID", "STATUS", "SUBJECT", "UNTIL"
+                );
                 for h in &holds {
                     let v = hold_json(h);
                     println!(
-                        "{:<36}  {:<24}  {:<24}  {}",
+                        "{:<36}  {:<8}  {:<24}  {:<24}  {}",
                         h.id,
+                        v["status"].as_str().unwrap_or(""),
                         h.subject_masked,
                         v["until"].as_str().unwrap_or("until released"),
                         h.basis

@@ -17,6 +17,6 @@ pub(super) fn init(cli: &Cli, force: bool) -> anyhow::Result<u8> {
     std::fs::write(&cli.config, EXAMPLE)
         .with_context(|| format!("writing {}", cli.config.display()))?;
     println!("wrote {}", cli.config.display());
-    println!("next: export LETHE_KEY=\"$(openssl rand -base64 32)\" (keep it safe), set MAILCHIMP_API_KEY, then `lethe check`");
+    println!("next: export LETHE_KEY=\"$(openssl rand -base64 32)\" (keep it safe), set MAILCHIMP_API_KEY and the [intake] variables (or delete that section), then `lethe check`");
     Ok(0)
 }

@@ -71,6 +71,9 @@ pub enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// The longest wait for each processor's answer.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
     },
     /// File a request.
     Request {
@@ -242,6 +245,7 @@ pub struct BadInput(pub String);
 
 /// Entry point used by `main.rs`.
 pub fn main() -> ExitCode {
+    crate::term::exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
     let daemon = matches!(cli.command, Command::Daemon);
     init_tracing(daemon);
@@ -271,6 +275,7 @@ fn init_tracing(daemon: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(crate::term::colour_stderr())
         .try_init();
 }
 
@@ -283,6 +288,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         return crate::demo::run().await;
     }
     let config = Config::load(&cli.config)?;
+    if reads_an_existing_store(&cli.command) {
+        config.require_existing_store()?;
+    }
     match cli.command {
         Command::Init { .. } | Command::Demo => unreachable!("handled above"),
         Command::Report {
@@ -301,7 +309,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Key {
             cmd: KeyCmd::Rotate { json },
         } => key::key_rotate(config, json).await,
-        Command::Check { json } => check::check(config, json).await,
+        Command::Check { json, timeout } => check::check(config, json, timeout).await,
         Command::Request { kind } => request::request(config, kind).await,
         Command::Status { id, json } => status::status(config, id, json).await,
         Command::List {
@@ -327,4 +335,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             cmd: AuditCmd::Verify { json },
         } => audit::verify(config, json).await,
     }
+}
+
+/// A human duration flag (`10s`, `500ms`).
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::domain::HumanDuration::parse(s)
+        .map(|d| d.get())
+        .map_err(|e| e.to_string())
+}
+
+/// Commands that only read, or act on what exists: against a SQLite file
+/// that does not exist they fail (exit 2) instead of creating an empty one.
+fn reads_an_existing_store(c: &Command) -> bool {
+    !matches!(
+        c,
+        Command::Init { .. }
+            | Command::Demo
+            | Command::Check { .. }
+            | Command::Request { .. }
+            | Command::Run { .. }
+            | Command::Daemon
+            | Command::Intake { .. }
+            | Command::Hold {
+                cmd: HoldCmd::Add { .. }
+            }
+    )
 }

@@ -60,6 +60,10 @@ pub use crate::domain::Category;
 pub struct ConnectorDef {
     /// The name processors refer to (`connector = "mailchimp"`).
     pub name: String,
+    /// The file it was read from (`connectors/x.toml (built in)` for the
+    /// built-in ones), for messages.
+    #[serde(skip)]
+    pub file: String,
     /// The processor category.
     pub category: Category,
     /// One line for people.
@@ -643,7 +647,10 @@ impl ConnectorDef {
             reason: e.message().to_string(),
         })?;
         def.validate(file)?;
-        Ok(def)
+        Ok(ConnectorDef {
+            file: file.to_string(),
+            ..def
+        })
     }
 
     fn validate(&self, file: &str) -> Result<(), DefinitionError> {

@@ -28,6 +28,8 @@ use std::time::{Duration, SystemTime};
 pub struct ProcessorSpec {
     /// The processor's name (`newsletter`).
     pub name: String,
+    /// The config file the processor is defined in, for messages.
+    pub config_file: String,
     /// Base URL, without a trailing slash.
     pub base_url: String,
     /// Settings (list ids, subdomains…).
@@ -176,7 +178,14 @@ impl HttpConnector {
                 continue;
             }
             let value = if is_template {
-                let value = self.render(&format!("setting `{k}`"), v, &sctx)?;
+                let value = self.env.render_str(v, &sctx).map_err(|e| {
+                    ConnectorError::permanent(format!(
+                        "processor `{}` ({}): setting `{k}` could not be rendered: {}",
+                        self.spec.name,
+                        self.spec.config_file,
+                        super::template::describe_error(&self.env, v, false, &sctx, &e)
+                    ))
+                })?;
                 // A per-subject setting is a folder, an account, a path: it may
                 // never climb out of the subject's own place.
                 if super::template::has_dot_segment(&value) {
@@ -204,8 +213,11 @@ impl HttpConnector {
     fn render(&self, what: &str, template: &str, ctx: &Value) -> Result<String, ConnectorError> {
         self.env.render_str(template, ctx).map_err(|e| {
             ConnectorError::permanent(format!(
-                "processor `{}`: connector `{}` could not render {what}: {e}",
-                self.spec.name, self.def.name
+                "processor `{}`: connector `{}` ({}) could not render {what}: {}",
+                self.spec.name,
+                self.def.name,
+                self.def.file,
+                super::template::describe_error(&self.env, template, false, ctx, &e)
             ))
         })
     }
@@ -482,8 +494,10 @@ impl HttpConnector {
                     let ctx = self.context(cx, &st.vars, &st.secrets, Some(&item))?;
                     let keep = compiled.eval(&ctx).map_err(|e| {
                         ConnectorError::permanent(format!(
-                            "connector `{}`: for_each_if of call {i} failed: {e}",
-                            self.def.name
+                            "connector `{}` ({}): for_each_if of call {i} failed: {}",
+                            self.def.name,
+                            self.def.file,
+                            super::template::describe_error(&self.env, expr, true, &ctx, &e)
                         ))
                     })?;
                     if keep.is_true() {
@@ -528,8 +542,11 @@ impl HttpConnector {
         };
         let rendered = self.path_env.render_str(&call.path, ctx).map_err(|e| {
             ConnectorError::permanent(format!(
-                "processor `{}`: connector `{}` could not render the path of {which}: {e}",
-                self.spec.name, self.def.name
+                "processor `{}`: connector `{}` ({}) could not render the path of {which}: {}",
+                self.spec.name,
+                self.def.name,
+                self.def.file,
+                super::template::describe_error(&self.path_env, &call.path, false, ctx, &e)
             ))
         })?;
         let Some(rest) = rendered.strip_prefix('/') else {
@@ -1325,6 +1342,7 @@ mod tests {
     fn connector(server: &MockServer, text: &str) -> HttpConnector {
         let def = ConnectorDef::parse("t.toml", text).expect("definition");
         let spec = ProcessorSpec {
+            config_file: "lethe.toml".into(),
             name: "p".into(),
             base_url: server.uri(),
             settings: [(
@@ -1621,6 +1639,7 @@ json = '{"subject": {{ subject | tojson }}}'
 "#;
         let def = ConnectorDef::parse("t.toml", text).unwrap();
         let spec = ProcessorSpec {
+            config_file: "lethe.toml".into(),
             name: "p".into(),
             base_url: server.uri(),
             settings: BTreeMap::new(),

@@ -453,7 +453,7 @@ mod tests {
         let s = Scrubber::new(&jane());
         assert_eq!(
             s.scrub("customer CUS_123 (Jane Doe) / JANE DOE / jane+doe / Jane%20Doe / cus%5F123"),
-            "customer cu*** (J. D.) / J. D. / J. D. / J. D. / cu***"
+            "customer c*** (J. D.) / J. D. / J. D. / J. D. / c***"
         );
     }
 

@@ -213,6 +213,80 @@ pub fn path_environment() -> Environment<'static> {
     });
     env
 }
+/// The variables `source` (a template, or an expression when `expression`)
+/// reads from its context, as dotted paths (`subject.email`, `item`): what
+/// it declares itself and the environment's globals (`range`…) left out.
+/// Empty if it does not compile (that is reported elsewhere).
+pub fn variables(
+    env: &Environment<'static>,
+    source: &str,
+    expression: bool,
+) -> std::collections::BTreeSet<String> {
+    let found = if expression {
+        env.compile_expression(source)
+            .map(|e| e.undeclared_variables(true))
+    } else {
+        env.template_from_str(source)
+            .map(|t| t.undeclared_variables(true))
+    };
+    let globals: std::collections::BTreeSet<&str> = env.globals().map(|(k, _)| k).collect();
+    found
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| !globals.contains(v.split('.').next().unwrap_or(v)))
+        .collect()
+}
+
+/// The variables of `source` that `ctx` does not define: for an error that
+/// names them (`subject.emial`) instead of minijinja's bare "undefined value".
+pub fn undefined_in(
+    env: &Environment<'static>,
+    source: &str,
+    expression: bool,
+    ctx: &serde_json::Value,
+) -> Vec<String> {
+    variables(env, source, expression)
+        .into_iter()
+        .filter(|path| {
+            let mut at = ctx;
+            for seg in path.split('.') {
+                match at {
+                    serde_json::Value::Object(m) => match m.get(seg) {
+                        Some(v) => at = v,
+                        None => return true,
+                    },
+                    // A lookup into a non-object: not a plain missing name.
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .collect()
+}
+
+/// Describe a render error: for an undefined value, which variables are
+/// undefined (`` `subject.emial` is undefined``); otherwise minijinja's message.
+pub fn describe_error(
+    env: &Environment<'static>,
+    source: &str,
+    expression: bool,
+    ctx: &serde_json::Value,
+    e: &Error,
+) -> String {
+    if e.kind() == ErrorKind::UndefinedError {
+        let missing = undefined_in(env, source, expression, ctx);
+        if !missing.is_empty() {
+            let names: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();
+            return format!(
+                "{} {} undefined (an undefined value is an error, never an empty string)",
+                names.join(", "),
+                if names.len() == 1 { "is" } else { "are" }
+            );
+        }
+    }
+    e.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +329,17 @@ mod tests {
                 context! { subject => context!{ email => "x" } }
             )
             .is_err());
+    }
+
+    #[test]
+    fn an_undefined_value_error_names_the_variable() {
+        let env = environment();
+        let src = "{{ subject.emial }}/{{ item.id }}{% for x in range(2) %}{{ x }}{% endfor %}";
+        let ctx = serde_json::json!({"subject": {"email": "x"}, "item": {"id": 1}});
+        let e = env.render_str(src, &ctx).unwrap_err();
+        let m = describe_error(&env, src, false, &ctx, &e);
+        assert!(m.contains("`subject.emial` is undefined"), "{m}");
+        assert_eq!(undefined_in(&env, src, false, &ctx), vec!["subject.emial"]);
     }
 
     #[test]

@@ -138,14 +138,14 @@ impl Email {
         &self.given
     }
 
-    /// A masked form for display: `j***@example.com`.
+    /// A masked form for display: `j***@example.com` (a local part shorter
+    /// than four characters shows none of them: `***@example.com`).
     pub fn masked(&self) -> String {
         let (local, domain) = self
             .normalised
             .rsplit_once('@')
             .unwrap_or(("", &self.normalised));
-        let first: String = local.chars().take(1).collect();
-        format!("{first}***@{domain}")
+        format!("{}***@{domain}", visible_prefix(local, 1))
     }
 }
 
@@ -169,6 +169,13 @@ impl fmt::Display for Email {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.masked())
     }
+}
+
+/// The start of a value a masked form may show: at most `max` characters and
+/// at most a quarter of the value, so a short value shows nothing.
+fn visible_prefix(value: &str, max: usize) -> String {
+    let n = value.chars().count();
+    value.chars().take(max.min(n / 4)).collect()
 }
 
 /// A phone number in E.164 form: `+`, the country code, the national number.
@@ -433,10 +440,10 @@ impl CustomerId {
     pub fn expose(&self) -> &str {
         &self.0
     }
-    /// Masked: first two characters, then stars.
+    /// Masked: at most the first two characters, and at most a quarter of
+    /// the id, then stars (`cust-0042` → `cu***`, `cus_123` → `c***`, `c1` → `***`).
     pub fn masked(&self) -> String {
-        let head: String = self.0.chars().take(2).collect();
-        format!("{head}***")
+        format!("{}***", visible_prefix(&self.0, 2))
     }
 }
 impl TryFrom<String> for CustomerId {

@@ -205,6 +205,8 @@ impl WorkflowDef {
 pub struct Workflows {
     /// By name.
     pub by_name: BTreeMap<String, WorkflowDef>,
+    /// The file each was read from (`workflows/erasure.toml (built in)`), by name.
+    pub files: BTreeMap<String, String>,
 }
 
 impl Workflows {
@@ -213,10 +215,10 @@ impl Workflows {
         let mut w = Workflows::default();
         for (file, text) in BUILTIN {
             let name = file.trim_end_matches(".toml");
-            w.by_name.insert(
-                name.to_string(),
-                WorkflowDef::parse(&format!("workflows/{file} (built in)"), text)?,
-            );
+            let shown = format!("workflows/{file} (built in)");
+            w.by_name
+                .insert(name.to_string(), WorkflowDef::parse(&shown, text)?);
+            w.files.insert(name.to_string(), shown);
         }
         if let Some(dir) = dir {
             let rd = std::fs::read_dir(dir).map_err(|e| WorkflowError {
@@ -240,7 +242,9 @@ impl Workflows {
                     .file_stem()
                     .map(|s| s.to_string_lossy().to_string())
                     .unwrap_or_default();
-                w.by_name.insert(name, WorkflowDef::parse(&file, &text)?);
+                w.by_name
+                    .insert(name.clone(), WorkflowDef::parse(&file, &text)?);
+                w.files.insert(name, file);
             }
         }
         Ok(w)

@@ -34,12 +34,23 @@ pub enum SignatureError {
     /// The header is not `t=…,v1=…`.
     #[error("malformed Lethe-Signature header: {0}")]
     Malformed(&'static str),
-    /// The timestamp is too far from now.
-    #[error("signature timestamp is {0} s from now; at most 300 s is accepted")]
+    /// The timestamp is too far from now: our time minus the signed time, in
+    /// seconds (positive: the signature was made in the past).
+    #[error("signature timestamp is {}; at most 300 s either way is accepted (check the sender's clock)", describe_skew(*.0))]
     Stale(i64),
     /// No `v1` value matches.
     #[error("signature does not match the body")]
     Mismatch,
+}
+
+/// `400 s ago` for a signature made in the past, `400 s in the future` for one
+/// from a clock that runs ahead.
+fn describe_skew(skew: i64) -> String {
+    if skew >= 0 {
+        format!("{skew} s ago")
+    } else {
+        format!("{} s in the future", skew.unsigned_abs())
+    }
 }
 
 fn mac(secret: &[u8], t: i64, body: &[u8]) -> Hmac<Sha256> {
@@ -195,6 +206,10 @@ mod tests {
             Err(SignatureError::Stale(-301))
         );
         assert_eq!(verify(b"k", Some(&h), b"x", 1_300), Ok(()));
+        assert!(SignatureError::Stale(400).to_string().contains("400 s ago"));
+        assert!(SignatureError::Stale(-400)
+            .to_string()
+            .contains("400 s in the future"));
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub fn body_or_413(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiErro
 pub fn external_id_problem(id: &str) -> Option<&'static str> {
     if id.trim().is_empty() {
         Some("empty")
-    } else if id.len() > 200 {
+    } else if id.chars().count() > 200 {
         Some("longer than 200 characters")
     } else if id.chars().any(|c| c.is_control()) {
         Some("contains control characters")

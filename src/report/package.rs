@@ -361,9 +361,14 @@ impl Package {
         let tmp = tmp_sibling(dir);
         let io = |e: std::io::Error| PackageError::Io(format!("writing {}: {e}", dir.display()));
         let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(io)?;
+        // Personal data: the directory is 0700 and every file 0600.
+        create_private_dir(&tmp).map_err(io)?;
         for (name, bytes) in &self.files {
-            std::fs::write(tmp.join(name), bytes).map_err(io)?;
+            let path = tmp.join(name);
+            if let Some(parent) = path.parent() {
+                create_private_dir(parent).map_err(io)?;
+            }
+            write_private(&path, bytes).map_err(io)?;
         }
         std::fs::rename(&tmp, dir).map_err(io)
     }
@@ -377,7 +382,7 @@ fn tmp_sibling(p: &Path) -> std::path::PathBuf {
     p.with_file_name(format!(".{name}.tmp"))
 }
 
-/// Write `bytes` to a new file `path` (refused if it exists), atomically.
+/// Write `bytes` to a new file `path` (refused if it exists), atomically, readable by the owner only (0600).
 pub fn write_new_file(path: &Path, bytes: &[u8]) -> Result<(), PackageError> {
     if path.exists() {
         return Err(PackageError::Io(format!(
@@ -387,7 +392,7 @@ pub fn write_new_file(path: &Path, bytes: &[u8]) -> Result<(), PackageError> {
     }
     let tmp = tmp_sibling(path);
     let io = |e: std::io::Error| PackageError::Io(format!("writing {}: {e}", path.display()));
-    std::fs::write(&tmp, bytes).map_err(io)?;
+    write_private(&tmp, bytes).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }
 

@@ -19,6 +19,7 @@ mod lease;
 mod mailchimp;
 mod manual;
 mod opendsr;
+mod operator;
 mod outbound;
 mod outbox_store;
 mod phones;
