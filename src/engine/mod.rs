@@ -7,6 +7,7 @@
 
 pub mod limits;
 pub mod manual;
+pub mod operator;
 pub mod planner;
 pub mod retention;
 pub mod worker;
