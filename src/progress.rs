@@ -92,7 +92,7 @@ impl Progress {
     /// A display for a run of `engine` bounded by `max_wait`.
     pub fn new(out: Output, engine: Arc<Engine>, max_wait: Duration) -> Progress {
         let bars = (out == Output::Terminal).then(|| {
-            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(10));
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
             let overall = multi.add(ProgressBar::new_spinner());
             overall.set_style(
                 ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
@@ -179,7 +179,7 @@ impl Progress {
     fn line(&self, text: &str) {
         if let Ok(bars) = self.bars.lock() {
             if let Some(b) = bars.as_ref() {
-                let _ = b.multi.println(text);
+                b.multi.suspend(|| println!("{text}"));
                 return;
             }
         }

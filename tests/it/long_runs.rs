@@ -377,6 +377,11 @@ async fn a_terminal_shows_live_progress_per_processor_and_how_the_run_ended() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(end.contains("EXIT=0"), "{end}");
+    assert_eq!(
+        end.matches("step(s): done 2").count(),
+        1,
+        "the final display is drawn once, not smeared by other output: {end}"
+    );
     assert!(
         end.lines().any(|l| l.trim_start().starts_with("crm")
             && l.contains("done 1 · waiting 0 · failed 0 · in flight 0")),
