@@ -17,6 +17,7 @@ pub mod domain;
 pub mod engine;
 pub mod intake;
 pub mod metrics;
+pub mod progress;
 pub mod report;
 pub mod sim;
 pub mod store;

@@ -74,6 +74,177 @@ pub struct StepView {
     pub started_at: Option<String>,
     /// Finished.
     pub finished_at: Option<String>,
+    /// What a step that is not final waits for: `worker` (due now),
+    /// `retry` (back-off after an error), `throttle`, `paused_processor`,
+    /// `soft_delete_window`, `hold`, `manual_confirmation`, `earlier_phase`,
+    /// `processor` (a call in flight), `operator` (failed: `lethe retry` or
+    /// `lethe skip`); null once final (done, skipped, cancelled).
+    pub waiting_for: Option<String>,
+    /// The same for people: `waiting for phase "stop mail": newsletter failed`.
+    pub waiting_reason: Option<String>,
+    /// Until when it waits (RFC 3339), where that is known.
+    pub until: Option<String>,
+    /// Why the operator skipped it (`skipped` steps).
+    pub skipped_reason: Option<String>,
+}
+
+/// The phase names of a workflow, by wave (empty if it is no longer configured).
+pub fn phase_names(config: &crate::config::Config, workflow: &str) -> Vec<String> {
+    config
+        .workflows
+        .by_name
+        .get(workflow)
+        .map(|w| w.phases.iter().map(|p| p.name.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// What a step that is not final waits for (see [`StepView::waiting_for`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    /// The machine-readable kind (`retry`, `hold`, `earlier_phase`…).
+    pub kind: &'static str,
+    /// A sentence for people.
+    pub reason: String,
+    /// Until when, if known.
+    pub until: Option<crate::store::Millis>,
+}
+
+/// What `step` waits for, given the other steps of its request and its
+/// workflow's phase names (by wave; a missing name shows as `phase N`).
+/// `None` for a final step.
+pub fn waiting(
+    step: &StepRow,
+    all: &[StepRow],
+    phase_names: &[String],
+    now: crate::store::Millis,
+) -> Option<Waiting> {
+    use crate::domain::StepState as S;
+    let at =
+        |m: crate::store::Millis| from_ms(m).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let req = &step.request_id;
+    let p = &step.processor;
+    let w = |kind, reason: String, until| {
+        Some(Waiting {
+            kind,
+            reason,
+            until,
+        })
+    };
+    if matches!(step.state, S::Pending | S::RetryWait) {
+        // The lowest earlier phase with a step that is neither done, held nor skipped.
+        let blockers: Vec<&StepRow> = all
+            .iter()
+            .filter(|d| d.wave < step.wave && !matches!(d.state, S::Done | S::Held | S::Skipped))
+            .collect();
+        if let Some(wave) = blockers.iter().map(|d| d.wave).min() {
+            let name = usize::try_from(wave)
+                .ok()
+                .and_then(|i| phase_names.get(i))
+                .cloned()
+                .unwrap_or_else(|| format!("phase {}", wave + 1));
+            let who: Vec<String> = blockers
+                .iter()
+                .filter(|d| d.wave == wave)
+                .map(|d| format!("{} {}", d.processor, d.state))
+                .collect();
+            let failed = blockers.iter().any(|d| d.state == S::Failed);
+            return w(
+                "earlier_phase",
+                format!(
+                    "waiting for phase \"{name}\": {}{}",
+                    who.join(", "),
+                    if failed {
+                        " (a failed step stops later phases: `lethe retry` or `lethe skip` it)"
+                    } else {
+                        ""
+                    }
+                ),
+                None,
+            );
+        }
+    }
+    match step.state {
+        S::Done | S::Cancelled | S::Skipped => None,
+        S::Failed => w(
+            "operator",
+            format!(
+                "failed ({}): `lethe retry {req} --processor {p}` after fixing the cause, or `lethe skip {req} --processor {p} --reason \"…\"`",
+                step.error_class.as_deref().unwrap_or("permanent")
+            ),
+            None,
+        ),
+        S::Running => w(
+            "processor",
+            format!(
+                "a call to `{p}` is in flight{}",
+                step.lease_expires_at
+                    .map(|l| format!(" (lease until {})", at(l)))
+                    .unwrap_or_default()
+            ),
+            step.lease_expires_at,
+        ),
+        S::Pending if step.run_at <= now => w(
+            "worker",
+            "due now: `lethe run --until-idle` or the daemon picks it up".into(),
+            Some(step.run_at),
+        ),
+        S::Pending => w("worker", format!("due at {}", at(step.run_at)), Some(step.run_at)),
+        S::RetryWait => {
+            let (kind, what) = match step.error_class.as_deref() {
+                Some("throttled") => ("throttle", "throttled by the processor".to_string()),
+                Some("paused") => (
+                    "paused_processor",
+                    format!("processor `{p}` is paused after failing calls in a row"),
+                ),
+                other => (
+                    "retry",
+                    format!(
+                        "back-off after a {} error (attempt {})",
+                        other.unwrap_or("transient"),
+                        step.attempts
+                    ),
+                ),
+            };
+            w(
+                kind,
+                format!("{what}; next try at {}", at(step.run_at)),
+                Some(step.run_at),
+            )
+        }
+        S::Grace => {
+            let end = step.grace_until.unwrap_or(step.run_at);
+            w(
+                "soft_delete_window",
+                format!(
+                    "soft-deleted; the recovery window ends at {}, then the purge is verified",
+                    at(end)
+                ),
+                Some(end),
+            )
+        }
+        S::Held => {
+            let until = step
+                .hold_until
+                .filter(|u| *u < crate::domain::policy::FOREVER_MS);
+            w(
+                "hold",
+                format!(
+                    "legal hold until {}: {}",
+                    until.map(at).unwrap_or_else(|| "released".into()),
+                    step.hold_basis.as_deref().unwrap_or("?")
+                ),
+                until,
+            )
+        }
+        S::AwaitingConfirmation => w(
+            "manual_confirmation",
+            format!(
+                "a person carries out the task at `{p}`, then `lethe confirm {req} --processor {p}`; next reminder at {}",
+                at(step.run_at)
+            ),
+            None,
+        ),
+    }
 }
 
 /// A hold.
@@ -88,8 +259,18 @@ pub struct HoldView {
 use crate::store::rfc3339 as ts;
 
 impl RequestView {
-    /// Build the view at time `now`.
+    /// Build the view at time `now` (phases named by number in waiting reasons).
     pub fn new(r: &RequestRow, steps: Option<&[StepRow]>, now: DateTime<Utc>) -> RequestView {
+        RequestView::with_phases(r, steps, now, &[])
+    }
+
+    /// Build the view at time `now`, naming phases by `phase_names` (by wave).
+    pub fn with_phases(
+        r: &RequestRow,
+        steps: Option<&[StepRow]>,
+        now: DateTime<Utc>,
+        phase_names: &[String],
+    ) -> RequestView {
         let closed = r.status.is_closed();
         let due = from_ms(r.due_at);
         RequestView {
@@ -106,7 +287,19 @@ impl RequestView {
             deadline_met: r.completed_at.map(|c| c <= r.due_at),
             extended_reason: r.extended_reason.clone(),
             external_id: r.external_id.clone(),
-            steps: steps.map(|s| s.iter().map(StepView::new).collect()),
+            steps: steps.map(|all| {
+                all.iter()
+                    .map(|s| {
+                        let mut v = StepView::new(s);
+                        if let Some(wt) = waiting(s, all, phase_names, crate::store::ms(now)) {
+                            v.waiting_for = Some(wt.kind.into());
+                            v.waiting_reason = Some(wt.reason);
+                            v.until = wt.until.map(ts);
+                        }
+                        v
+                    })
+                    .collect()
+            }),
         }
     }
 
@@ -185,12 +378,40 @@ impl StepView {
             grace_until: s.grace_until.map(ts),
             started_at: s.started_at.map(ts),
             finished_at: s.finished_at.map(ts),
+            waiting_for: None,
+            waiting_reason: None,
+            until: None,
+            skipped_reason: (s.state == crate::domain::StepState::Skipped)
+                .then(|| {
+                    s.evidence
+                        .as_ref()
+                        .and_then(|e| e.get("skipped_reason"))
+                        .and_then(Value::as_str)
+                        .map(String::from)
+                })
+                .flatten(),
         }
     }
 
     /// One line of detail for the text table.
     pub fn detail(&self) -> String {
+        if let Some(r) = &self.waiting_reason {
+            return match (&self.last_error, self.waiting_for.as_deref()) {
+                (Some(e), Some("retry" | "throttle" | "paused_processor" | "operator")) => {
+                    format!("{r}: {e}")
+                }
+                _ => r.clone(),
+            };
+        }
         match self.state.as_str() {
+            "skipped" => format!(
+                "skipped by the operator: {}{}",
+                self.skipped_reason.as_deref().unwrap_or("?"),
+                self.last_error
+                    .as_deref()
+                    .map(|e| format!(" (it had failed: {e})"))
+                    .unwrap_or_default()
+            ),
             "retry_wait" => format!(
                 "retry at {}: {}",
                 &self.run_at[11..19],

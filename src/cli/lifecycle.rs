@@ -1,4 +1,4 @@
-//! Acting on a filed request: `lethe retry`, `cancel`, `extend` and `confirm`.
+//! Acting on a filed request: `lethe retry`, `skip`, `cancel`, `extend` and `confirm`.
 //! Each is one engine call and one line of output; they are grouped because
 //! each is too small for a file of its own and all go through the engine (which
 //! writes the audit events).
@@ -25,6 +25,19 @@ pub(super) async fn retry(
             "{n} step(s) back to pending; `lethe run --until-idle` or the daemon picks them up"
         );
     }
+    Ok(0)
+}
+
+/// `lethe skip ID --processor P --reason T`: give up on a failed step.
+pub(super) async fn skip(
+    config: Config,
+    id: String,
+    processor: String,
+    reason: String,
+) -> anyhow::Result<u8> {
+    let e = engine(config).await?;
+    let st = e.skip(&id, &processor, &reason).await?;
+    println!("request {id}: `{processor}` skipped by the operator; request is {st}");
     Ok(0)
 }
 

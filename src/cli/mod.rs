@@ -101,21 +101,42 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Process due steps.
+    /// Process due steps (exit 1 when a step failed in this run).
     Run {
         /// Process everything due now, then exit.
         #[arg(long)]
         until_idle: bool,
+        /// With --until-idle: also wait for steps that fall due within this long
+        /// of the start ("90s", "5m"); default 0: end as soon as only back-offs,
+        /// windows, holds and confirmations remain.
+        #[arg(long, value_parser = run::parse_max_wait, requires = "until_idle")]
+        max_wait: Option<std::time::Duration>,
+        /// One JSON object per finished request, then a summary object.
+        #[arg(long)]
+        json: bool,
     },
     /// Worker, HTTP intake (when lethe.toml has `[intake]`) and callback delivery, until SIGTERM.
     Daemon,
-    /// Failed steps back to pending.
+    /// Failed steps back to pending (fresh attempts; audited).
     Retry {
         /// Request id.
         id: String,
         /// Only this processor.
         #[arg(long)]
         processor: Option<String>,
+    },
+    /// Give up on a failed step: it becomes `skipped` (final; audited), later
+    /// phases go on, and the certificate shows it as skipped by the operator
+    /// with the reason — never as erased.
+    Skip {
+        /// Request id.
+        id: String,
+        /// The processor whose failed step is given up.
+        #[arg(long)]
+        processor: String,
+        /// Why (kept as evidence and shown on the certificate; identities in it are masked).
+        #[arg(long)]
+        reason: String,
     },
     /// Cancel a request.
     Cancel {
@@ -317,9 +338,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             overdue,
             json,
         } => list::list(config, status, overdue, json).await,
-        Command::Run { until_idle } => run::run(config, until_idle).await,
+        Command::Run {
+            until_idle,
+            max_wait,
+            json,
+        } => run::run(config, until_idle, max_wait, json).await,
         Command::Daemon => daemon::daemon(config).await,
         Command::Retry { id, processor } => lifecycle::retry(config, id, processor).await,
+        Command::Skip {
+            id,
+            processor,
+            reason,
+        } => lifecycle::skip(config, id, processor, reason).await,
         Command::Cancel { id } => lifecycle::cancel(config, id).await,
         Command::Extend { id, reason } => lifecycle::extend(config, id, reason).await,
         Command::Hold { cmd } => hold::hold(config, cmd).await,

@@ -1,21 +1,41 @@
-//! `lethe run`: the worker in the foreground, either until everything due now
-//! is done (`--until-idle`, for cron and tests) or until SIGTERM. The daemon
-//! (`daemon.rs`) is the same worker plus the HTTP intake and callback outbox.
+//! `lethe run`: the worker in the foreground, either until nothing more is due
+//! (`--until-idle [--max-wait D]`, for cron and tests) or until SIGTERM. The
+//! daemon (`daemon.rs`) is the same worker plus the HTTP intake and callback
+//! outbox. What it shows while it works is `crate::progress`.
 
 use super::helpers::{engine, shutdown_signal};
 use crate::config::Config;
+use std::sync::Arc;
 
-/// `lethe run [--until-idle]`.
-pub(super) async fn run(config: Config, until_idle: bool) -> anyhow::Result<u8> {
+/// `lethe run [--until-idle [--max-wait D]] [--json]`: exit 1 when a step of this run failed.
+pub(super) async fn run(
+    config: Config,
+    until_idle: bool,
+    max_wait: Option<std::time::Duration>,
+    json: bool,
+) -> anyhow::Result<u8> {
     let e = engine(config).await?;
+    let max_wait = max_wait.unwrap_or_default();
+    let out = crate::progress::Output::detect(json);
+    let progress = crate::progress::Progress::new(out, Arc::clone(&e), max_wait);
     let summary = if until_idle {
-        e.run_until_idle().await?
+        let idle = crate::engine::worker::IdleRun { max_wait };
+        e.run_bounded(idle, Some(&progress), shutdown_signal())
+            .await?
     } else {
         e.run(shutdown_signal()).await?
     };
+    // After the display has stopped drawing (stderr shares the terminal).
+    let code = progress.finish(&summary).await;
     eprintln!(
         "processed {} step(s); {} expired lease(s) released",
         summary.processed, summary.released
     );
-    Ok(0)
+    Ok(code)
+}
+
+/// Parse `--max-wait` (a humantime duration: "90s", "5m", "1h 30m").
+pub(super) fn parse_max_wait(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration (\"90s\", \"5m\", \"1h\"): {e}"))
 }

@@ -16,7 +16,8 @@ pub(super) async fn status(config: Config, id: String, json: bool) -> anyhow::Re
         .await?
         .ok_or_else(|| BadInput(format!("no request with id `{id}`")))?;
     let steps = store.steps(&req.id).await?;
-    let view = RequestView::new(&req, Some(&steps), Utc::now());
+    let phases = crate::view::phase_names(&config, &req.workflow);
+    let view = RequestView::with_phases(&req, Some(&steps), Utc::now(), &phases);
     if json {
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {

@@ -55,7 +55,9 @@ pub enum RequestStatus {
     Waiting,
     /// Every step is done.
     Completed,
-    /// Every step is done or held: the subject can be answered; held data is erased when the hold ends.
+    /// Every step is done, held or skipped (and not all done): the subject can
+    /// be answered; held data is erased when the hold ends, skipped steps are
+    /// shown as skipped by the operator with the reason.
     CompletedWithExceptions,
     /// Some step needs attention.
     Failed,
@@ -129,13 +131,16 @@ pub fn derive_status(cancelled: bool, steps: &[StepState]) -> RequestStatus {
     if steps.iter().all(|s| *s == S::Done) {
         return RequestStatus::Completed;
     }
-    if steps.iter().all(|s| matches!(s, S::Done | S::Held)) {
+    if steps
+        .iter()
+        .all(|s| matches!(s, S::Done | S::Held | S::Skipped))
+    {
         return RequestStatus::CompletedWithExceptions;
     }
     if steps.iter().all(|s| {
         matches!(
             s,
-            S::Done | S::Held | S::Grace | S::AwaitingConfirmation | S::Cancelled
+            S::Done | S::Held | S::Grace | S::AwaitingConfirmation | S::Cancelled | S::Skipped
         )
     }) {
         return RequestStatus::Waiting;
@@ -199,5 +204,13 @@ mod tests {
             RequestStatus::Failed
         );
         assert_eq!(derive_status(true, &[S::Done]), RequestStatus::Cancelled);
+        assert_eq!(
+            derive_status(false, &[S::Done, S::Skipped]),
+            RequestStatus::CompletedWithExceptions
+        );
+        assert_eq!(
+            derive_status(false, &[S::Skipped, S::Pending]),
+            RequestStatus::InProgress
+        );
     }
 }

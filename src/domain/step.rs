@@ -31,11 +31,15 @@ pub enum StepState {
     Failed,
     /// The request was cancelled before this step acted.
     Cancelled,
+    /// A failed step the operator chose to give up on (`lethe skip`, with a
+    /// reason): final, never shown as erased; the request can at best be
+    /// `completed_with_exceptions`, and later phases go on.
+    Skipped,
 }
 
 impl StepState {
     /// All states, for tests and metrics.
-    pub const ALL: [StepState; 9] = [
+    pub const ALL: [StepState; 10] = [
         StepState::Pending,
         StepState::Running,
         StepState::RetryWait,
@@ -45,6 +49,7 @@ impl StepState {
         StepState::Done,
         StepState::Failed,
         StepState::Cancelled,
+        StepState::Skipped,
     ];
 
     /// The name used in the store, in `--json` output and in reports.
@@ -59,12 +64,16 @@ impl StepState {
             StepState::Done => "done",
             StepState::Failed => "failed",
             StepState::Cancelled => "cancelled",
+            StepState::Skipped => "skipped",
         }
     }
 
     /// Terminal states are never left.
     pub fn is_terminal(self) -> bool {
-        matches!(self, StepState::Done | StepState::Cancelled)
+        matches!(
+            self,
+            StepState::Done | StepState::Cancelled | StepState::Skipped
+        )
     }
 
     /// States a worker may claim once `run_at` has passed.
@@ -95,6 +104,7 @@ impl StepState {
             (S::Held, E::HoldEnded) => S::Pending,
             (S::AwaitingConfirmation | S::Running, E::Confirm) => S::Done,
             (S::Failed, E::Retry) => S::Pending,
+            (S::Failed, E::Skip) => S::Skipped,
             (
                 S::Pending | S::RetryWait | S::Held | S::AwaitingConfirmation | S::Failed,
                 E::Cancel,
@@ -148,11 +158,13 @@ pub enum StepEvent {
     Retry,
     /// `lethe cancel`.
     Cancel,
+    /// `lethe skip`: the operator gives up on a failed step, with a reason.
+    Skip,
 }
 
 impl StepEvent {
     /// Every event.
-    pub const ALL: [StepEvent; 12] = [
+    pub const ALL: [StepEvent; 13] = [
         StepEvent::Claim,
         StepEvent::LeaseExpired,
         StepEvent::Finished,
@@ -165,6 +177,7 @@ impl StepEvent {
         StepEvent::Confirm,
         StepEvent::Retry,
         StepEvent::Cancel,
+        StepEvent::Skip,
     ];
 }
 
@@ -314,8 +327,8 @@ mod tests {
     }
 
     #[test]
-    fn done_and_cancelled_refuse_every_event() {
-        for st in [StepState::Done, StepState::Cancelled] {
+    fn done_cancelled_and_skipped_refuse_every_event() {
+        for st in [StepState::Done, StepState::Cancelled, StepState::Skipped] {
             for ev in StepEvent::ALL {
                 assert!(st.apply(ev).is_err(), "{st} took {ev:?}");
             }
@@ -342,6 +355,18 @@ mod tests {
             StepState::Failed.apply(StepEvent::Retry).unwrap(),
             StepState::Pending
         );
+    }
+
+    #[test]
+    fn only_a_failed_step_can_be_skipped() {
+        for st in StepState::ALL {
+            let r = st.apply(StepEvent::Skip);
+            if st == StepState::Failed {
+                assert_eq!(r.unwrap(), StepState::Skipped);
+            } else {
+                assert!(r.is_err(), "{st} was skipped");
+            }
+        }
     }
 
     #[test]

@@ -183,7 +183,7 @@ impl Engine {
     }
 
     /// Trim a note, mask any identity of the subject it contains, and cap its length.
-    async fn clean_note(&self, req: &RequestRow, note: &str) -> String {
+    pub(super) async fn clean_note(&self, req: &RequestRow, note: &str) -> String {
         let trimmed = note.trim();
         let masked = match self.open_subject(req).await {
             Ok(Some(subject)) => scrub(trimmed, &subject),

@@ -4,9 +4,15 @@
 //! by the store as one [`ChangeSet`](crate::store::ChangeSet): the new state,
 //! the audit event and the request's derived status together. Nothing lives
 //! only in memory; a wait of 30 days is a `run_at` in a row.
+//!
+//! Phases run in order: a step is claimed only once every step of the earlier
+//! phases of its request is done, held or skipped. A failed step stops the
+//! later phases until the operator retries or skips it — see [`operator`] for
+//! that decision and why.
 
 pub mod limits;
 pub mod manual;
+pub mod operator;
 pub mod planner;
 pub mod retention;
 pub mod worker;

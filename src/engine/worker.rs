@@ -29,6 +29,46 @@ pub struct RunSummary {
     pub processed: u64,
     /// Leases that had expired and were returned to pending.
     pub released: u64,
+    /// Steps this run left `failed` (they need the operator: exit code 1).
+    pub failed: u64,
+}
+
+/// One step result a run wrote, as told to a [`RunObserver`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The step.
+    pub step_id: i64,
+    /// Its request.
+    pub request_id: String,
+    /// Its processor.
+    pub processor: String,
+    /// The state it was left in.
+    pub to: StepState,
+    /// The request's status before the change.
+    pub previous: crate::domain::RequestStatus,
+    /// The request's status after it.
+    pub status: crate::domain::RequestStatus,
+}
+
+/// Told what a run does, as it does it (progress displays). Called from the
+/// run's own loop, one call at a time.
+#[async_trait::async_trait]
+pub trait RunObserver: Send + Sync {
+    /// Steps were leased to this run (their calls start now).
+    async fn claimed(&self, _steps: &[StepRow]) {}
+    /// A step's result was written.
+    async fn recorded(&self, _r: &Recorded) {}
+    /// Nothing is due now and nothing is in flight: the run sleeps until
+    /// `next` (the earliest due step, within the run's `--max-wait`).
+    async fn sleeping(&self, _next: Millis) {}
+}
+
+/// How a bounded run ends (`run --until-idle`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdleRun {
+    /// Wait for steps that fall due within this long of the start (back-offs,
+    /// `Retry-After`, windows, hold ends); zero: only what is due at the start.
+    pub max_wait: Duration,
 }
 
 /// The decision for one claimed step.
@@ -65,7 +105,30 @@ impl Decision {
 impl Engine {
     /// Process everything due now, then return (cron, scripts, tests).
     pub async fn run_until_idle(self: &Arc<Self>) -> Result<RunSummary, EngineError> {
-        self.drive(true, std::future::pending::<()>()).await
+        self.run_bounded(
+            IdleRun {
+                max_wait: Duration::ZERO,
+            },
+            None,
+            std::future::pending::<()>(),
+        )
+        .await
+    }
+
+    /// Process what is due, and what falls due before `start + max_wait`,
+    /// then return; telling `observer` as it goes. Steps due only after that
+    /// (a later back-off, a recovery window, a hold, a manual confirmation, a
+    /// phase behind a failed step) are left for the next run. `shutdown`
+    /// stops claiming; in-flight steps finish and are written.
+    pub async fn run_bounded(
+        self: &Arc<Self>,
+        idle: IdleRun,
+        observer: Option<&dyn RunObserver>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<RunSummary, EngineError> {
+        let max = idle.max_wait.as_millis().min(i64::MAX as u128) as i64;
+        let deadline = ms(Utc::now()).saturating_add(max);
+        self.drive(Some(deadline), observer, shutdown).await
     }
 
     /// Run until `shutdown` resolves; then stop claiming, finish in-flight steps and return.
@@ -73,12 +136,14 @@ impl Engine {
         self: &Arc<Self>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<RunSummary, EngineError> {
-        self.drive(false, shutdown).await
+        self.drive(None, None, shutdown).await
     }
 
+    /// Run as a daemon (`until` is None) or until idle before `until`.
     async fn drive(
         self: &Arc<Self>,
-        until_idle: bool,
+        until: Option<Millis>,
+        observer: Option<&dyn RunObserver>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<RunSummary, EngineError> {
         // Register as a live worker, so per-processor limits are shared by the cluster.
@@ -94,7 +159,7 @@ impl Engine {
                 }
             })
         };
-        let result = self.drive_loop(until_idle, shutdown).await;
+        let result = self.drive_loop(until, observer, shutdown).await;
         registration.abort();
         if let Err(e) = self.store.worker_gone(&self.worker_id).await {
             tracing::warn!(error = %e, "could not deregister the worker");
@@ -133,12 +198,14 @@ impl Engine {
 
     async fn drive_loop(
         self: &Arc<Self>,
-        until_idle: bool,
+        until: Option<Millis>,
+        observer: Option<&dyn RunObserver>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<RunSummary, EngineError> {
         tokio::pin!(shutdown);
+        let until_idle = until.is_some();
         let mut summary = RunSummary::default();
-        let mut tasks: JoinSet<Result<(), EngineError>> = JoinSet::new();
+        let mut tasks: JoinSet<Result<Option<Recorded>, EngineError>> = JoinSet::new();
         let (results, writer) = spawn_writer(Arc::clone(&self.store));
         let cap = self.config.worker.concurrency as usize;
         let lease = self.config.worker.lease.get();
@@ -151,7 +218,7 @@ impl Engine {
             // Reap finished tasks without waiting.
             while let Some(r) = tasks.try_join_next() {
                 summary.processed += 1;
-                log_task_result(r);
+                record(&mut summary, observer, log_task_result(r)).await;
             }
             if !stopping && tasks.len() < cap {
                 let now = Utc::now();
@@ -165,14 +232,18 @@ impl Engine {
                 let before_claim = std::time::Instant::now();
                 let claimed = self
                     .store
-                    .claim_due(
+                    .claim_due_by(
                         &self.worker_id,
                         ms(now),
+                        until.unwrap_or(i64::MAX),
                         lease.as_millis() as i64,
                         (cap - tasks.len()) as i64,
                     )
                     .await?;
                 if !claimed.is_empty() {
+                    if let Some(o) = observer {
+                        o.claimed(&claimed).await;
+                    }
                     // Steps of one request claimed together share one read of it.
                     let mut requests: std::collections::HashMap<
                         String,
@@ -199,14 +270,33 @@ impl Engine {
             if !stopping {
                 retention.tick(self, tasks.is_empty()).await;
             }
-            if tasks.is_empty() && (until_idle || stopping) {
+            if tasks.is_empty() && stopping {
                 break;
+            }
+            let mut next_wake = None;
+            if tasks.is_empty() && until_idle {
+                // Idle: go on only for a step that falls due within the bound.
+                let now = ms(Utc::now());
+                let bound = until.unwrap_or(now);
+                match self.store.next_wake().await? {
+                    Some(at) if now < bound && at <= bound => {
+                        if let Some(o) = observer {
+                            o.sleeping(at).await;
+                        }
+                        next_wake = Some(Some(at));
+                    }
+                    _ => break,
+                }
             }
             // Sleep until something can change: a task finishes, the next run_at, a notify, or shutdown.
             let sleep_for = if stopping {
                 Duration::from_secs(3600)
             } else {
-                match self.store.next_wake().await? {
+                let next = match next_wake {
+                    Some(n) => n,
+                    None => self.store.next_wake().await?,
+                };
+                match next {
                     Some(at) => Duration::from_millis(
                         (at - ms(Utc::now())).clamp(1, idle.as_millis() as i64) as u64,
                     ),
@@ -216,7 +306,7 @@ impl Engine {
             tokio::select! {
                 Some(r) = tasks.join_next(), if !tasks.is_empty() => {
                     summary.processed += 1;
-                    log_task_result(r);
+                    record(&mut summary, observer, log_task_result(r)).await;
                 }
                 _ = tokio::time::sleep(sleep_for) => {}
                 _ = self.wake.notified() => {}
@@ -262,7 +352,7 @@ impl Engine {
         req: Arc<crate::store::RequestRow>,
         results: ResultSender,
         lease: Lease,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Option<Recorded>, EngineError> {
         let now0 = ms(Utc::now());
         let lost = CancellationToken::new();
         let heartbeat = self.spawn_heartbeat(&step, lease.clone(), lost.clone());
@@ -279,7 +369,7 @@ impl Engine {
                 lease_token = step.lease_token,
                 "lease lost during the call: the call was abandoned and nothing is written; the step is taken over"
             );
-            return Ok(());
+            return Ok(None);
         };
         let decision = match decision {
             Ok(d) => d,
@@ -362,16 +452,27 @@ impl Engine {
             .await
             .map_err(|_| EngineError::Invalid("the result writer stopped".into()))??;
         match applied {
-            Applied::Done { status, .. } => {
+            Applied::Done { status, previous } => {
                 tracing::info!(step = step.id, processor = %step.processor, state = %to, request_status = %status, "step recorded");
+                Ok(Some(Recorded {
+                    step_id: step.id,
+                    request_id: step.request_id.clone(),
+                    processor: step.processor.clone(),
+                    to,
+                    previous,
+                    status,
+                }))
             }
             Applied::Conflict { .. } => {
                 // Our lease expired and another worker took the step over: its result wins.
                 tracing::warn!(step = step.id, processor = %step.processor, "lease lost before the result was written; result discarded");
+                Ok(None)
             }
-            other => tracing::warn!(step = step.id, ?other, "result not written"),
+            other => {
+                tracing::warn!(step = step.id, ?other, "result not written");
+                Ok(None)
+            }
         }
-        Ok(())
     }
 
     /// Renew the lease every third of its length. When the store answers that
@@ -909,10 +1010,33 @@ fn spawn_writer(
     (tx, handle)
 }
 
-fn log_task_result(r: Result<Result<(), EngineError>, tokio::task::JoinError>) {
+fn log_task_result(
+    r: Result<Result<Option<Recorded>, EngineError>, tokio::task::JoinError>,
+) -> Option<Recorded> {
     match r {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "step failed to run"),
-        Err(e) => tracing::error!(error = %e, "step task panicked"),
+        Ok(Ok(rec)) => rec,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "step failed to run");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "step task panicked");
+            None
+        }
+    }
+}
+
+/// Count a written result and tell the observer.
+async fn record(
+    summary: &mut RunSummary,
+    observer: Option<&dyn RunObserver>,
+    rec: Option<Recorded>,
+) {
+    let Some(rec) = rec else { return };
+    if rec.to == StepState::Failed {
+        summary.failed += 1;
+    }
+    if let Some(o) = observer {
+        o.recorded(&rec).await;
     }
 }

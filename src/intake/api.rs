@@ -65,7 +65,13 @@ async fn status_view(st: &AppState, id: &str) -> Result<RequestView, ApiError> {
         .await?
         .ok_or_else(|| ApiError::not_found("id", format!("no request with id `{id}`")))?;
     let steps = store.steps(&req.id).await?;
-    Ok(RequestView::new(&req, Some(&steps), Utc::now()))
+    let phases = crate::view::phase_names(&st.engine.config, &req.workflow);
+    Ok(RequestView::with_phases(
+        &req,
+        Some(&steps),
+        Utc::now(),
+        &phases,
+    ))
 }
 
 /// `GET /v1/requests/{id}/report`: the status view plus the request's audit

@@ -89,6 +89,9 @@ pub struct ProcessorRow {
     pub soft_delete: Option<SoftDeletePart>,
     /// Why data was kept on purpose (`retained`).
     pub retained_reason: Option<String>,
+    /// The operator gave up on this failed step (`lethe skip`): its result is
+    /// `skipped`, never an erasure; the error it failed with stays in `error`.
+    pub skipped: Option<SkippedPart>,
     /// The last error, masked.
     pub error: Option<ErrorPart>,
     /// What happened, in order (from the audit events).
@@ -124,6 +127,19 @@ pub struct SoftDeletePart {
     pub window_until: Option<String>,
     /// When the purge was verified (the step then became `purged`).
     pub purge_verified_at: Option<String>,
+}
+
+/// A failed step the operator skipped.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedPart {
+    /// Who decided: always `operator`.
+    pub by: String,
+    /// The operator's reason (identities masked).
+    pub reason: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// The audit event's sequence number.
+    pub seq: i64,
 }
 
 /// An error.
@@ -270,6 +286,7 @@ fn processor_row(s: &StepRow, events: &[EventRow], created: (Millis, i64)) -> Pr
     }
     let mut grace_at = None;
     let mut retained_reason = None;
+    let mut skipped = None;
     for e in &mine {
         let d = &e.detail;
         let attempt = d.get("attempt").and_then(Value::as_i64);
@@ -331,6 +348,20 @@ fn processor_row(s: &StepRow, events: &[EventRow], created: (Millis, i64)) -> Pr
                 None,
             ),
             "step.retried" => ("retried", "back to pending (lethe retry)".into(), None),
+            "step.skipped" => {
+                let reason = str_at(d, "reason").unwrap_or("").to_string();
+                skipped = Some(SkippedPart {
+                    by: "operator".into(),
+                    reason: reason.clone(),
+                    at: ts(e.at),
+                    seq: e.seq,
+                });
+                (
+                    "skipped",
+                    format!("skipped by the operator after it failed: {reason}"),
+                    None,
+                )
+            }
             "step.cancelled" => ("cancelled", "cancelled".into(), None),
             "step.lease_expired" => (
                 "lease_expired",
@@ -385,6 +416,7 @@ fn processor_row(s: &StepRow, events: &[EventRow], created: (Millis, i64)) -> Pr
         }),
         soft_delete,
         retained_reason,
+        skipped,
         error: s.last_error.as_ref().map(|m| ErrorPart {
             class: s.error_class.clone(),
             message: m.clone(),
@@ -418,6 +450,17 @@ impl ProcessorRow {
 
     /// The hold, window or error that qualifies the result, for tables.
     pub fn qualifier(&self) -> Option<String> {
+        if let Some(sk) = &self.skipped {
+            return Some(format!(
+                "skipped by the operator {}: {}{}",
+                short(&sk.at),
+                sk.reason,
+                self.error
+                    .as_ref()
+                    .map(|e| format!(" (it had failed: {})", e.message))
+                    .unwrap_or_default()
+            ));
+        }
         if let Some(h) = &self.hold {
             if self.state == "held" {
                 return Some(format!(

@@ -83,7 +83,7 @@ fn result_class(result: &str) -> &'static str {
         "erased" | "purged" | "exported" | "confirmed" => "ok",
         "not_found" => "none",
         "retained" | "held" => "kept",
-        "failed" => "bad",
+        "failed" | "skipped" => "bad",
         _ => "open",
     }
 }
@@ -158,7 +158,7 @@ pub fn timeline_svg(processors: &[ProcessorRow]) -> String {
             y + 12.0,
             colour(match p.result.as_str() {
                 "held" => "held",
-                "failed" => "failed",
+                "failed" | "skipped" => "failed",
                 "grace" => "grace",
                 _ if p.state == "done" => "done",
                 _ => "other",

@@ -89,6 +89,9 @@ pub struct ProcessorStats {
     pub failed: u64,
     /// Steps held.
     pub held: u64,
+    /// Steps the operator skipped after they failed (`lethe skip`; also under
+    /// `outcomes` as `skipped`): never counted as completed.
+    pub skipped: u64,
     /// Steps still open (pending, running, retry_wait, grace, awaiting_confirmation).
     pub open: u64,
     /// Steps cancelled.
@@ -204,6 +207,10 @@ pub fn assemble(
             }
             "failed" => p.failed += 1,
             "held" => p.held += 1,
+            "skipped" => {
+                p.skipped += 1;
+                *p.outcomes.entry("skipped".to_string()).or_default() += 1;
+            }
             "cancelled" => p.cancelled += 1,
             _ => p.open += 1,
         }

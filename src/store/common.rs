@@ -21,10 +21,11 @@ pub(super) const STEP_COLS: &str = "id, request_id, processor, connector, catego
 pub(super) const CLAIMABLE: &str =
     "('pending','retry_wait','grace','held','awaiting_confirmation')";
 
-/// A step is blocked while a step of a lower wave of its request is neither done nor held.
+/// A step is blocked while a step of a lower wave of its request is neither
+/// done, held nor skipped (a failed one blocks until `lethe retry` or `lethe skip`).
 pub(super) const NOT_BLOCKED: &str =
     "NOT EXISTS (SELECT 1 FROM steps d WHERE d.request_id = s.request_id \
-     AND d.wave < s.wave AND d.state NOT IN ('done','held'))";
+     AND d.wave < s.wave AND d.state NOT IN ('done','held','skipped'))";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct RawRequest {
@@ -494,6 +495,30 @@ macro_rules! shared_store_fns {
             );
             let v: (Option<i64>,) = sqlx::query_as(&sql).fetch_one(pool).await?;
             Ok(v.0)
+        }
+
+        pub(super) async fn waiting_summary(pool: &$pool) -> Result<Vec<$crate::store::WaitGroup>, StoreError> {
+            let sql = format!(
+                "SELECT processor, state, error_class, blocked, COUNT(*), MIN(run_at) FROM \
+                 (SELECT s.processor, s.state, s.error_class, s.run_at, \
+                 CASE WHEN {} THEN 0 ELSE 1 END AS blocked FROM steps s \
+                 WHERE s.state NOT IN ('done','skipped','cancelled')) w \
+                 GROUP BY processor, state, error_class, blocked ORDER BY processor, state, error_class, blocked",
+                $crate::store::common::NOT_BLOCKED
+            );
+            let rows: Vec<(String, String, Option<String>, i32, i64, i64)> = sqlx::query_as(&sql).fetch_all(pool).await?;
+            rows.into_iter()
+                .map(|(processor, state, error_class, blocked, count, next_at)| {
+                    Ok($crate::store::WaitGroup {
+                        state: state.parse().map_err(|reason| StoreError::Corrupt { table: "steps", reason })?,
+                        processor,
+                        error_class,
+                        blocked: blocked != 0,
+                        count,
+                        next_at,
+                    })
+                })
+                .collect()
         }
 
         /// Apply a change set inside an open transaction. Returns the result and
@@ -1160,10 +1185,11 @@ macro_rules! impl_store {
                 shared::steps(&self.pool, request_id).await
             }
 
-            async fn claim_due(
+            async fn claim_due_by(
                 &self,
                 worker: &str,
                 now: i64,
+                due_by: i64,
                 lease_ms: i64,
                 limit: i64,
             ) -> Result<Vec<$crate::store::StepRow>, $crate::store::StoreError> {
@@ -1174,6 +1200,7 @@ macro_rules! impl_store {
                     .bind(lease_ms)
                     .bind(now)
                     .bind(limit)
+                    .bind(due_by.min(now))
                     .fetch_all(&mut *tx)
                     .await?;
                 let rows = raw
@@ -1213,6 +1240,12 @@ macro_rules! impl_store {
 
             async fn next_wake(&self) -> Result<Option<i64>, $crate::store::StoreError> {
                 shared::next_wake(&self.pool).await
+            }
+
+            async fn waiting_summary(
+                &self,
+            ) -> Result<Vec<$crate::store::WaitGroup>, $crate::store::StoreError> {
+                shared::waiting_summary(&self.pool).await
             }
 
             async fn apply(

@@ -392,6 +392,23 @@ pub struct HoldRow {
     pub released_at: Option<Millis>,
 }
 
+/// Steps that are not final, grouped (see [`Store::waiting_summary`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitGroup {
+    /// Processor name.
+    pub processor: String,
+    /// Step state.
+    pub state: StepState,
+    /// The last error's class (`transient`, `throttled`, `paused`, `permanent`…).
+    pub error_class: Option<String>,
+    /// A step of an earlier phase of the same request is neither done, held nor skipped.
+    pub blocked: bool,
+    /// How many steps.
+    pub count: i64,
+    /// The earliest `run_at` among them.
+    pub next_at: Millis,
+}
+
 /// A processor's recent health.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Health {
@@ -437,7 +454,25 @@ pub trait Store: Send + Sync {
         now: Millis,
         lease_ms: i64,
         limit: i64,
+    ) -> Result<Vec<StepRow>, StoreError> {
+        self.claim_due_by(worker, now, now, lease_ms, limit).await
+    }
+    /// [`claim_due`](Store::claim_due), claiming only steps due at or before
+    /// `due_by` (at most `now`): a bounded run (`run --until-idle`) does not
+    /// take up steps that fell due after its end, so a processor answering
+    /// `Retry-After: 0` forever cannot keep it going.
+    async fn claim_due_by(
+        &self,
+        worker: &str,
+        now: Millis,
+        due_by: Millis,
+        lease_ms: i64,
+        limit: i64,
     ) -> Result<Vec<StepRow>, StoreError>;
+    /// Every step that is not final (neither done, skipped nor cancelled),
+    /// grouped by processor, state, error class and whether an earlier phase
+    /// blocks it, with the count and the earliest `run_at` of each group.
+    async fn waiting_summary(&self) -> Result<Vec<WaitGroup>, StoreError>;
     /// Return steps whose lease expired by the database's clock to `pending`,
     /// with an event each (`now` only stamps the event). An erase among them
     /// is marked `maybe_acted`: its call may have reached the processor.

@@ -69,7 +69,7 @@ async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgre
 
 fn claim_sql() -> String {
     format!(
-        "WITH due AS (SELECT s.id FROM steps s WHERE s.state IN {CLAIMABLE} AND s.run_at <= $3 AND {NOT_BLOCKED} \
+        "WITH due AS (SELECT s.id FROM steps s WHERE s.state IN {CLAIMABLE} AND s.run_at <= $5 AND {NOT_BLOCKED} \
          ORDER BY s.run_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
          UPDATE steps SET state = 'running', lease_owner = $1, lease_expires_at = {DB_NOW} + $2, attempts = steps.attempts + 1, \
          lease_token = steps.lease_token + 1, started_at = COALESCE(steps.started_at, $3), updated_at = $3 FROM due WHERE steps.id = due.id RETURNING steps.*"

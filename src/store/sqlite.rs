@@ -64,7 +64,7 @@ fn claim_sql() -> String {
     format!(
         "UPDATE steps SET state = 'running', lease_owner = $1, lease_expires_at = {DB_NOW} + $2, attempts = attempts + 1, \
          lease_token = lease_token + 1, started_at = COALESCE(started_at, $3), updated_at = $3 \
-         WHERE id IN (SELECT s.id FROM steps s WHERE s.state IN {CLAIMABLE} AND s.run_at <= $3 AND {NOT_BLOCKED} \
+         WHERE id IN (SELECT s.id FROM steps s WHERE s.state IN {CLAIMABLE} AND s.run_at <= $5 AND {NOT_BLOCKED} \
          ORDER BY s.run_at LIMIT $4) RETURNING {STEP_COLS}"
     )
 }

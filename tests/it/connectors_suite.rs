@@ -110,7 +110,8 @@ pub async fn finish(env: &TestEnv, id: &str) -> Value {
 /// `run --until-idle` once; returns the status.
 pub async fn run_once(env: &TestEnv, id: &str) -> Value {
     let out = env.lethe(&["run", "--until-idle"]).await;
-    assert!(out.status.success(), "{}", show(&out));
+    // Exit 1: a step failed in this run (the status says which).
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", show(&out));
     env.status(id).await
 }
 

@@ -254,7 +254,12 @@ async fn run_until(env: &TestEnv, id: &str, secs: u64, done: impl Fn(&Value) -> 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     loop {
         let out = env.lethe(&["run", "--until-idle"]).await;
-        assert!(out.status.success(), "run failed: {}", show(&out));
+        // Exit 1: a step failed in this run (some of these requests fail on purpose).
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "run failed: {}",
+            show(&out)
+        );
         let st = env.status(id).await;
         if done(&st) {
             return st;

@@ -95,7 +95,12 @@ async fn a_processor_redirecting_the_erase_to_another_host_sends_nothing_there_a
     env.set_env("MAILCHIMP_API_KEY", API_KEY);
     let id = env.erase(EMAIL).await;
     let out = env.lethe(&["run", "--until-idle"]).await;
-    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the step failed: {}",
+        show(&out)
+    );
 
     assert_eq!(
         elsewhere
@@ -466,7 +471,12 @@ async fn a_connector_that_opts_in_follows_a_redirect_within_its_own_host_and_sti
     let jane = env.erase(EMAIL).await;
     let john = env.erase(OTHER).await;
     let out = env.lethe(&["run", "--until-idle"]).await;
-    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "john's step failed: {}",
+        show(&out)
+    );
 
     let st = env.status(&jane).await;
     assert_eq!(
