@@ -150,6 +150,45 @@ impl Default for IntakeSection {
     }
 }
 
+/// `[dashboard]`: the web dashboard that `lethe daemon` serves beside the
+/// intake (only with `[intake]`). Logging in takes the password whose hash is
+/// here, or the API token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardSection {
+    /// Argon2 hash (PHC string) of the dashboard password, from
+    /// `lethe dashboard hash-password`; without it only the API token logs in.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// Mark the session cookie `Secure` (browsers then send it over HTTPS only):
+    /// set it when the dashboard is reached through a TLS proxy.
+    #[serde(default)]
+    pub secure_cookie: bool,
+    /// How long a login lasts.
+    #[serde(default = "d_session_ttl")]
+    pub session_ttl: HumanDuration,
+    /// Env var with the key (at least 32 bytes of text) that signs session
+    /// cookies; without it a random key is made at each start, so a restart
+    /// logs everyone out and daemons behind one address do not share logins.
+    #[serde(default)]
+    pub session_key_env: Option<String>,
+}
+
+fn d_session_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(8 * 3600))
+}
+
+impl Default for DashboardSection {
+    fn default() -> Self {
+        DashboardSection {
+            password_hash: None,
+            secure_cookie: false,
+            session_ttl: d_session_ttl(),
+            session_key_env: None,
+        }
+    }
+}
+
 /// `[worker]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -256,6 +295,8 @@ struct RawConfig {
     #[serde(default)]
     intake: Option<IntakeSection>,
     #[serde(default)]
+    dashboard: DashboardSection,
+    #[serde(default)]
     worker: WorkerSection,
     #[serde(default, rename = "processor")]
     processors: Vec<ProcessorConfig>,
@@ -272,6 +313,8 @@ pub struct Config {
     pub intake: IntakeSection,
     /// Whether the file has an `[intake]` section: only then does `lethe daemon` serve HTTP.
     pub intake_enabled: bool,
+    /// `[dashboard]` (served with the intake).
+    pub dashboard: DashboardSection,
     /// `[worker]`.
     pub worker: WorkerSection,
     /// Processors, in file order.
@@ -363,6 +406,20 @@ impl Config {
                     "export_plaintext = true contradicts export_recipient: keep one".to_string(),
                 ));
             }
+        }
+        if let Some(h) = &raw.dashboard.password_hash {
+            if let Err(why) = crate::web::auth::check_password_hash(h) {
+                return Err(err("dashboard.password_hash", why));
+            }
+        }
+        if let Some(var) = &raw.dashboard.session_key_env {
+            check_env_name(var).map_err(|r| err("dashboard.session_key_env", r))?;
+        }
+        if raw.dashboard.session_ttl.get() < Duration::from_secs(60) {
+            return Err(err(
+                "dashboard.session_ttl",
+                "at least 1m (a login must outlast filling in a form)".to_string(),
+            ));
         }
         if let Some(intake) = &raw.intake {
             check_env_name(&intake.webhook_secret_env)
@@ -539,6 +596,7 @@ impl Config {
             store: raw.store,
             intake_enabled: raw.intake.is_some(),
             intake: raw.intake.unwrap_or_default(),
+            dashboard: raw.dashboard,
             worker: raw.worker,
             processors: raw.processors,
             export_dir: raw
