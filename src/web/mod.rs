@@ -252,3 +252,14 @@ pub fn html(body: String) -> Response {
 pub fn now_secs() -> i64 {
     chrono::Utc::now().timestamp()
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_built_in_templates_parse() {
+        let env = super::templates();
+        for name in ["login.html", "requests.html", "request.html", "processors.html", "reports.html"] {
+            env.get_template(name).unwrap();
+        }
+    }
+}
