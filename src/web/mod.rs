@@ -258,7 +258,13 @@ mod tests {
     #[test]
     fn the_built_in_templates_parse() {
         let env = super::templates();
-        for name in ["login.html", "requests.html", "request.html", "processors.html", "reports.html"] {
+        for name in [
+            "login.html",
+            "requests.html",
+            "request.html",
+            "processors.html",
+            "reports.html",
+        ] {
             env.get_template(name).unwrap();
         }
     }
