@@ -275,4 +275,11 @@ mod tests {
         a.revoke(&s);
         assert!(a.session(&with_cookie(&c), 1000).is_none());
     }
+
+    #[test]
+    fn the_cookie_is_secure_when_configured() {
+        let a = Auth::new(None, secrecy::SecretString::from("tok"), None, 60, true);
+        assert!(a.login_cookie(0).ends_with("; Secure"));
+        assert!(!a.verify("anything but the token"));
+    }
 }

@@ -281,6 +281,46 @@ async fn an_unauthenticated_visitor_gets_the_login_page_and_a_wrong_password_is_
     let st = env.status(&id).await;
     assert_eq!(st["status"], "failed");
     d.stop().await;
+
+    // A short password is refused by the helper; a hash that is not Argon2 by the config.
+    let mut cmd = env.command(&["dashboard", "hash-password"]);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"short\n")
+            .await
+            .unwrap();
+    }
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(out.stdout.is_empty());
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let start = text.find("password_hash = \"").unwrap();
+    let end = start + text[start..].find('\n').unwrap();
+    let bad = format!(
+        "{}password_hash = \"{PASSWORD}\"{}",
+        &text[..start],
+        &text[end..]
+    );
+    std::fs::write(&env.config, bad).unwrap();
+    let out = env.lethe(&["status", &id]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("dashboard.password_hash") && err.contains("hash-password"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(PASSWORD),
+        "the refused value is not echoed: {err}"
+    );
 }
 
 on_both_backends!(
@@ -518,6 +558,20 @@ async fn the_retry_and_hold_release_buttons_write_the_same_events_as_the_cli(bac
         fakes::count(&server, "POST", &fakes::delete_path(HELD_WEB)).await,
         1
     );
+    // The processors page counts this daemon's calls: four erasures, no error, no throttling.
+    b.goto(&d.url("/dashboard/processors")).await;
+    b.screenshot(&dir.join("processors.png")).await;
+    let text = |id: &str| format!("document.getElementById('{id}').textContent.trim()");
+    let calls: u64 = b
+        .eval(&text("calls-newsletter"))
+        .await
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(calls >= 4, "{calls} calls");
+    assert_eq!(b.eval(&text("error-rate-newsletter")).await, "0%");
+    assert_eq!(b.eval(&text("throttled-newsletter")).await, "0");
     b.close().await;
     d.stop().await;
 }
