@@ -682,6 +682,10 @@ api_token_env = "LETHE_API_TOKEN"
 callback_signing_key_env = "LETHE_CALLBACK_KEY"  # Ed25519 seed: openssl rand -base64 32
 # callback_allow = ["http://127.0.0.1:9000"]     # internal/plain-http callback origins
 
+# [dashboard]                        # the web dashboard at http://127.0.0.1:8080/dashboard
+# password_hash = "$argon2id$…"      # from `lethe dashboard hash-password`; else only the API token logs in
+# secure_cookie = true               # when reached over HTTPS
+
 [[processor]]
 name = "newsletter"                  # used in reports
 connector = "mailchimp"              # a file in connectors/
