@@ -408,7 +408,7 @@ impl Config {
             }
         }
         if let Some(h) = &raw.dashboard.password_hash {
-            if let Err(why) = crate::web::auth::check_password_hash(h) {
+            if let Err(why) = check_password_hash(h) {
                 return Err(err("dashboard.password_hash", why));
             }
         }
@@ -662,6 +662,20 @@ fn check_env_name(v: &str) -> Result<(), String> {
     }
 }
 
+/// Whether `hash` is an Argon2 PHC string (`[dashboard] password_hash`).
+/// The reason never quotes the value (it may be a password pasted by mistake).
+pub fn check_password_hash(hash: &str) -> Result<(), String> {
+    let parsed = argon2::password_hash::PasswordHash::new(hash).map_err(|e| {
+        format!("not a password hash ({e}): make one with `lethe dashboard hash-password`")
+    })?;
+    if !parsed.algorithm.as_str().starts_with("argon2") {
+        return Err(
+            "not an Argon2 hash: make one with `lethe dashboard hash-password`".to_string(),
+        );
+    }
+    Ok(())
+}
+
 /// The example written by `lethe init`.
 pub const EXAMPLE: &str = r#"# lethe configuration. Secrets are never written here: only the names of the
 # environment variables that hold them.
@@ -739,6 +753,25 @@ mod tests {
         );
         let e = Config::parse(Path::new("lethe.toml"), &t).unwrap_err();
         assert!(e.reason.contains("forever"), "{e}");
+    }
+
+    #[test]
+    fn a_dashboard_password_hash_must_be_argon2() {
+        assert!(check_password_hash("plain text").is_err());
+        assert!(check_password_hash("$5$rounds=5000$salt$hash").is_err());
+        let t = format!(
+            "{EXAMPLE}\n[dashboard]\npassword_hash = \"{}\"\n",
+            crate::web::auth::hash_password("long enough").unwrap()
+        );
+        let c = Config::parse(Path::new("lethe.toml"), &t).unwrap();
+        assert!(c.dashboard.password_hash.is_some());
+        let e = Config::parse(
+            Path::new("lethe.toml"),
+            &format!("{EXAMPLE}\n[dashboard]\npassword_hash = \"hunter22\"\n"),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "dashboard.password_hash");
+        assert!(!e.reason.contains("hunter22"), "{e}");
     }
 
     #[test]
