@@ -406,6 +406,38 @@ async fn a_forged_or_missing_csrf_token_is_refused_and_writes_nothing(backend: B
         calls,
         "no call was made"
     );
+
+    // With the session's token the same forms act, as `lethe extend` and `lethe cancel` do.
+    let seq = last_seq(&env).await;
+    let (code, loc) = http_post(
+        &d,
+        Some(&a),
+        &extend,
+        &[("csrf", &token_a), ("reason", "complex request")],
+    )
+    .await;
+    assert_eq!(code, 303);
+    assert!(loc.ends_with("?done=extended"), "{loc}");
+    let (code, _) = http_post(&d, Some(&a), &cancel, &[("csrf", &token_a)]).await;
+    assert_eq!(code, 303);
+    let st = env.status(&id).await;
+    assert_eq!(st["extended_reason"], "complex request");
+    assert_eq!(st["status"], "cancelled", "{st:#}");
+    let kinds: Vec<String> = events_after(&env, seq)
+        .await
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(kinds.contains(&"request.extended".to_string()), "{kinds:?}");
+    // A second extension is refused, as the CLI refuses it.
+    let (code, _) = http_post(
+        &d,
+        Some(&a),
+        &extend,
+        &[("csrf", &token_a), ("reason", "again")],
+    )
+    .await;
+    assert_eq!(code, 409);
     d.stop().await;
 }
 
