@@ -150,6 +150,45 @@ impl Default for IntakeSection {
     }
 }
 
+/// `[dashboard]`: the web dashboard that `lethe daemon` serves beside the
+/// intake (only with `[intake]`). Logging in takes the password whose hash is
+/// here, or the API token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardSection {
+    /// Argon2 hash (PHC string) of the dashboard password, from
+    /// `lethe dashboard hash-password`; without it only the API token logs in.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// Mark the session cookie `Secure` (browsers then send it over HTTPS only):
+    /// set it when the dashboard is reached through a TLS proxy.
+    #[serde(default)]
+    pub secure_cookie: bool,
+    /// How long a login lasts.
+    #[serde(default = "d_session_ttl")]
+    pub session_ttl: HumanDuration,
+    /// Env var with the key (at least 32 bytes of text) that signs session
+    /// cookies; without it a random key is made at each start, so a restart
+    /// logs everyone out and daemons behind one address do not share logins.
+    #[serde(default)]
+    pub session_key_env: Option<String>,
+}
+
+fn d_session_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(8 * 3600))
+}
+
+impl Default for DashboardSection {
+    fn default() -> Self {
+        DashboardSection {
+            password_hash: None,
+            secure_cookie: false,
+            session_ttl: d_session_ttl(),
+            session_key_env: None,
+        }
+    }
+}
+
 /// `[worker]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -259,6 +298,8 @@ struct RawConfig {
     #[serde(default)]
     intake: Option<IntakeSection>,
     #[serde(default)]
+    dashboard: DashboardSection,
+    #[serde(default)]
     worker: WorkerSection,
     #[serde(default, rename = "processor")]
     processors: Vec<ProcessorConfig>,
@@ -275,6 +316,8 @@ pub struct Config {
     pub intake: IntakeSection,
     /// Whether the file has an `[intake]` section: only then does `lethe daemon` serve HTTP.
     pub intake_enabled: bool,
+    /// `[dashboard]` (served with the intake).
+    pub dashboard: DashboardSection,
     /// `[worker]`.
     pub worker: WorkerSection,
     /// Processors, in file order.
@@ -371,6 +414,20 @@ impl Config {
                     "export_plaintext = true contradicts export_recipient: keep one".to_string(),
                 ));
             }
+        }
+        if let Some(h) = &raw.dashboard.password_hash {
+            if let Err(why) = check_password_hash(h) {
+                return Err(err("dashboard.password_hash", why));
+            }
+        }
+        if let Some(var) = &raw.dashboard.session_key_env {
+            check_env_name(var).map_err(|r| err("dashboard.session_key_env", r))?;
+        }
+        if raw.dashboard.session_ttl.get() < Duration::from_secs(60) {
+            return Err(err(
+                "dashboard.session_ttl",
+                "at least 1m (a login must outlast filling in a form)".to_string(),
+            ));
         }
         if let Some(intake) = &raw.intake {
             check_env_name(&intake.webhook_secret_env)
@@ -550,6 +607,7 @@ impl Config {
             store: raw.store,
             intake_enabled: raw.intake.is_some(),
             intake: raw.intake.unwrap_or_default(),
+            dashboard: raw.dashboard,
             worker: raw.worker,
             processors: raw.processors,
             export_dir: raw
@@ -705,6 +763,20 @@ fn check_env_name(v: &str) -> Result<(), String> {
     }
 }
 
+/// Whether `hash` is an Argon2 PHC string (`[dashboard] password_hash`).
+/// The reason never quotes the value (it may be a password pasted by mistake).
+pub fn check_password_hash(hash: &str) -> Result<(), String> {
+    let parsed = argon2::password_hash::PasswordHash::new(hash).map_err(|e| {
+        format!("not a password hash ({e}): make one with `lethe dashboard hash-password`")
+    })?;
+    if !parsed.algorithm.as_str().starts_with("argon2") {
+        return Err(
+            "not an Argon2 hash: make one with `lethe dashboard hash-password`".to_string(),
+        );
+    }
+    Ok(())
+}
+
 /// The example written by `lethe init`.
 pub const EXAMPLE: &str = r#"# lethe configuration. Secrets are never written here: only the names of the
 # environment variables that hold them.
@@ -724,6 +796,10 @@ webhook_secret_env = "LETHE_WEBHOOK_SECRET"
 api_token_env = "LETHE_API_TOKEN"
 callback_signing_key_env = "LETHE_CALLBACK_KEY"  # Ed25519 seed: openssl rand -base64 32
 # callback_allow = ["http://127.0.0.1:9000"]     # internal/plain-http callback origins
+
+# [dashboard]                        # the web dashboard at http://127.0.0.1:8080/dashboard
+# password_hash = "$argon2id$…"      # from `lethe dashboard hash-password`; else only the API token logs in
+# secure_cookie = true               # when reached over HTTPS
 
 [[processor]]
 name = "newsletter"                  # used in reports
@@ -799,6 +875,25 @@ mod tests {
         }
         let odd = resolve_sqlite_url("sqlite://l.db", Path::new("/a b/50%?#"));
         assert_eq!(sqlite_file(&odd), Some(PathBuf::from("/a b/50%?#/l.db")));
+    }
+
+    #[test]
+    fn a_dashboard_password_hash_must_be_argon2() {
+        assert!(check_password_hash("plain text").is_err());
+        assert!(check_password_hash("$5$rounds=5000$salt$hash").is_err());
+        let t = format!(
+            "{EXAMPLE}\n[dashboard]\npassword_hash = \"{}\"\n",
+            crate::web::auth::hash_password("long enough").unwrap()
+        );
+        let c = Config::parse(Path::new("lethe.toml"), &t).unwrap();
+        assert!(c.dashboard.password_hash.is_some());
+        let e = Config::parse(
+            Path::new("lethe.toml"),
+            &format!("{EXAMPLE}\n[dashboard]\npassword_hash = \"hunter22\"\n"),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "dashboard.password_hash");
+        assert!(!e.reason.contains("hunter22"), "{e}");
     }
 
     #[test]

@@ -23,3 +23,4 @@ pub mod sim;
 pub mod store;
 pub mod term;
 pub mod view;
+pub mod web;

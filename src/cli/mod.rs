@@ -11,6 +11,7 @@
 mod audit;
 mod check;
 mod daemon;
+mod dashboard;
 mod helpers;
 mod hold;
 mod init;
@@ -25,6 +26,7 @@ mod run;
 mod status;
 
 pub use audit::AuditCmd;
+pub use dashboard::DashboardCmd;
 pub use helpers::{shutdown_signal, subject_from_flags};
 pub use hold::HoldCmd;
 pub use intake::IntakeCmd;
@@ -213,6 +215,12 @@ pub enum Command {
         #[arg(long)]
         identity_file: Option<PathBuf>,
     },
+    /// The web dashboard (`/dashboard`, served by `lethe daemon` with `[intake]`).
+    Dashboard {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: DashboardCmd,
+    },
     /// Master keys of the identities at rest.
     Key {
         /// What to do.
@@ -308,12 +316,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     if let Command::Demo = &cli.command {
         return crate::demo::run().await;
     }
+    if let Command::Dashboard {
+        cmd: DashboardCmd::HashPassword,
+    } = &cli.command
+    {
+        return dashboard::hash_password();
+    }
     let config = Config::load(&cli.config)?;
     if reads_an_existing_store(&cli.command) {
         config.require_existing_store()?;
     }
     match cli.command {
-        Command::Init { .. } | Command::Demo => unreachable!("handled above"),
+        Command::Init { .. } | Command::Demo | Command::Dashboard { .. } => {
+            unreachable!("handled above")
+        }
         Command::Report {
             id,
             from,

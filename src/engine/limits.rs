@@ -47,6 +47,17 @@ impl ProcessorLimit {
         self.capacity.load(Ordering::Relaxed)
     }
 
+    /// Calls in flight in this worker now (an estimate while a share shrinks).
+    pub fn in_flight(&self) -> u32 {
+        let free = u32::try_from(self.sem.available_permits()).unwrap_or(u32::MAX);
+        self.share().saturating_sub(free)
+    }
+
+    /// The cluster-wide limit on calls in flight.
+    pub fn total(&self) -> u32 {
+        self.total
+    }
+
     /// Take this worker's share for `live` workers.
     pub fn rescale(&self, live: u32) {
         let live = live.max(1);

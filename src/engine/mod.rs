@@ -173,6 +173,14 @@ impl Engine {
         &self.worker_id
     }
 
+    /// A processor's calls in flight in this worker, this worker's share of
+    /// its limit, and the cluster-wide limit (for the dashboard).
+    pub fn calls_in_flight(&self, processor: &str) -> Option<(u32, u32, u32)> {
+        self.limits
+            .get(processor)
+            .map(|l| (l.in_flight(), l.share(), l.total()))
+    }
+
     /// The connector for a processor.
     pub fn connector(&self, processor: &str) -> Option<&Arc<dyn Connector>> {
         self.connectors.get(processor)

@@ -126,8 +126,10 @@ pub struct AppState {
     pub secrets: Arc<Secrets>,
 }
 
-/// All routes, with the 64 KiB body limit.
+/// All routes, with the 64 KiB body limit; the web dashboard (`crate::web`)
+/// is mounted beside them, outside the JSON error wrapping (its errors are pages).
 pub fn router(state: AppState) -> Router {
+    let dashboard = crate::web::router(&state);
     Router::new()
         .route("/healthz", get(metrics::healthz))
         .route("/metrics", get(metrics::metrics))
@@ -142,6 +144,7 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .layer(axum::middleware::map_response(json_errors))
+        .merge(dashboard)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

@@ -2,7 +2,7 @@
 //! value`) so that every figure of the report is one row a spreadsheet can
 //! filter or pivot, and a new metric is a new row rather than a new column.
 
-use super::PeriodReport;
+use super::{Certificate, PeriodReport};
 
 fn field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
@@ -66,6 +66,35 @@ pub fn period(r: &PeriodReport) -> String {
     let mut out = String::from("scope,processor,metric,value\r\n");
     for r in rows {
         let f: Vec<String> = r.iter().map(|s| field(s)).collect();
+        out.push_str(&f.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// A certificate as CSV: one row per processor, with the request's id,
+/// masked subject and status repeated on each (so rows stand alone in a sheet).
+pub fn certificate(c: &Certificate) -> String {
+    let mut out = String::from(
+        "request_id,subject,request_status,processor,category,action,state,result,when,attempts,evidence,qualifier,chain_verified\r\n",
+    );
+    for p in &c.processors {
+        let f = [
+            c.request.id.clone(),
+            c.request.subject.clone(),
+            c.request.status.clone(),
+            p.processor.clone(),
+            p.category.clone(),
+            p.action.clone(),
+            p.state.clone(),
+            p.result.clone(),
+            p.when.clone().unwrap_or_default(),
+            p.attempts.to_string(),
+            p.evidence_line(),
+            p.qualifier().unwrap_or_default(),
+            c.audit.chain_verified.to_string(),
+        ];
+        let f: Vec<String> = f.iter().map(|s| field(s)).collect();
         out.push_str(&f.join(","));
         out.push_str("\r\n");
     }

@@ -2,12 +2,14 @@
 //! and processor fakes that answer like the real APIs.
 
 mod bad_input;
+mod browser;
 mod cluster;
 mod connectors_all;
 mod connectors_fakes;
 mod connectors_specific;
 mod connectors_suite;
 mod daemon;
+mod dashboard;
 mod demo;
 mod evidence;
 mod external_ids;
