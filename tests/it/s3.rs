@@ -126,6 +126,7 @@ on_both_backends!(
     a_prefix_template_that_could_select_other_subjects_is_refused_with_exit_2,
     check_reaches_the_bucket_and_reports_rejected_credentials,
     a_version_that_delete_objects_refuses_fails_the_step_without_naming_the_key,
+    hostile_customer_ids_are_refused_or_stay_inside_their_own_prefix_in_the_bucket,
 );
 
 async fn an_erasure_removes_every_version_and_delete_marker_of_the_subject_and_nothing_else(
@@ -753,4 +754,94 @@ async fn a_server_that_verifies_sigv4_accepts_the_signature_and_refuses_a_wrong_
             && err.contains("S3_SECRET_ACCESS_KEY"),
         "{err}"
     );
+}
+
+/// The hostile-identity suite for S3: ids that would steer a key prefix
+/// (`..`, `/`, percent-encoding, `?`, `#`) are refused at the CLI with the
+/// bucket untouched; ids the grammar accepts but that are odd in a key (`:`,
+/// `@`, `.`) erase exactly their own prefix on the real server, and a
+/// neighbour whose id starts with theirs keeps everything.
+async fn hostile_customer_ids_are_refused_or_stay_inside_their_own_prefix_in_the_bucket(
+    backend: Backend,
+) {
+    let s3 = S3::new();
+    let bucket = s3.versioned_bucket().await;
+    let tricky = ["C-1.2", "acct:77", "x@y"];
+    for id in tricky {
+        s3.put(&bucket, &format!("customers/{id}/profile.json"), "mine")
+            .await;
+        s3.put(
+            &bucket,
+            &format!("customers/{id}0/profile.json"),
+            "neighbour",
+        )
+        .await;
+    }
+    s3.put(&bucket, "customers/profile.json", "top level").await;
+    s3.put(&bucket, "etc/passwd", "outside").await;
+    let before = s3.list_all(&bucket).await;
+    assert_eq!(before.len(), 8);
+
+    let env = env_for(backend, &s3.base, &bucket).await;
+    for id in [
+        "x/..",
+        "%2e%2e",
+        "a?b",
+        "a#b",
+        "../../etc",
+        "..",
+        "a/b",
+        ".",
+    ] {
+        let out = env
+            .lethe(&[
+                "request",
+                "erase",
+                "--email",
+                "jane@example.com",
+                "--customer-id",
+                id,
+            ])
+            .await;
+        assert_eq!(out.status.code(), Some(2), "{id}: {}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("customer"),
+            "{id}: {}",
+            show(&out)
+        );
+    }
+    let out = env.lethe(&["run", "--until-idle"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        s3.list_all(&bucket).await,
+        before,
+        "a refused id touched the bucket"
+    );
+
+    for id in tricky {
+        let rid = file_erasure(&env, id).await;
+        let st = env
+            .run_until_status(&rid, &["completed", "failed"], 30)
+            .await;
+        assert_eq!(st["status"], "completed", "{id}: {st:#}");
+        assert_eq!(
+            TestEnv::step(&st, "files")["outcome"],
+            "erased",
+            "{id}: {st:#}"
+        );
+    }
+    let mut left: Vec<String> = s3
+        .list_all(&bucket)
+        .await
+        .into_iter()
+        .map(|l| l.key)
+        .collect();
+    left.sort();
+    let mut want: Vec<String> = tricky
+        .iter()
+        .map(|id| format!("customers/{id}0/profile.json"))
+        .chain(["customers/profile.json".into(), "etc/passwd".into()])
+        .collect();
+    want.sort();
+    assert_eq!(left, want);
 }
