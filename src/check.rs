@@ -466,10 +466,7 @@ pub fn static_problems(config: &Config) -> Vec<Problem> {
                 ),
             });
         }
-        for kind in [
-            crate::domain::RequestKind::Erasure,
-            crate::domain::RequestKind::Export,
-        ] {
+        for kind in crate::domain::RequestKind::ALL {
             if name == kind.as_str() && wf.kind != kind {
                 out.push(Problem {
                     file: file.clone(),

@@ -29,6 +29,14 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
+/// A rectification's sealed plaintext: the subject and the new values.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedWithChanges {
+    subject: Subject,
+    set: Subject,
+}
+
 /// The reserved data-key id of the subject-hash (matching) key.
 pub const SUBJECT_HASH_KEY_ID: &str = "lethe:subject-hash";
 
@@ -300,9 +308,28 @@ impl Keys {
     /// Seal a new request's subject under a fresh data key: the sealed blob
     /// and the data key's seed wrapped by the current master key.
     pub fn seal(&self, request_id: &str, subject: &Subject) -> (Vec<u8>, WrappedKey) {
+        self.seal_with_changes(request_id, subject, None)
+    }
+
+    /// [`seal`](Self::seal), with a rectification's new values sealed in the
+    /// same blob under the same data key: they are personal data too, and are
+    /// destroyed with the identities (crypto-shredding).
+    pub fn seal_with_changes(
+        &self,
+        request_id: &str,
+        subject: &Subject,
+        changes: Option<&Subject>,
+    ) -> (Vec<u8>, WrappedKey) {
         let mut seed = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut seed);
-        let plain = serde_json::to_vec(subject).expect("a subject always serialises");
+        let plain = match changes {
+            None => serde_json::to_vec(subject).expect("a subject always serialises"),
+            Some(set) => serde_json::to_vec(&SealedWithChanges {
+                subject: subject.clone(),
+                set: set.clone(),
+            })
+            .expect("a subject always serialises"),
+        };
         let sealed = aead_seal(&data_key(&seed, request_id), request_id.as_bytes(), &plain);
         (sealed, self.current.wrap(request_id, &seed))
     }
@@ -322,6 +349,17 @@ impl Keys {
         sealed: &[u8],
         key: Option<&DataKeyRow>,
     ) -> Result<Subject, CryptoError> {
+        self.open_with_changes(request_id, sealed, key)
+            .map(|(s, _)| s)
+    }
+
+    /// Open a request's sealed subject and, for a rectification, its new values.
+    pub fn open_with_changes(
+        &self,
+        request_id: &str,
+        sealed: &[u8],
+        key: Option<&DataKeyRow>,
+    ) -> Result<(Subject, Option<Subject>), CryptoError> {
         let plain = match key {
             Some(row) => {
                 let seed = self.unwrap(row)?;
@@ -333,7 +371,12 @@ impl Keys {
                 .find_map(|m| aead_open(&m.legacy_enc, b"", sealed))
                 .ok_or_else(|| CryptoError::Open(format!("key ({})", self.configured())))?,
         };
-        serde_json::from_slice(&plain).map_err(|_| CryptoError::Open("data key".into()))
+        if let Ok(s) = serde_json::from_slice::<Subject>(&plain) {
+            return Ok((s, None));
+        }
+        serde_json::from_slice::<SealedWithChanges>(&plain)
+            .map(|w| (w.subject, Some(w.set)))
+            .map_err(|_| CryptoError::Open("data key".into()))
     }
 
     /// The keyed hash of a subject's matching key, hex.

@@ -1,4 +1,4 @@
-//! `lethe request erase|export`: files a request. Every flag (identities,
+//! `lethe request erase|export|object|rectify`: files a request. Every flag (identities,
 //! external id, workflow) is validated before the store is opened, so bad input
 //! writes nothing; the same external id never files twice.
 
@@ -18,6 +18,24 @@ pub enum RequestCmd {
     Erase(RequestArgs),
     /// Collect the subject's data from everywhere.
     Export(RequestArgs),
+    /// Objection (Art. 21): stop processing without deleting — unsubscribe
+    /// from mailing lists, opt out; `not_applicable` where a processor cannot.
+    Object(RequestArgs),
+    /// Rectification (Art. 16): correct the subject's data, e.g.
+    /// `--email old@x --set email=new@x --set name="Jane Doe"`.
+    Rectify(RectifyArgs),
+}
+
+/// A rectification: the subject's identities and the new values.
+#[derive(Debug, clap::Args)]
+pub struct RectifyArgs {
+    /// The subject, as the processors know them now.
+    #[command(flatten)]
+    pub request: RequestArgs,
+    /// A new value, `field=value` (fields: email, phone, name, customer_id);
+    /// repeat for several. Sealed with the identities, never logged.
+    #[arg(long = "set", value_name = "FIELD=VALUE", required = true)]
+    pub set: Vec<String>,
 }
 
 /// Identities and options of a new request.
@@ -46,11 +64,33 @@ pub struct RequestArgs {
     pub json: bool,
 }
 
-/// `lethe request erase|export`.
+/// `lethe request erase|export|object|rectify`.
 pub(super) async fn request(config: Config, kind: RequestCmd) -> anyhow::Result<u8> {
-    let (kind, args) = match kind {
-        RequestCmd::Erase(a) => (RequestKind::Erasure, a),
-        RequestCmd::Export(a) => (RequestKind::Export, a),
+    let (kind, args, set) = match kind {
+        RequestCmd::Erase(a) => (RequestKind::Erasure, a, None),
+        RequestCmd::Export(a) => (RequestKind::Export, a, None),
+        RequestCmd::Object(a) => (RequestKind::Objection, a, None),
+        RequestCmd::Rectify(a) => (RequestKind::Rectification, a.request, Some(a.set)),
+    };
+    let changes = match set {
+        None => None,
+        Some(pairs) => {
+            let mut split = Vec::with_capacity(pairs.len());
+            for p in &pairs {
+                let Some((f, v)) = p.split_once('=') else {
+                    let field = p.chars().take(40).collect::<String>();
+                    return Err(BadInput(format!(
+                        "--set `{field}…`: expected FIELD=VALUE (fields: email, phone, name, customer_id)"
+                    ))
+                    .into());
+                };
+                split.push((f, v));
+            }
+            Some(
+                crate::domain::Subject::changes(split)
+                    .map_err(|e| BadInput(format!("--set: {e}")))?,
+            )
+        }
     };
     // Validate everything before the store is opened: bad input writes nothing.
     let subject = subject_from_flags(
@@ -80,6 +120,7 @@ pub(super) async fn request(config: Config, kind: RequestCmd) -> anyhow::Result<
                 workflow: args.workflow,
                 external_id: args.external_id,
                 callback_url: None,
+                changes,
             },
         )
         .await?;

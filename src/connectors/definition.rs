@@ -109,6 +109,63 @@ pub struct ConnectorDef {
     /// The actions.
     #[serde(default)]
     pub actions: Actions,
+    /// Why an optional action (`object`, `rectify`) does not exist at this
+    /// processor, and what to do instead: action name → reason, shown on the
+    /// certificate of a step recorded `not_applicable`.
+    #[serde(default)]
+    pub not_applicable: BTreeMap<String, String>,
+}
+
+impl ConnectorDef {
+    /// The definition of an optional request action (`object`, `rectify`).
+    pub fn request_action(&self, action: crate::domain::Action) -> Option<&ActionDef> {
+        use crate::domain::Action;
+        match action {
+            Action::Erase => self.actions.erase.as_ref(),
+            Action::Export => self.actions.export.as_ref(),
+            Action::Object => self.actions.object.as_ref(),
+            Action::Rectify => self.actions.rectify.as_ref(),
+        }
+    }
+
+    /// Why this connector cannot carry out `action` (`None`: it can, or a
+    /// person does it through a manual task). `fields`: for `rectify`, the
+    /// fields the request changes.
+    pub fn not_applicable_reason(
+        &self,
+        action: crate::domain::Action,
+        fields: &[String],
+    ) -> Option<String> {
+        if self.native.as_deref() == Some("manual") {
+            return None;
+        }
+        let why = |what: String| match self.not_applicable.get(action.as_str()) {
+            Some(r) => format!("{what}: {r}"),
+            None => what,
+        };
+        let Some(def) = self.request_action(action) else {
+            return Some(why(format!(
+                "connector `{}` has no `{}` action",
+                self.name,
+                action.as_str()
+            )));
+        };
+        if action == crate::domain::Action::Rectify
+            && !fields.iter().any(|f| def.fields.contains(f))
+        {
+            return Some(why(format!(
+                "connector `{}` cannot change {} (its `rectify` action changes {})",
+                self.name,
+                fields.join(", "),
+                if def.fields.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    def.fields.join(", ")
+                }
+            )));
+        }
+        None
+    }
 }
 
 /// Authentication schemes.
@@ -496,6 +553,12 @@ pub struct Actions {
     pub verify: Option<ActionDef>,
     /// Permanently delete what a soft delete left (optional).
     pub purge: Option<ActionDef>,
+    /// Stop processing without deleting: unsubscribe, opt out (optional; an
+    /// objection is `not_applicable` where it is missing).
+    pub object: Option<ActionDef>,
+    /// Change the subject's data to the request's new values (`{{ set.* }}`;
+    /// optional; a rectification is `not_applicable` where it is missing).
+    pub rectify: Option<ActionDef>,
 }
 
 /// What an erase call achieves at this processor.
@@ -524,6 +587,10 @@ pub struct ActionDef {
     /// For `effect = "retained"`: the basis, shown in reports.
     #[serde(default)]
     pub retained_reason: Option<String>,
+    /// For `rectify`: the fields (`email`, `phone`, `name`, `customer_id`)
+    /// this processor can change; other new values are not sent here.
+    #[serde(default)]
+    pub fields: Vec<String>,
     /// The calls, in order. A call answering `not_found` ends the action as not found.
     pub calls: Vec<Call>,
 }
@@ -552,6 +619,16 @@ pub struct Call {
     /// A form body (templates).
     #[serde(default)]
     pub form: Option<BTreeMap<String, String>>,
+    /// Leave out form fields that render to an empty string (a rectification
+    /// sends only the fields it changes).
+    #[serde(default)]
+    pub omit_empty: bool,
+    /// For `rectify`: new-value field (`email`, `name`…) → JSON Pointer where
+    /// this call's response must show the new value. A field the request
+    /// changes whose value the response does not echo fails the call: the
+    /// step is never recorded `rectified` on an answer that does not prove it.
+    #[serde(default)]
+    pub echo: BTreeMap<String, String>,
     /// Response rules for this call.
     #[serde(default)]
     pub responses: Responses,
@@ -744,7 +821,42 @@ impl ConnectorDef {
             ("erase", &self.actions.erase),
             ("verify", &self.actions.verify),
             ("purge", &self.actions.purge),
+            ("object", &self.actions.object),
+            ("rectify", &self.actions.rectify),
         ];
+        for (k, reason) in &self.not_applicable {
+            if !["object", "rectify"].contains(&k.as_str()) {
+                return Err(err(
+                    &format!("not_applicable.{k}"),
+                    "only `object` and `rectify` may be declared not applicable".into(),
+                ));
+            }
+            if reason.trim().is_empty() {
+                return Err(err(
+                    &format!("not_applicable.{k}"),
+                    "needs a reason (what to do instead)".into(),
+                ));
+            }
+        }
+        if let Some(r) = &self.actions.rectify {
+            for (i, f) in r.fields.iter().enumerate() {
+                if !IDENTITY_NAMES.contains(&f.as_str()) {
+                    return Err(err(
+                        &format!("actions.rectify.fields[{i}]"),
+                        format!(
+                            "`{f}` is not a field (expected one of {})",
+                            IDENTITY_NAMES.join(", ")
+                        ),
+                    ));
+                }
+            }
+            if r.fields.is_empty() {
+                return Err(err(
+                    "actions.rectify.fields",
+                    "say which fields this processor can change".into(),
+                ));
+            }
+        }
         for (name, action) in named {
             let Some(a) = action else { continue };
             if a.calls.is_empty() {
@@ -886,6 +998,18 @@ fn check_call(env: &minijinja::Environment<'static>, c: &Call) -> Result<(), (St
     }
     for (k, p) in &c.extract {
         check_pointer(p).map_err(|e| (format!("extract.{k}"), e))?;
+    }
+    for (k, p) in &c.echo {
+        if !IDENTITY_NAMES.contains(&k.as_str()) {
+            return Err((
+                format!("echo.{k}"),
+                format!(
+                    "`{k}` is not a field (expected one of {})",
+                    IDENTITY_NAMES.join(", ")
+                ),
+            ));
+        }
+        check_pointer(p).map_err(|e| (format!("echo.{k}"), e))?;
     }
     if let Some(p) = &c.reference {
         check_pointer(p).map_err(|e| ("reference".to_string(), e))?;

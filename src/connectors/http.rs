@@ -11,8 +11,8 @@ use super::definition::{
     Responses, RuleOutcome,
 };
 use super::{
-    scrub, CallContext, Connector, ConnectorError, Erase, ErrorClass, Evidence, Export, Lookup,
-    Verify,
+    scrub, CallContext, Changed, Connector, ConnectorError, Erase, ErrorClass, Evidence, Export,
+    Lookup, Verify,
 };
 use crate::domain::Subject;
 use async_trait::async_trait;
@@ -207,6 +207,7 @@ impl HttpConnector {
             "request": request,
             "vars": vars,
             "item": item.cloned().unwrap_or(Value::Null),
+            "set": cx.and_then(|c| c.set).map(subject_value).unwrap_or(Value::Object(Map::new())),
         }))
     }
 
@@ -301,7 +302,11 @@ impl HttpConnector {
         if let Some(f) = &call.form {
             let mut form = Vec::with_capacity(f.len());
             for (k, v) in f {
-                form.push((k.clone(), self.render("a form field", v, ctx)?));
+                let value = self.render("a form field", v, ctx)?;
+                if call.omit_empty && value.is_empty() {
+                    continue;
+                }
+                form.push((k.clone(), value));
             }
             let body = form
                 .iter()
@@ -723,6 +728,9 @@ impl HttpConnector {
                 }
             }
         }
+        if !call.echo.is_empty() {
+            self.check_echo(call, &ctx, json.as_ref(), status, st)?;
+        }
         st.evidence.status = Some(status);
         let value = match &json {
             Some(v) => v.clone(),
@@ -738,6 +746,64 @@ impl HttpConnector {
             item.is_some() || call.next_page.is_some(),
         );
         Ok(Step::Done(json))
+    }
+
+    /// A rectification's answer must show every new value it sent (`echo`):
+    /// compared here, never copied into evidence or messages (only field
+    /// names are). The fields proven are noted in the evidence.
+    fn check_echo(
+        &self,
+        call: &Call,
+        ctx: &Value,
+        json: Option<&Value>,
+        status: u16,
+        st: &mut RunState,
+    ) -> Result<(), ConnectorError> {
+        let mut proven = vec![];
+        for (field, ptr) in &call.echo {
+            let Some(want) = ctx
+                .pointer(&format!("/set/{field}"))
+                .and_then(Value::as_str)
+            else {
+                continue;
+            };
+            let got = json.and_then(|d| d.pointer(ptr)).and_then(Value::as_str);
+            let same = got
+                .is_some_and(|g| g == want || (field == "email" && g.eq_ignore_ascii_case(want)));
+            if !same {
+                return Err(ConnectorError {
+                    class: ErrorClass::Transient,
+                    message: format!(
+                        "processor `{}`: the answer to {} (HTTP {status}) does not show the new `{field}` at `{ptr}`; not recorded as rectified",
+                        self.spec.name, st.action
+                    ),
+                    status: Some(status),
+                    retry_after: None,
+                });
+            }
+            proven.push(field.clone());
+        }
+        if !proven.is_empty() {
+            st.evidence.note = Some(format!("the answer shows the new {}", proven.join(", ")));
+        }
+        Ok(())
+    }
+
+    /// Run an `object` or `rectify` action.
+    async fn run_change(
+        &self,
+        name: &'static str,
+        cx: CallContext<'_>,
+    ) -> Result<Changed, ConnectorError> {
+        let action = self.action(name)?;
+        if let Some(ev) = self.needs_missing_identity(action, cx.subject) {
+            return Ok(Changed::NotFound(ev));
+        }
+        let run = self.run(name, action, Some(&cx)).await?;
+        if run.not_found {
+            return Ok(Changed::NotFound(self.not_found_evidence(run, &cx, true)?));
+        }
+        Ok(Changed::Done(run.evidence))
     }
 
     /// A success (or not-found) answer that is not what the API answers: a
@@ -866,6 +932,8 @@ impl HttpConnector {
                 .as_ref()
                 .or(self.def.actions.lookup.as_ref()),
             "purge" => self.def.actions.purge.as_ref(),
+            "object" => self.def.actions.object.as_ref(),
+            "rectify" => self.def.actions.rectify.as_ref(),
             _ => None,
         };
         a.ok_or_else(|| {
@@ -968,6 +1036,7 @@ impl Connector for HttpConnector {
             ))
         })?;
         let action = ActionDef {
+            fields: vec![],
             requires: vec![],
             effect: EraseEffect::Erased,
             retained_reason: None,
@@ -1037,6 +1106,14 @@ impl Connector for HttpConnector {
         let mut a = action.clone();
         a.effect = EraseEffect::Erased;
         self.run_erase("purge", &a, cx, false).await
+    }
+
+    async fn object(&self, cx: CallContext<'_>) -> Result<Changed, ConnectorError> {
+        self.run_change("object", cx).await
+    }
+
+    async fn rectify(&self, cx: CallContext<'_>) -> Result<Changed, ConnectorError> {
+        self.run_change("rectify", cx).await
     }
 }
 
@@ -1421,6 +1498,7 @@ path = "/folders{{ settings.folder | raw_path }}"
             request_id: "r",
             idempotency_key: "r:p:0",
             attempt: 1,
+            set: None,
         };
         let e = c.erase(cx).await.expect("erase");
         assert!(matches!(e, Erase::Erased(_)), "{e:?}");
@@ -1453,6 +1531,7 @@ path = "/folders{{ settings.folder | raw_path }}"
             request_id: "r",
             idempotency_key: "r:p:0",
             attempt: 1,
+            set: None,
         };
         // `../../admin` encodes to one segment, but a server that decodes `%2F`
         // would climb: refused, the call is not sent.
@@ -1510,6 +1589,7 @@ path = "/folders{{ settings.folder | raw_path }}"
             request_id: "r",
             idempotency_key: "r:p:0",
             attempt: 1,
+            set: None,
         };
         let ex = c.export(cx).await.expect("export");
         assert!(matches!(ex, Export::NotFound(_)), "{ex:?}");
@@ -1579,6 +1659,7 @@ path = "/items/{{ item.sid }}"
             request_id: "r",
             idempotency_key: "r:p:0",
             attempt: 1,
+            set: None,
         };
         assert!(matches!(c.erase(cx).await.unwrap(), Erase::Erased(_)));
         let Export::Data { data, .. } = c.export(cx).await.unwrap() else {
@@ -1605,6 +1686,7 @@ path = "/items/{{ item.sid }}"
             request_id: "r",
             idempotency_key: "r:p:0",
             attempt: 1,
+            set: None,
         };
         let e = c.export(cx).await.unwrap_err();
         assert_eq!(e.class, ErrorClass::Permanent);
@@ -1659,6 +1741,7 @@ json = '{"subject": {{ subject | tojson }}}'
             request_id: "r",
             idempotency_key: "r:p:0",
             attempt: 1,
+            set: None,
         };
         c.erase(cx).await.expect("erase");
         let req = &server.received_requests().await.unwrap()[0];
@@ -1838,6 +1921,7 @@ expect = { content_type = "application/json", pointer = "/id" }
             request_id: "r",
             idempotency_key: "r:p:0",
             attempt: 1,
+            set: None,
         };
         let e = c.erase(cx).await.unwrap_err();
         assert_eq!(e.class, ErrorClass::Transient);

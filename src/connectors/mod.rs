@@ -155,6 +155,15 @@ pub enum Verify {
     StillPresent(Evidence),
 }
 
+/// The result of an objection or a rectification at one processor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Changed {
+    /// The processor's answer proved the change (the new status, the new values).
+    Done(Evidence),
+    /// The processor holds nothing for this subject.
+    NotFound(Evidence),
+}
+
 /// What a connector call knows about the request it serves.
 #[derive(Debug, Clone, Copy)]
 pub struct CallContext<'a> {
@@ -167,6 +176,9 @@ pub struct CallContext<'a> {
     pub idempotency_key: &'a str,
     /// This attempt's number (1 for the first call), 0 outside a worker.
     pub attempt: u32,
+    /// A rectification's new values (`{{ set.email }}`…), only the fields
+    /// this processor's `rectify` action can change; `None` otherwise.
+    pub set: Option<&'a Subject>,
 }
 
 impl CallContext<'_> {
@@ -200,6 +212,20 @@ pub trait Connector: Send + Sync {
     async fn verify(&self, cx: CallContext<'_>) -> Result<Verify, ConnectorError>;
     /// Permanently delete what a soft delete left.
     async fn purge(&self, cx: CallContext<'_>) -> Result<Erase, ConnectorError>;
+    /// An objection (Art. 21): unsubscribe / opt out, without deleting.
+    async fn object(&self, _cx: CallContext<'_>) -> Result<Changed, ConnectorError> {
+        Err(ConnectorError::permanent(format!(
+            "processor `{}`: its connector has no `object` action",
+            self.processor()
+        )))
+    }
+    /// A rectification (Art. 16): change the subject's data to `cx.set`.
+    async fn rectify(&self, _cx: CallContext<'_>) -> Result<Changed, ConnectorError> {
+        Err(ConnectorError::permanent(format!(
+            "processor `{}`: its connector has no `rectify` action",
+            self.processor()
+        )))
+    }
     /// A processor with no API, handled by a person: the engine sends tasks and
     /// waits for `lethe confirm` instead of calling erase/export.
     fn as_manual(&self) -> Option<&manual::ManualConnector> {
@@ -249,6 +275,7 @@ mod tests {
             request_id: "r",
             idempotency_key: "r:p:erase",
             attempt,
+            set: None,
         };
         assert_eq!(cx(1).attempt(), Some(1));
         assert_eq!(cx(12).attempt(), Some(12));

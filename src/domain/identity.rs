@@ -561,6 +561,45 @@ impl Subject {
         Ok(s)
     }
 
+    /// A rectification's new values from `field=value` pairs (`email`,
+    /// `phone`, `customer_id`, `name`), each validated like an identity. An
+    /// unknown or repeated field, or a malformed value, is an error naming
+    /// the field (never quoting the value). At least one pair is needed.
+    pub fn changes<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Subject, String> {
+        let mut s = Subject::default();
+        let mut any = false;
+        for (field, value) in pairs {
+            let field = field.trim();
+            let twice = || format!("`{field}` is given twice");
+            let bad = |e: IdentityError| format!("the new `{field}` is not valid: {e}");
+            match field {
+                "email" if s.email.is_some() => return Err(twice()),
+                "email" => s.email = Some(Email::parse(value).map_err(bad)?),
+                "phone" if s.phone.is_some() => return Err(twice()),
+                "phone" => s.phone = Some(Phone::parse(value).map_err(bad)?),
+                "customer_id" if s.customer_id.is_some() => return Err(twice()),
+                "customer_id" => s.customer_id = Some(CustomerId::parse(value).map_err(bad)?),
+                "name" if s.name.is_some() => return Err(twice()),
+                "name" => s.name = Some(Name::parse(value).map_err(bad)?),
+                other => {
+                    return Err(format!(
+                        "unknown field `{other}` (a rectification can set email, phone, name or customer_id)"
+                    ))
+                }
+            }
+            any = true;
+        }
+        if !any {
+            return Err(
+                "no new values: give at least one field=value (email, phone, name, customer_id)"
+                    .into(),
+            );
+        }
+        Ok(s)
+    }
+
     /// Require at least one identifying value.
     pub fn validate(&self) -> Result<(), IdentityError> {
         if self.email.is_none() && self.phone.is_none() && self.customer_id.is_none() {

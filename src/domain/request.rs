@@ -14,14 +14,37 @@ pub enum RequestKind {
     Erasure,
     /// Art. 15/20: collect the subject's data from everywhere.
     Export,
+    /// Art. 21: stop processing (unsubscribe everywhere) without deleting.
+    Objection,
+    /// Art. 16: correct the subject's data (new values sealed with the identities).
+    Rectification,
 }
 
 impl RequestKind {
+    /// Every kind.
+    pub const ALL: [RequestKind; 4] = [
+        RequestKind::Erasure,
+        RequestKind::Export,
+        RequestKind::Objection,
+        RequestKind::Rectification,
+    ];
+    /// The step action this kind plans at every processor.
+    pub fn action(self) -> super::step::Action {
+        use super::step::Action;
+        match self {
+            RequestKind::Erasure => Action::Erase,
+            RequestKind::Export => Action::Export,
+            RequestKind::Objection => Action::Object,
+            RequestKind::Rectification => Action::Rectify,
+        }
+    }
     /// Stored / `--json` name.
     pub fn as_str(self) -> &'static str {
         match self {
             RequestKind::Erasure => "erasure",
             RequestKind::Export => "export",
+            RequestKind::Objection => "objection",
+            RequestKind::Rectification => "rectification",
         }
     }
 }
@@ -38,8 +61,10 @@ impl FromStr for RequestKind {
         match s {
             "erasure" | "erase" => Ok(RequestKind::Erasure),
             "export" | "access" | "portability" => Ok(RequestKind::Export),
+            "objection" | "object" => Ok(RequestKind::Objection),
+            "rectification" | "rectify" => Ok(RequestKind::Rectification),
             _ => Err(format!(
-                "unknown request kind `{s}` (expected `erasure` or `export`)"
+                "unknown request kind `{s}` (expected `erasure`, `export`, `objection` or `rectification`)"
             )),
         }
     }

@@ -207,17 +207,27 @@ pub enum Outcome {
     Confirmed,
     /// Kept on purpose under a stated basis (e.g. an opt-out that must be honoured).
     Retained,
+    /// The processor's answer showed the subject opted out (an objection, Art. 21).
+    Objected,
+    /// The processor's answer echoed every new value (a rectification, Art. 16).
+    Rectified,
+    /// The processor's connector has no action for this kind of request; the
+    /// step's evidence note says why and what to do instead.
+    NotApplicable,
 }
 
 impl Outcome {
     /// All outcomes.
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Erased,
         Outcome::Purged,
         Outcome::NotFound,
         Outcome::Exported,
         Outcome::Confirmed,
         Outcome::Retained,
+        Outcome::Objected,
+        Outcome::Rectified,
+        Outcome::NotApplicable,
     ];
     /// The stored / `--json` name.
     pub fn as_str(self) -> &'static str {
@@ -228,6 +238,9 @@ impl Outcome {
             Outcome::Exported => "exported",
             Outcome::Confirmed => "confirmed",
             Outcome::Retained => "retained",
+            Outcome::Objected => "objected",
+            Outcome::Rectified => "rectified",
+            Outcome::NotApplicable => "not_applicable",
         }
     }
 }
@@ -256,6 +269,10 @@ pub enum Action {
     Erase,
     /// Collect the subject's data.
     Export,
+    /// Stop processing without deleting: unsubscribe, opt out (Art. 21).
+    Object,
+    /// Correct the subject's data to the request's new values (Art. 16).
+    Rectify,
 }
 
 impl Action {
@@ -264,6 +281,8 @@ impl Action {
         match self {
             Action::Erase => "erase",
             Action::Export => "export",
+            Action::Object => "object",
+            Action::Rectify => "rectify",
         }
     }
 }
@@ -274,6 +293,8 @@ impl FromStr for Action {
         match s {
             "erase" => Ok(Action::Erase),
             "export" => Ok(Action::Export),
+            "object" => Ok(Action::Object),
+            "rectify" => Ok(Action::Rectify),
             _ => Err(format!("unknown action `{s}`")),
         }
     }

@@ -13,6 +13,14 @@ use std::path::Path;
 pub const BUILTIN: &[(&str, &str)] = &[
     ("erasure.toml", include_str!("../../workflows/erasure.toml")),
     ("export.toml", include_str!("../../workflows/export.toml")),
+    (
+        "objection.toml",
+        include_str!("../../workflows/objection.toml"),
+    ),
+    (
+        "rectification.toml",
+        include_str!("../../workflows/rectification.toml"),
+    ),
 ];
 
 /// One workflow file.
@@ -284,6 +292,8 @@ mod tests {
         assert!(w.pick(RequestKind::Erasure, None).is_ok());
         assert!(w.pick(RequestKind::Export, None).is_ok());
         assert!(w.pick(RequestKind::Export, Some("erasure")).is_err());
+        assert!(w.pick(RequestKind::Objection, None).is_ok());
+        assert!(w.pick(RequestKind::Rectification, None).is_ok());
     }
 
     #[test]

@@ -218,6 +218,12 @@ fn task(
     let what = match step.action {
         crate::domain::Action::Erase => "Erase every record of this person",
         crate::domain::Action::Export => "Collect a copy of every record of this person",
+        crate::domain::Action::Object => {
+            "Stop processing this person's data (unsubscribe / opt out everywhere, without deleting)"
+        }
+        crate::domain::Action::Rectify => {
+            "Correct this person's data (the new values were sent to you separately by the controller; lethe does not repeat them here)"
+        }
     };
     let search: Vec<String> = ids.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let confirm = format!(

@@ -81,6 +81,24 @@ pub struct SubmitOptions {
     pub external_id: Option<String>,
     /// Status callback URL.
     pub callback_url: Option<String>,
+    /// A rectification's new values (only the fields to change are set).
+    /// Sealed with the identities, never written anywhere in the clear.
+    pub changes: Option<Subject>,
+}
+
+/// The names of the fields a rectification changes (`email`, `phone`,
+/// `customer_id`, `name`), in that order; never their values.
+pub fn changed_fields(set: &Subject) -> Vec<String> {
+    [
+        ("email", set.email.is_some()),
+        ("phone", set.phone.is_some()),
+        ("customer_id", set.customer_id.is_some()),
+        ("name", set.name.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, on)| *on)
+    .map(|(f, _)| f.to_string())
+    .collect()
 }
 
 /// The result of a submit.
@@ -210,6 +228,22 @@ impl Engine {
         subject
             .validate()
             .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let fields = match (kind, &opts.changes) {
+            (RequestKind::Rectification, Some(set)) if !changed_fields(set).is_empty() => {
+                changed_fields(set)
+            }
+            (RequestKind::Rectification, _) => {
+                return Err(EngineError::Invalid(
+                    "a rectification needs at least one new value: --set email=…, phone=…, name=… or customer_id=…".into(),
+                ))
+            }
+            (_, Some(_)) => {
+                return Err(EngineError::Invalid(format!(
+                    "new values (`set`) belong to a rectification, not to a {kind} request"
+                )))
+            }
+            (_, None) => vec![],
+        };
         if let Some(ext) = &opts.external_id {
             if let Some(existing) = self.store.find_by_external_id(ext).await? {
                 return self
@@ -234,10 +268,12 @@ impl Engine {
         let now = Utc::now();
         let subject_hash = self.keys.subject_hash(&subject);
         let adhoc = self.store.active_holds(&subject_hash, ms(now)).await?;
-        let steps =
-            planner::plan(&self.config, wf, kind, ms(now), &adhoc).map_err(EngineError::Invalid)?;
+        let steps = planner::plan(&self.config, wf, kind, ms(now), &adhoc, &fields)
+            .map_err(EngineError::Invalid)?;
         let id = uuid::Uuid::new_v4().to_string();
-        let (sealed, data_key) = self.keys.seal(&id, &subject);
+        let (sealed, data_key) = self
+            .keys
+            .seal_with_changes(&id, &subject, opts.changes.as_ref());
         let req = crate::store::NewRequest {
             id,
             kind,
@@ -250,6 +286,7 @@ impl Engine {
             identities: sealed,
             callback_url: opts.callback_url.clone(),
             data_key: Some(data_key),
+            fields,
         };
         let mut callbacks: Vec<crate::store::Callback> = opts
             .callback_url
@@ -339,7 +376,10 @@ impl Engine {
             // Opened with the request's own data key; anything that cannot be
             // opened cannot be proved equal.
             Some(_) => {
-                matches!(self.open_subject(existing).await, Ok(Some(old)) if old == *subject)
+                matches!(
+                    self.open_subject_and_changes(existing).await,
+                    Ok(Some((old, set))) if old == *subject && set == opts.changes
+                )
             }
             None => {
                 let only_one = [

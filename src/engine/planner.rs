@@ -7,7 +7,7 @@
 use crate::config::Config;
 use crate::domain::policy::FOREVER_MS;
 use crate::domain::workflow::WorkflowDef;
-use crate::domain::{hold_gate, Action, HoldGate, HoldSpan, RequestKind, StepState};
+use crate::domain::{hold_gate, Action, HoldGate, HoldSpan, Outcome, RequestKind, StepState};
 use crate::store::{HoldRow, Millis, NewStep};
 
 /// The holds that apply to an erase at one processor: the workflow's rule
@@ -45,17 +45,16 @@ pub fn holds_for_adhoc(processor: &str, adhoc: &[HoldRow]) -> Vec<HoldSpan> {
 }
 
 /// The steps for a new request, or a message saying why there are none.
+/// `fields`: a rectification's changed field names (empty otherwise).
 pub fn plan(
     config: &Config,
     wf: &WorkflowDef,
     kind: RequestKind,
     now: Millis,
     adhoc: &[HoldRow],
+    fields: &[String],
 ) -> Result<Vec<NewStep>, String> {
-    let action = match kind {
-        RequestKind::Erasure => Action::Erase,
-        RequestKind::Export => Action::Export,
-    };
+    let action = kind.action();
     let cooling = wf
         .cooling_off
         .map(|c| c.get().as_millis().min(i64::MAX as u128) as i64)
@@ -69,7 +68,7 @@ pub fn plan(
         // Holds defer erasure only: held data can still be exported to its subject.
         let gate = match kind {
             RequestKind::Erasure => hold_gate(&holds_for(wf, &p.name, category, now, adhoc), now),
-            RequestKind::Export => HoldGate::Clear,
+            _ => HoldGate::Clear,
         };
         let (state, run_at, hold_basis, hold_until) = match gate {
             HoldGate::Held { basis, until } => {
@@ -81,6 +80,31 @@ pub fn plan(
             }
             HoldGate::Clear => (StepState::Pending, now, None, None),
         };
+        // An objection or rectification at a processor whose connector cannot
+        // carry it out is done at once, `not_applicable`, with the reason.
+        let not_applicable = match action {
+            Action::Object | Action::Rectify => config
+                .registry
+                .get(&p.connector)
+                .and_then(|d| d.not_applicable_reason(action, fields)),
+            Action::Erase | Action::Export => None,
+        };
+        if let Some(reason) = not_applicable {
+            steps.push(NewStep {
+                processor: p.name.clone(),
+                connector: p.connector.clone(),
+                category: category.as_str().to_string(),
+                action,
+                wave: wave as i64,
+                state: StepState::Done,
+                run_at: now,
+                hold_basis: None,
+                hold_until: None,
+                outcome: Some(Outcome::NotApplicable),
+                note: Some(reason),
+            });
+            continue;
+        }
         steps.push(NewStep {
             processor: p.name.clone(),
             connector: p.connector.clone(),
@@ -91,6 +115,8 @@ pub fn plan(
             run_at,
             hold_basis,
             hold_until,
+            outcome: None,
+            note: None,
         });
     }
     if steps.is_empty() {

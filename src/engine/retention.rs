@@ -75,6 +75,22 @@ impl Engine {
             .map_err(|e| EngineError::Invalid(e.to_string()))
     }
 
+    /// A rectification's subject and new values, opened like
+    /// [`open_subject`](Self::open_subject). `None` once destroyed.
+    pub async fn open_subject_and_changes(
+        &self,
+        req: &crate::store::RequestRow,
+    ) -> Result<Option<(crate::domain::Subject, Option<crate::domain::Subject>)>, EngineError> {
+        let Some(sealed) = req.identities.as_deref() else {
+            return Ok(None);
+        };
+        let key = self.store.data_key(&req.id).await?;
+        self.keys
+            .open_with_changes(&req.id, sealed, key.as_ref())
+            .map(Some)
+            .map_err(|e| EngineError::Invalid(e.to_string()))
+    }
+
     /// Delete the export files of export requests closed at least
     /// `[store] export_retention` ago, with a `request.exports_deleted` event
     /// each; returns the request ids.

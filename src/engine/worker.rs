@@ -9,7 +9,9 @@
 
 use super::{Engine, EngineError};
 use crate::connectors::lease::Lease;
-use crate::connectors::{CallContext, ConnectorError, Erase, ErrorClass, Evidence, Export, Verify};
+use crate::connectors::{
+    CallContext, Changed, ConnectorError, Erase, ErrorClass, Evidence, Export, Verify,
+};
 use crate::domain::policy::FOREVER_MS;
 use crate::domain::retry::RetryPolicy;
 use crate::domain::{hold_gate, Action, HoldGate, Outcome, Phase, StepEvent, StepState, Subject};
@@ -549,8 +551,8 @@ impl Engine {
         req: &crate::store::RequestRow,
     ) -> Result<Decision, EngineError> {
         let policy = self.retry_policy(&req.workflow, &step.connector);
-        let subject =
-            match self.open_subject(req).await {
+        let (subject, changes) =
+            match self.open_subject_and_changes(req).await {
                 Ok(Some(s)) => s,
                 Ok(None) => return Ok(failed(
                     step,
@@ -645,11 +647,40 @@ impl Engine {
                 _ => step.action.as_str(),
             }
         );
+        // A rectification's connector sees only the new values its `rectify`
+        // action can change.
+        let set = match (step.action, &changes) {
+            (Action::Rectify, Some(all)) => {
+                let fields = self
+                    .config
+                    .registry
+                    .get(&step.connector)
+                    .and_then(|d| d.actions.rectify.as_ref())
+                    .map(|a| a.fields.clone())
+                    .unwrap_or_default();
+                let has = |f: &str| fields.iter().any(|x| x == f);
+                Some(Subject {
+                    email: all.email.clone().filter(|_| has("email")),
+                    phone: all.phone.clone().filter(|_| has("phone")),
+                    customer_id: all.customer_id.clone().filter(|_| has("customer_id")),
+                    name: all.name.clone().filter(|_| has("name")),
+                })
+            }
+            _ => None,
+        };
+        if step.action == Action::Rectify && set.is_none() {
+            return Ok(failed(
+                step,
+                "this rectification's new values are missing (destroyed or never sealed); file it again".into(),
+                None,
+            ));
+        }
         let cx = CallContext {
             subject: &subject,
             request_id: &step.request_id,
             idempotency_key: &key,
             attempt: step.attempts.clamp(0, u32::MAX as i64) as u32,
+            set: set.as_ref(),
         };
         let started = std::time::Instant::now();
         let result = match (step.phase, step.action) {
@@ -658,6 +689,21 @@ impl Engine {
             (Phase::Act, Action::Export) => match connector.export(cx).await {
                 Ok(Export::Data { data, evidence }) => self.write_export(step, &req.kind, data, evidence, now),
                 Ok(Export::NotFound(ev)) => Ok(Decision::finished(Outcome::NotFound, &ev, now)),
+                Err(e) => Err(e),
+            },
+            (Phase::Act, Action::Object) => match connector.object(cx).await {
+                Ok(Changed::Done(ev)) => Ok(Decision::finished(Outcome::Objected, &ev, now)),
+                Ok(Changed::NotFound(ev)) => Ok(Decision::finished(Outcome::NotFound, &ev, now)),
+                Err(e) => Err(e),
+            },
+            (Phase::Act, Action::Rectify) => match connector.rectify(cx).await {
+                Ok(Changed::Done(ev)) => {
+                    let mut d = Decision::finished(Outcome::Rectified, &ev, now);
+                    let fields = set.as_ref().map(super::changed_fields).unwrap_or_default();
+                    d.extra = json!({"fields": fields});
+                    Ok(d)
+                }
+                Ok(Changed::NotFound(ev)) => Ok(Decision::finished(Outcome::NotFound, &ev, now)),
                 Err(e) => Err(e),
             },
             (Phase::Verify, _) => match connector.verify(cx).await {

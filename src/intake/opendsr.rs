@@ -200,6 +200,12 @@ pub async fn create(
     let kind = match req.subject_request_type.as_str() {
         "erasure" => RequestKind::Erasure,
         "access" | "portability" => RequestKind::Export,
+        t @ ("objection" | "object" | "rectification" | "rectify" | "restriction") => {
+            return Err(ApiError::invalid(
+                "subject_request_type",
+                format!("`{t}` is not an OpenDSR request type (OpenDSR 2.0 has erasure, access and portability); file objections and rectifications through POST /v1/requests or `lethe request object|rectify`"),
+            ))
+        }
         other => {
             return Err(ApiError::invalid(
                 "subject_request_type",
@@ -248,6 +254,7 @@ pub async fn create(
                 workflow: None,
                 external_id: Some(format!("{PREFIX}{}", req.subject_request_id)),
                 callback_url: None,
+                changes: None,
             },
             callbacks,
         )

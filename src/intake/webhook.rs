@@ -31,7 +31,7 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookRequest {
-    /// `erasure` or `export`.
+    /// `erasure`, `export`, `objection` or `rectification`.
     pub kind: RequestKind,
     /// At least one of email, phone, customer_id (name alone identifies nobody).
     pub identities: Subject,
@@ -43,6 +43,10 @@ pub struct WebhookRequest {
     /// Where status callbacks go (our `lethe` format, signed like the webhook).
     #[serde(default)]
     pub callback_url: Option<String>,
+    /// A rectification's new values: `{"email": …, "name": …}` (fields email,
+    /// phone, name, customer_id). Only with `kind: "rectification"`.
+    #[serde(default)]
+    pub set: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Read the body, mapping the 64 KiB limit to a JSON 413.
@@ -117,6 +121,25 @@ pub async fn create(
         .validate()
         .map_err(|e| ApiError::invalid("identities", e.to_string()))?;
     check_external_id("external_id", &req.external_id)?;
+    let changes = match (&req.set, req.kind) {
+        (Some(set), RequestKind::Rectification) => Some(
+            crate::domain::Subject::changes(set.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .map_err(|e| ApiError::invalid("set", e))?,
+        ),
+        (None, RequestKind::Rectification) => {
+            return Err(ApiError::invalid(
+                "set",
+                "a rectification needs `set`: the new values, e.g. {\"email\": …}".to_string(),
+            ))
+        }
+        (Some(_), kind) => {
+            return Err(ApiError::invalid(
+                "set",
+                format!("only a rectification has new values, not a {kind} request"),
+            ))
+        }
+        (None, _) => None,
+    };
     if let Some(u) = &req.callback_url {
         check_callback_url(&st.engine.config, "callback_url", u)?;
     }
@@ -135,6 +158,7 @@ pub async fn create(
                 workflow: req.workflow,
                 external_id: Some(req.external_id),
                 callback_url: req.callback_url,
+                changes,
             },
         )
         .await?;

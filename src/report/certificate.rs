@@ -89,6 +89,14 @@ pub struct ProcessorRow {
     pub soft_delete: Option<SoftDeletePart>,
     /// Why data was kept on purpose (`retained`).
     pub retained_reason: Option<String>,
+    /// Why the step did not apply to this processor (`not_applicable`: its
+    /// connector has no action for the request's kind), and what to do instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_applicable_reason: Option<String>,
+    /// A rectification: the names of the fields the processor's answer
+    /// showed changed (never their values).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
     /// The operator gave up on this failed step (`lethe skip`): its result is
     /// `skipped`, never an erasure; the error it failed with stays in `error`.
     pub skipped: Option<SkippedPart>,
@@ -286,6 +294,7 @@ fn processor_row(s: &StepRow, events: &[EventRow], created: (Millis, i64)) -> Pr
     }
     let mut grace_at = None;
     let mut retained_reason = None;
+    let mut fields: Vec<String> = vec![];
     let mut skipped = None;
     for e in &mine {
         let d = &e.detail;
@@ -329,6 +338,13 @@ fn processor_row(s: &StepRow, events: &[EventRow], created: (Millis, i64)) -> Pr
             "step.done" => {
                 if let Some(r) = str_at(d, "retained_reason") {
                     retained_reason = Some(r.to_string());
+                }
+                if let Some(f) = d.get("fields").and_then(Value::as_array) {
+                    fields = f
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(String::from)
+                        .collect();
                 }
                 (
                     "done",
@@ -385,6 +401,9 @@ fn processor_row(s: &StepRow, events: &[EventRow], created: (Millis, i64)) -> Pr
         reference: ev.and_then(|e| str_at(e, "reference")).map(String::from),
         note: ev.and_then(|e| str_at(e, "note")).map(String::from),
     };
+    let not_applicable_reason = (s.outcome == Some(crate::domain::Outcome::NotApplicable))
+        .then(|| evidence.note.clone())
+        .flatten();
     let outcome = s.outcome.map(|o| o.as_str().to_string());
     let soft_delete = (s.grace_until.is_some() || grace_at.is_some()).then(|| SoftDeletePart {
         deleted_at: grace_at.map(ts),
@@ -416,6 +435,8 @@ fn processor_row(s: &StepRow, events: &[EventRow], created: (Millis, i64)) -> Pr
         }),
         soft_delete,
         retained_reason,
+        not_applicable_reason,
+        fields,
         skipped,
         error: s.last_error.as_ref().map(|m| ErrorPart {
             class: s.error_class.clone(),
@@ -436,8 +457,10 @@ impl ProcessorRow {
             parts.push(format!("ref {r}"));
         }
         if let Some(n) = &self.evidence.note {
-            // A retained step's note is its reason, shown by `qualifier`.
-            if self.retained_reason.as_ref() != Some(n) {
+            // A retained or not-applicable step's note is its reason, shown by `qualifier`.
+            if self.retained_reason.as_ref() != Some(n)
+                && self.not_applicable_reason.as_ref() != Some(n)
+            {
                 parts.push(n.clone());
             }
         }
@@ -486,6 +509,12 @@ impl ProcessorRow {
         }
         if let Some(r) = &self.retained_reason {
             return Some(format!("retained: {r}"));
+        }
+        if let Some(r) = &self.not_applicable_reason {
+            return Some(format!("not applicable: {r}"));
+        }
+        if !self.fields.is_empty() && self.result == "rectified" {
+            return Some(format!("fields changed: {}", self.fields.join(", ")));
         }
         self.error
             .as_ref()

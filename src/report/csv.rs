@@ -25,6 +25,8 @@ pub fn period(r: &PeriodReport) -> String {
         ("received", c.received),
         ("erasure", c.erasure),
         ("export", c.export),
+        ("objection", c.objection),
+        ("rectification", c.rectification),
         ("completed", c.completed),
         ("on_time", c.on_time),
         ("late", c.late),

@@ -39,6 +39,10 @@ pub struct Counts {
     pub erasure: u64,
     /// Of which exports.
     pub export: u64,
+    /// Of which objections (Art. 21).
+    pub objection: u64,
+    /// Of which rectifications (Art. 16).
+    pub rectification: u64,
     /// Completed (or completed with exceptions).
     pub completed: u64,
     /// Completed by the due date.
@@ -85,6 +89,9 @@ pub struct ProcessorStats {
     pub steps: u64,
     /// Steps done (any outcome).
     pub completed: u64,
+    /// Of the done steps, those `not_applicable` (the connector has no action
+    /// for the request's kind): counted in `completed`, never as work done.
+    pub not_applicable: u64,
     /// Steps failed.
     pub failed: u64,
     /// Steps held.
@@ -155,6 +162,8 @@ pub fn assemble(
         match r.kind {
             crate::domain::RequestKind::Erasure => c.erasure += 1,
             crate::domain::RequestKind::Export => c.export += 1,
+            crate::domain::RequestKind::Objection => c.objection += 1,
+            crate::domain::RequestKind::Rectification => c.rectification += 1,
         }
         if r.status == RequestStatus::Cancelled {
             c.cancelled += 1;
@@ -199,6 +208,9 @@ pub fn assemble(
                 p.completed += 1;
                 if let Some(o) = s.outcome {
                     *p.outcomes.entry(o.as_str().to_string()).or_default() += 1;
+                    if o == crate::domain::Outcome::NotApplicable {
+                        p.not_applicable += 1;
+                    }
                 }
                 if let (Some(f), Some(r)) = (s.finished_at, received_at.get(s.request_id.as_str()))
                 {
@@ -245,8 +257,8 @@ pub fn to_text(r: &PeriodReport) -> String {
         r.to.get(..19).unwrap_or(&r.to).replace('T', " ")
     );
     out.push_str(&format!(
-        "received   {:>6}  ({} erasure, {} export)\n",
-        c.received, c.erasure, c.export
+        "received   {:>6}  ({} erasure, {} export, {} objection, {} rectification)\n",
+        c.received, c.erasure, c.export, c.objection, c.rectification
     ));
     out.push_str(&format!(
         "completed  {:>6}  (on time {}, late {})\n",

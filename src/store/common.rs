@@ -367,7 +367,8 @@ macro_rules! shared_store_fns {
             for s in steps {
                 sqlx::query(
                     "INSERT INTO steps (request_id, processor, connector, category, action, wave, state, phase, attempts, \
-                     run_at, hold_basis, hold_until, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'act', 0, $8, $9, $10, $11)",
+                     run_at, hold_basis, hold_until, updated_at, outcome, evidence, finished_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'act', 0, $8, $9, $10, $11, $12, $13, $14)",
                 )
                 .bind(&req.id)
                 .bind(&s.processor)
@@ -380,6 +381,9 @@ macro_rules! shared_store_fns {
                 .bind(&s.hold_basis)
                 .bind(s.hold_until)
                 .bind(now)
+                .bind(s.outcome.map(|o| o.as_str()))
+                .bind(s.note.as_ref().map(|n| serde_json::json!({"note": n}).to_string()))
+                .bind(s.outcome.map(|_| now))
                 .execute(&mut *conn)
                 .await?;
             }
@@ -389,14 +393,25 @@ macro_rules! shared_store_fns {
                 "subject": req.subject_masked,
                 "due_at": req.due_at,
                 "external_id": req.external_id,
-                "steps": steps.iter().map(|s| serde_json::json!({
-                    "processor": s.processor,
-                    "action": s.action.as_str(),
-                    "state": s.state.as_str(),
-                    "hold_basis": s.hold_basis,
-                    "hold_until": s.hold_until,
-                })).collect::<Vec<_>>(),
+                "steps": steps.iter().map(|s| {
+                    let mut d = serde_json::json!({
+                        "processor": s.processor,
+                        "action": s.action.as_str(),
+                        "state": s.state.as_str(),
+                        "hold_basis": s.hold_basis,
+                        "hold_until": s.hold_until,
+                    });
+                    if let (Some(o), serde_json::Value::Object(m)) = (s.outcome, &mut d) {
+                        m.insert("outcome".into(), o.as_str().into());
+                        m.insert("reason".into(), s.note.clone().into());
+                    }
+                    d
+                }).collect::<Vec<_>>(),
             });
+            let mut detail = detail;
+            if let (false, serde_json::Value::Object(m)) = (req.fields.is_empty(), &mut detail) {
+                m.insert("fields".into(), req.fields.clone().into());
+            }
             append_events(
                 conn,
                 now,

@@ -97,6 +97,9 @@ pub struct NewRequest {
     /// The request's data key, wrapped by the master key (`None`: sealed
     /// directly under the master key, the format before envelope encryption).
     pub data_key: Option<WrappedKey>,
+    /// A rectification's changed field NAMES (`email`, `name`…; never values),
+    /// recorded in the `request.created` event. Empty otherwise.
+    pub fields: Vec<String>,
 }
 
 /// A data key wrapped (AEAD) by a master key.
@@ -155,6 +158,10 @@ pub struct NewStep {
     pub hold_basis: Option<String>,
     /// A hold's end.
     pub hold_until: Option<Millis>,
+    /// Set for a step that is final when planned (`done`, `not_applicable`).
+    pub outcome: Option<crate::domain::Outcome>,
+    /// Why (stored as the step's evidence note; never personal data).
+    pub note: Option<String>,
 }
 
 /// A request as stored.
