@@ -144,11 +144,16 @@ impl ConnectorDef {
             None => what,
         };
         let Some(def) = self.request_action(action) else {
-            return Some(why(format!(
+            let what = format!(
                 "connector `{}` has no `{}` action",
                 self.name,
                 action.as_str()
-            )));
+            );
+            return Some(if self.not_applicable.contains_key(action.as_str()) {
+                why(what)
+            } else {
+                format!("{what}: if this processor holds the subject's data, do it there by hand")
+            });
         };
         if action == crate::domain::Action::Rectify
             && !fields.iter().any(|f| def.fields.contains(f))

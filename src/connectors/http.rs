@@ -207,7 +207,7 @@ impl HttpConnector {
             "request": request,
             "vars": vars,
             "item": item.cloned().unwrap_or(Value::Null),
-            "set": cx.and_then(|c| c.set).map(subject_value).unwrap_or(Value::Object(Map::new())),
+            "set": cx.and_then(|c| c.set).map(set_value).unwrap_or(Value::Object(Map::new())),
         }))
     }
 
@@ -1364,6 +1364,16 @@ fn subject_value(s: &Subject) -> Value {
         m.insert("name".into(), Value::String(n.expose().to_string()));
     }
     Value::Object(m)
+}
+
+/// A rectification's new values for templates: only the fields it sets
+/// (`{{ set | tojson }}` is a body with exactly the changed fields).
+fn set_value(s: &Subject) -> Value {
+    let mut v = subject_value(s);
+    if let Value::Object(m) = &mut v {
+        m.remove("email_as_given");
+    }
+    v
 }
 
 fn call_name(call: &Call, i: usize) -> String {
