@@ -357,6 +357,7 @@ async fn idle(n: usize, fakes: &str) {
             identities: vec![0; 60],
             callback_url: None,
             data_key: None,
+            fields: vec![],
         };
         let step = lethe::store::NewStep {
             processor: "object_storage".into(),
@@ -368,6 +369,8 @@ async fn idle(n: usize, fakes: &str) {
             run_at: now + 30 * 86_400_000 + i as i64,
             hold_basis: None,
             hold_until: None,
+            outcome: None,
+            note: None,
         };
         store
             .create_request(req, vec![step], now)

@@ -35,6 +35,7 @@ fn request(id: &str) -> NewRequest {
         identities: vec![1, 2, 3],
         callback_url: None,
         data_key: None,
+        fields: vec![],
     }
 }
 
@@ -49,6 +50,8 @@ fn pending_step(processor: &str) -> NewStep {
         run_at: 1000,
         hold_basis: None,
         hold_until: None,
+        outcome: None,
+        note: None,
     }
 }
 

@@ -32,6 +32,8 @@ async fn steps_finished_concurrently_complete_the_request(b: Backend) {
                 run_at: 1000,
                 hold_basis: None,
                 hold_until: None,
+                outcome: None,
+                note: None,
             })
             .collect();
         store
@@ -48,6 +50,7 @@ async fn steps_finished_concurrently_complete_the_request(b: Backend) {
                     identities: vec![1, 2, 3],
                     callback_url: None,
                     data_key: None,
+                    fields: vec![],
                 },
                 steps,
                 1000,

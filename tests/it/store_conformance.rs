@@ -47,6 +47,7 @@ fn new_request(id: &str, received: i64) -> NewRequest {
         identities: vec![1, 2, 3],
         callback_url: None,
         data_key: None,
+        fields: vec![],
     }
 }
 
@@ -61,6 +62,8 @@ fn step(processor: &str, wave: i64, run_at: i64) -> NewStep {
         run_at,
         hold_basis: None,
         hold_until: None,
+        outcome: None,
+        note: None,
     }
 }
 
