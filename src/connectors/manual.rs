@@ -170,6 +170,10 @@ pub struct Task {
     pub subject_masked: String,
     /// The subject's identities, raw: what the contact must search for.
     pub subject: BTreeMap<String, String>,
+    /// A rectification's new values, raw: what the contact must change the
+    /// data to (empty for other kinds).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, String>,
     /// What to do, in words.
     pub text: String,
     /// The command that records completion.

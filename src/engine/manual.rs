@@ -39,6 +39,7 @@ impl Engine {
         step: &StepRow,
         req: &RequestRow,
         subject: &Subject,
+        changes: Option<&Subject>,
         now: Millis,
     ) -> Result<Decision, ConnectorError> {
         let Some(m) = connector.as_manual() else {
@@ -59,7 +60,15 @@ impl Engine {
         } else {
             0
         };
-        let task = task(step, req, subject, m.contact(), m.instructions(), reminder);
+        let task = task(
+            step,
+            req,
+            subject,
+            changes,
+            m.contact(),
+            m.instructions(),
+            reminder,
+        );
         let evidence = m.send(&task).await?;
         let every = m.remind_every();
         let next = now.saturating_add(every.as_millis().min(i64::MAX as u128) as i64);
@@ -193,14 +202,7 @@ impl Engine {
     }
 }
 
-fn task(
-    step: &StepRow,
-    req: &RequestRow,
-    subject: &Subject,
-    contact: &str,
-    instructions: Option<&str>,
-    reminder: u32,
-) -> Task {
+fn raw_identities(subject: &Subject) -> BTreeMap<String, String> {
     let mut ids = BTreeMap::new();
     if let Some(e) = &subject.email {
         ids.insert("email".to_string(), e.expose().to_string());
@@ -214,6 +216,23 @@ fn task(
     if let Some(n) = &subject.name {
         ids.insert("name".to_string(), n.expose().to_string());
     }
+    ids
+}
+
+fn task(
+    step: &StepRow,
+    req: &RequestRow,
+    subject: &Subject,
+    changes: Option<&Subject>,
+    contact: &str,
+    instructions: Option<&str>,
+    reminder: u32,
+) -> Task {
+    let ids = raw_identities(subject);
+    let set = match (step.action, changes) {
+        (crate::domain::Action::Rectify, Some(c)) => raw_identities(c),
+        _ => BTreeMap::new(),
+    };
     let due = from_ms(req.due_at).to_rfc3339();
     let what = match step.action {
         crate::domain::Action::Erase => "Erase every record of this person",
@@ -221,9 +240,13 @@ fn task(
         crate::domain::Action::Object => {
             "Stop processing this person's data (unsubscribe / opt out everywhere, without deleting)"
         }
-        crate::domain::Action::Rectify => {
-            "Correct this person's data (the new values were sent to you separately by the controller; lethe does not repeat them here)"
-        }
+        crate::domain::Action::Rectify => "Correct this person's data",
+    };
+    let what = if set.is_empty() {
+        what.to_string()
+    } else {
+        let to: Vec<String> = set.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        format!("{what} to: {}", to.join(", "))
     };
     let search: Vec<String> = ids.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let confirm = format!(
@@ -255,6 +278,7 @@ fn task(
         due_at: due,
         subject_masked: req.subject_masked.clone(),
         subject: ids,
+        set,
         text,
         confirm_command: confirm,
     }

@@ -684,7 +684,7 @@ impl Engine {
         };
         let started = std::time::Instant::now();
         let result = match (step.phase, step.action) {
-            (Phase::Act, _) if connector.as_manual().is_some() => self.manual_step(connector.as_ref(), step, req, &subject, now).await,
+            (Phase::Act, _) if connector.as_manual().is_some() => self.manual_step(connector.as_ref(), step, req, &subject, changes.as_ref(), now).await,
             (Phase::Act, Action::Erase) => connector.erase(cx).await.map(|e| self.on_erase(step, e, now)),
             (Phase::Act, Action::Export) => match connector.export(cx).await {
                 Ok(Export::Data { data, evidence }) => self.write_export(step, &req.kind, data, evidence, now),
@@ -730,7 +730,7 @@ impl Engine {
                 )),
                 Err(e) => Err(e),
             },
-            (Phase::Remind, _) => self.manual_step(connector.as_ref(), step, req, &subject, now).await,
+            (Phase::Remind, _) => self.manual_step(connector.as_ref(), step, req, &subject, changes.as_ref(), now).await,
         };
         crate::metrics::observe_call(
             &step.processor,
@@ -745,6 +745,23 @@ impl Engine {
         // Processor text (errors, references, notes) is stored with the
         // subject's identities masked, in whatever form the processor echoed them.
         let scrubber = crate::connectors::Scrubber::new(&subject);
+        // A rectification's new values are masked the same way, wherever a
+        // processor echoed them (errors, evidence, notes).
+        let set_scrubber = changes.as_ref().map(crate::connectors::Scrubber::new);
+        let result = match (result, &set_scrubber) {
+            (Err(mut e), Some(sc)) => {
+                e.message = sc.scrub(&e.message);
+                Err(e)
+            }
+            (Ok(mut d), Some(sc)) => {
+                if let Some(ev) = d.evidence.as_mut() {
+                    sc.scrub_json(ev);
+                }
+                sc.scrub_json(&mut d.extra);
+                Ok(d)
+            }
+            (r, None) => r,
+        };
         // Track the processor's health: transient failures in a row pause it.
         let failure = match &result {
             // A re-check is not the processor failing: it does not count towards a pause.

@@ -155,6 +155,7 @@ on_both_backends!(
     a_stripe_answer_that_does_not_show_the_new_value_is_not_recorded_as_rectified,
     an_unknown_or_malformed_set_field_exits_2_naming_it_and_files_nothing,
     a_rectification_by_webhook_seals_the_new_values_and_a_missing_set_is_refused,
+    a_manual_processor_gets_a_task_for_an_objection_and_for_a_rectification_with_the_new_values,
 );
 
 async fn a_rectification_updates_the_stripe_customer_and_records_field_names_never_values(
@@ -414,4 +415,92 @@ async fn a_rectification_by_webhook_seals_the_new_values_and_a_missing_set_is_re
         .unwrap()
         .to_lowercase();
     assert!(!all.contains("newname"), "{all}");
+}
+
+async fn a_manual_processor_gets_a_task_for_an_objection_and_for_a_rectification_with_the_new_values(
+    backend: Backend,
+) {
+    let hooks = MockServer::start().await;
+    Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path("/hooks/lethe-tasks"))
+        .respond_with(ResponseTemplate::new(202))
+        .mount(&hooks)
+        .await;
+    let procs = format!(
+        "[[processor]]\nname = \"textmarketer\"\nconnector = \"manual\"\ncategory = \"sms\"\nbase_url = \"{}/hooks/lethe-tasks\"\nsettings = {{ contact = \"ops@shop.example\", remind_every = \"1d\" }}\nsecrets = {{ webhook_secret = \"TASKS_WEBHOOK_SECRET\" }}\n",
+        hooks.uri()
+    );
+    let mut env = TestEnv::new(backend, "", &procs).await;
+    env.set_env("TASKS_WEBHOOK_SECRET", "task-webhook-secret-for-tests");
+
+    let obj = env
+        .json(&["request", "object", "--email", OLD, "--json"])
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rect = env
+        .json(&[
+            "request",
+            "rectify",
+            "--email",
+            OLD,
+            "--set",
+            &format!("email={NEW}"),
+            "--json",
+        ])
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for id in [&obj, &rect] {
+        let st = env.run_until_status(id, &["waiting", "failed"], 30).await;
+        assert_eq!(st["status"], "waiting", "{st:#}");
+        assert_eq!(
+            TestEnv::step(&st, "textmarketer")["state"],
+            "awaiting_confirmation",
+            "{st:#}"
+        );
+    }
+    let tasks: Vec<Value> = hooks
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(tasks.len(), 2, "{tasks:#?}");
+    let o = tasks.iter().find(|t| t["action"] == "object").unwrap();
+    assert!(
+        o["text"].as_str().unwrap().contains("Stop processing"),
+        "{o:#}"
+    );
+    assert!(o.get("set").is_none(), "{o:#}");
+    let r = tasks.iter().find(|t| t["action"] == "rectify").unwrap();
+    assert_eq!(
+        r["set"]["email"], NEW,
+        "the contact is told the new value: {r:#}"
+    );
+    assert!(r["text"].as_str().unwrap().contains(NEW), "{r:#}");
+    // …but lethe's own record of the task never holds it.
+    let store = env.store().await;
+    let events = store.request_events(&rect).await.unwrap();
+    let all = serde_json::to_string(&events.iter().map(|e| &e.detail).collect::<Vec<_>>())
+        .unwrap()
+        .to_lowercase();
+    assert!(!all.contains("newname"), "{all}");
+    let out = env
+        .lethe(&[
+            "confirm",
+            &rect,
+            "--processor",
+            "textmarketer",
+            "--note",
+            "changed",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", show(&out));
+    let st = env.status(&rect).await;
+    assert_eq!(st["status"], "completed", "{st:#}");
+    assert_eq!(TestEnv::step(&st, "textmarketer")["outcome"], "confirmed");
 }
