@@ -1,5 +1,6 @@
-//! lethe: carries GDPR data-subject requests (erasure, export) through every
-//! third-party processor, durably, and hands back the evidence.
+//! lethe: carries GDPR data-subject requests (erasure, export, objection,
+//! rectification) through every third-party processor, durably, and hands
+//! back the evidence.
 //!
 //! Layers point one way: `domain` (pure types and the saga) ← `store`,
 //! `connectors` ← `engine` ← `cli`. See DESIGN.md for the architecture.

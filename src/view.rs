@@ -12,7 +12,7 @@ use serde_json::Value;
 pub struct RequestView {
     /// Request id (UUID).
     pub id: String,
-    /// `erasure` or `export`.
+    /// `erasure`, `export`, `objection` or `rectification`.
     pub kind: String,
     /// Workflow name.
     pub workflow: String,

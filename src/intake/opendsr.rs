@@ -27,6 +27,11 @@
 //!   self-hosted lethe does not have; `processor_certificate` is therefore
 //!   absent from discovery.
 //!
+//! OpenDSR 2.0 knows `erasure`, `access` and `portability` only: those are
+//! advertised and mapped (access and portability to an export); `objection`
+//! and `rectification` are lethe request kinds with no OpenDSR type, refused
+//! with a 422 naming the type (file them through `POST /v1/requests`).
+//!
 //! The endpoints need the API bearer token, except discovery. Unknown
 //! top-level fields are ignored here (a newer controller may send more); the
 //! fields we read are checked strictly.

@@ -29,7 +29,7 @@ pub struct Certificate {
 pub struct RequestPart {
     /// Request id.
     pub id: String,
-    /// `erasure` or `export`.
+    /// `erasure`, `export`, `objection` or `rectification`.
     pub kind: String,
     /// Workflow name.
     pub workflow: String,
