@@ -94,6 +94,8 @@ struct Scope<'a> {
     vars: Option<&'a BTreeSet<String>>,
     /// `item` (a `for_each` element: any shape).
     item: bool,
+    /// `set.*`: a rectification's new values (only in `rectify` calls).
+    set: bool,
 }
 
 impl Scope<'_> {
@@ -113,6 +115,9 @@ impl Scope<'_> {
         }
         if self.item {
             r.push("item");
+        }
+        if self.set {
+            r.push("set");
         }
         r
     }
@@ -165,6 +170,15 @@ impl Scope<'_> {
                 .map(|s| within(s, "no call of the connector extracts it"))
                 .unwrap_or_else(|| Some(self.not_here(root))),
             "item" if self.item => None,
+            "set" if self.set => match field {
+                Some(f) if !crate::connectors::definition::IDENTITY_NAMES.contains(&f) => {
+                    Some(format!(
+                        "uses `set.{f}`, which is undefined (defined: {})",
+                        crate::connectors::definition::IDENTITY_NAMES.join(", ")
+                    ))
+                }
+                _ => None,
+            },
             _ => Some(self.not_here(path)),
         }
     }
@@ -348,6 +362,7 @@ fn processor_problems(config: &Config, p: &ProcessorConfig, def: &ConnectorDef) 
         secrets: None,
         vars: None,
         item: false,
+        set: false,
     };
     for (k, v) in &p.settings {
         if v.contains("{{") || v.contains("{%") {
@@ -374,6 +389,8 @@ fn processor_problems(config: &Config, p: &ProcessorConfig, def: &ConnectorDef) 
         ("erase", &def.actions.erase),
         ("verify", &def.actions.verify),
         ("purge", &def.actions.purge),
+        ("object", &def.actions.object),
+        ("rectify", &def.actions.rectify),
     ];
     for (_, a) in &actions {
         for c in a.iter().flat_map(|a| a.calls.iter()) {
@@ -393,6 +410,7 @@ fn processor_problems(config: &Config, p: &ProcessorConfig, def: &ConnectorDef) 
         secrets: Some(&secrets),
         vars: None,
         item: false,
+        set: false,
     };
     let mut auth: Vec<(String, String)> = match &def.auth {
         Auth::None => vec![],
@@ -418,6 +436,7 @@ fn processor_problems(config: &Config, p: &ProcessorConfig, def: &ConnectorDef) 
         secrets: Some(&secrets),
         vars: Some(&vars),
         item: true,
+        set: false,
     };
     let mut calls: Vec<(String, &Call)> = vec![];
     if let Some(c) = &def.check {
@@ -428,9 +447,18 @@ fn processor_problems(config: &Config, p: &ProcessorConfig, def: &ConnectorDef) 
             calls.push((format!("actions.{name}.calls[{i}]"), c));
         }
     }
+    let rectify_scope = Scope {
+        set: true,
+        ..call_scope
+    };
     for (prefix, c) in calls {
+        let scope = if prefix.starts_with("actions.rectify.") {
+            &rectify_scope
+        } else {
+            &call_scope
+        };
         for (key, t, kind) in call_templates(&prefix, c) {
-            check_template(&t, kind, &call_scope, &in_connector, &key, &mut out);
+            check_template(&t, kind, scope, &in_connector, &key, &mut out);
         }
     }
     out
@@ -768,6 +796,7 @@ mod tests {
             secrets: None,
             vars: None,
             item: true,
+            set: false,
         };
         let mut out = vec![];
         let at = |k: &str, p: String| Problem {
