@@ -208,7 +208,7 @@ pub async fn create(
         t @ ("objection" | "object" | "rectification" | "rectify" | "restriction") => {
             return Err(ApiError::invalid(
                 "subject_request_type",
-                format!("`{t}` is not an OpenDSR request type (OpenDSR 2.0 has erasure, access and portability); file objections and rectifications through POST /v1/requests or `lethe request object|rectify`"),
+                format!("unknown type `{t}` (expected erasure, access or portability: OpenDSR 2.0 has no objection or rectification type; file those through POST /v1/requests or `lethe request object|rectify`)"),
             ))
         }
         other => {

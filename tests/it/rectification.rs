@@ -156,6 +156,7 @@ on_both_backends!(
     an_unknown_or_malformed_set_field_exits_2_naming_it_and_files_nothing,
     a_rectification_by_webhook_seals_the_new_values_and_a_missing_set_is_refused,
     a_manual_processor_gets_a_task_for_an_objection_and_for_a_rectification_with_the_new_values,
+    a_zendesk_user_is_updated_with_exactly_the_changed_fields_and_a_similar_address_is_left_alone,
 );
 
 async fn a_rectification_updates_the_stripe_customer_and_records_field_names_never_values(
@@ -503,4 +504,124 @@ async fn a_manual_processor_gets_a_task_for_an_objection_and_for_a_rectification
     let st = env.status(&rect).await;
     assert_eq!(st["status"], "completed", "{st:#}");
     assert_eq!(TestEnv::step(&st, "textmarketer")["outcome"], "confirmed");
+}
+
+const ZD_AGENT: &str = "agent@shop.example";
+const ZD_TOKEN: &str = "6wiIBWbGkBMo1mRDMuVwkw1EPsNkeUj95PIz2akv";
+const NEW_PHONE: &str = "+447700900123";
+
+/// A Zendesk fake: `GET /api/v2/users/search?query=` answers the subject and a
+/// similar address (the search is fuzzy), `PUT /api/v2/users/{id}` merges
+/// `{"user": {…}}` and answers the user as it now is (developer.zendesk.com
+/// …/users/users/#update-user).
+async fn zendesk() -> MockServer {
+    let server = MockServer::start().await;
+    let users = Arc::new(Mutex::new(vec![
+        json!({"id": 9001, "email": OLD, "name": "Jane Doe", "phone": null, "role": "end-user"}),
+        json!({"id": 9002, "email": "jane.doe@example.com.au", "name": "Jane Doe", "phone": null, "role": "end-user"}),
+    ]));
+    Mock::given(wiremock::matchers::any())
+        .respond_with(move |req: &Request| {
+            use base64::Engine as _;
+            let j = |s: u16, v: Value| {
+                ResponseTemplate::new(s)
+                    .insert_header("content-type", "application/json")
+                    .set_body_json(v)
+            };
+            let auth_ok = req
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Basic "))
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .is_some_and(|b| b == format!("{ZD_AGENT}/token:{ZD_TOKEN}").into_bytes());
+            if !auth_ok {
+                return j(401, json!({"error": "Couldn't authenticate you"}));
+            }
+            let mut u = users.lock().unwrap();
+            let p = req.url.path().to_string();
+            match req.method.as_str() {
+                "GET" if p == "/api/v2/users/search" => {
+                    let q = query(req, "query").unwrap_or_default().to_lowercase();
+                    let hits: Vec<Value> = u
+                        .iter()
+                        .filter(|x| x["email"].as_str().is_some_and(|e| e.contains(&q)))
+                        .cloned()
+                        .collect();
+                    j(200, json!({"users": hits, "next_page": null, "previous_page": null, "count": hits.len()}))
+                }
+                "PUT" if p.starts_with("/api/v2/users/") => {
+                    let id: i64 = p.trim_start_matches("/api/v2/users/").parse().unwrap_or(0);
+                    let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+                        return j(400, json!({"error": "InvalidJSON"}));
+                    };
+                    let Some(user) = u.iter_mut().find(|x| x["id"] == id) else {
+                        return j(404, json!({"error": "RecordNotFound", "description": "Not found"}));
+                    };
+                    if let Some(m) = body["user"].as_object() {
+                        for (k, v) in m {
+                            user[k] = v.clone();
+                        }
+                    }
+                    j(200, json!({"user": user.clone()}))
+                }
+                _ => j(404, json!({"error": "InvalidEndpoint", "description": "Not found"})),
+            }
+        })
+        .mount(&server)
+        .await;
+    server
+}
+
+async fn a_zendesk_user_is_updated_with_exactly_the_changed_fields_and_a_similar_address_is_left_alone(
+    backend: Backend,
+) {
+    let zd = zendesk().await;
+    let procs = format!(
+        "[[processor]]\nname = \"helpdesk\"\nconnector = \"zendesk\"\nbase_url = \"{}\"\nsettings = {{ agent_email = \"{ZD_AGENT}\" }}\nsecrets = {{ api_token = \"ZENDESK_API_TOKEN\" }}\n",
+        zd.uri()
+    );
+    let mut env = TestEnv::new(backend, "", &procs).await;
+    env.set_env("ZENDESK_API_TOKEN", ZD_TOKEN);
+    let v = env
+        .json(&[
+            "request",
+            "rectify",
+            "--email",
+            OLD,
+            "--set",
+            &format!("name={NEW_NAME}"),
+            "--set",
+            "phone=+44 7700 900123",
+            "--json",
+        ])
+        .await;
+    let id = v["id"].as_str().unwrap().to_string();
+    let st = env
+        .run_until_status(&id, &["completed", "failed"], 30)
+        .await;
+    assert_eq!(st["status"], "completed", "{st:#}");
+    let step = TestEnv::step(&st, "helpdesk");
+    assert_eq!(step["outcome"], "rectified", "{step:#}");
+    assert_eq!(step["evidence"]["reference"], "9001");
+    assert_eq!(
+        step["evidence"]["note"],
+        "the answer shows the new name, phone"
+    );
+    let got = zd.received_requests().await.unwrap_or_default();
+    let puts: Vec<&Request> = got.iter().filter(|r| r.method.as_str() == "PUT").collect();
+    assert_eq!(puts.len(), 1, "only the exact match is updated: {got:?}");
+    assert_eq!(puts[0].url.path(), "/api/v2/users/9001");
+    let body: Value = serde_json::from_slice(&puts[0].body).unwrap();
+    assert_eq!(
+        body,
+        json!({"user": {"name": NEW_NAME, "phone": NEW_PHONE}}),
+        "exactly the changed fields, the phone in E.164"
+    );
+    let store = env.store().await;
+    let events = store.request_events(&id).await.unwrap();
+    let all = serde_json::to_string(&events.iter().map(|e| &e.detail).collect::<Vec<_>>())
+        .unwrap()
+        .to_lowercase();
+    assert!(!all.contains("newname") && !all.contains("900123"), "{all}");
 }
