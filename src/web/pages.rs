@@ -117,7 +117,11 @@ pub async fn requests(
     let kind = param(&q, "kind")
         .map(|k| k.parse::<RequestKind>())
         .transpose()
-        .map_err(|_| WebError::BadRequest("kind: expected erasure, export, objection or rectification".into()))?;
+        .map_err(|_| {
+            WebError::BadRequest(
+                "kind: expected erasure, export, objection or rectification".into(),
+            )
+        })?;
     let status = param(&q, "status")
         .map(|k| k.parse::<RequestStatus>())
         .transpose()

@@ -769,7 +769,10 @@ async fn every_page_shows_masked_identities_only_and_offers_the_reports_for_down
     // A bad filter is refused with a page, not an error dump.
     let (code, body) = http_get(&d, &cookie, "/dashboard/requests?kind=everything").await;
     assert_eq!(code, 400);
-    assert!(body.contains("kind: expected erasure, export, objection or rectification"), "{body}");
+    assert!(
+        body.contains("kind: expected erasure, export, objection or rectification"),
+        "{body}"
+    );
     let log = d.stop().await;
     assert_masked("the daemon's log", &log);
 }
