@@ -494,6 +494,40 @@ pub struct Rotated {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_rectifications_new_values_are_sealed_and_opened_with_the_subject() {
+        let k = Keys::from_base64("K", &Keys::generate_base64()).unwrap();
+        let s = Subject::parse(Some("jane@example.com"), None, None, None).unwrap();
+        let set = Subject::changes([("email", "jane.new@example.org")]).unwrap();
+        let (sealed, key) = k.seal_with_changes("r1", &s, Some(&set));
+        assert!(!String::from_utf8_lossy(&sealed).contains("jane.new"));
+        let row = DataKeyRow {
+            request_id: "r1".into(),
+            kid: key.kid.clone(),
+            wrapped: Some(key.wrapped.clone()),
+            created_at: 0,
+            destroyed_at: None,
+        };
+        assert_eq!(
+            k.open_with_changes("r1", &sealed, Some(&row)).unwrap(),
+            (s.clone(), Some(set))
+        );
+        // The subject alone opens as before; a plain seal has no new values.
+        assert_eq!(k.open("r1", &sealed, Some(&row)).unwrap(), s);
+        let (plain, key2) = k.seal("r2", &s);
+        let row2 = DataKeyRow {
+            request_id: "r2".into(),
+            kid: key2.kid,
+            wrapped: Some(key2.wrapped),
+            created_at: 0,
+            destroyed_at: None,
+        };
+        assert_eq!(
+            k.open_with_changes("r2", &plain, Some(&row2)).unwrap(),
+            (s, None)
+        );
+    }
     use super::*;
 
     #[test]

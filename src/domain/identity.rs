@@ -643,6 +643,25 @@ impl Subject {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn changes_validate_each_field_and_name_the_unknown_or_repeated_one() {
+        let c = Subject::changes([("email", "New@Example.org"), ("name", "Jane New")]).unwrap();
+        assert_eq!(c.email.unwrap().expose(), "new@example.org");
+        assert_eq!(c.name.unwrap().expose(), "Jane New");
+        let e = Subject::changes([("nickname", "JJ")]).unwrap_err();
+        assert!(e.contains("unknown field `nickname`"), "{e}");
+        let e = Subject::changes([("email", "not-an-email")]).unwrap_err();
+        assert!(
+            e.contains("the new `email`") && !e.contains("not-an-email"),
+            "{e}"
+        );
+        let e = Subject::changes([("name", "A"), ("name", "B")]).unwrap_err();
+        assert!(e.contains("given twice"), "{e}");
+        assert!(Subject::changes(std::iter::empty::<(&str, &str)>()).is_err());
+        // A name alone is a valid change (it identifies nobody, but it is not an identity here).
+        assert!(Subject::changes([("name", "Jane New")]).is_ok());
+    }
     use super::*;
 
     #[test]
