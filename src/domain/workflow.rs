@@ -30,6 +30,10 @@ pub struct WorkflowDef {
     /// A wait before any erase call, during which `lethe cancel` stops everything.
     #[serde(default)]
     pub cooling_off: Option<HumanDuration>,
+    /// A deadline shorter than the law's (e.g. `"7d"`): `due_at` = received +
+    /// this. Absent: the statutory one calendar month (Art. 12(3)).
+    #[serde(default)]
+    pub deadline: Option<HumanDuration>,
     /// Ordered phases; a processor takes part in the first phase that selects it.
     #[serde(default, rename = "phase")]
     pub phases: Vec<PhaseDef>,
