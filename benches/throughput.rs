@@ -357,6 +357,9 @@ async fn idle(n: usize, fakes: &str) {
             identities: vec![0; 60],
             callback_url: None,
             data_key: None,
+            verified: true,
+            follows: None,
+            suppress: vec![],
         };
         let step = lethe::store::NewStep {
             processor: "object_storage".into(),

@@ -35,6 +35,9 @@ fn request(id: &str) -> NewRequest {
         identities: vec![1, 2, 3],
         callback_url: None,
         data_key: None,
+        verified: true,
+        follows: None,
+        suppress: vec![],
     }
 }
 

@@ -47,6 +47,9 @@ fn new_request(id: &str, received: i64) -> NewRequest {
         identities: vec![1, 2, 3],
         callback_url: None,
         data_key: None,
+        verified: true,
+        follows: None,
+        suppress: vec![],
     }
 }
 
