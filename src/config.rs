@@ -469,7 +469,11 @@ impl Config {
                 }
             }
         }
-        if raw.suppression.check_every.is_some_and(|d| d.get().is_zero()) {
+        if raw
+            .suppression
+            .check_every
+            .is_some_and(|d| d.get().is_zero())
+        {
             return Err(err(
                 "suppression.check_every",
                 "must be longer than 0s (remove it to turn the schedule off)".into(),

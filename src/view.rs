@@ -359,7 +359,9 @@ impl RequestView {
             ));
         }
         if let Some(f) = &self.follows {
-            out.push_str(&format!("follows erasure {f} (the subject re-appeared at a processor)\n"));
+            out.push_str(&format!(
+                "follows erasure {f} (the subject re-appeared at a processor)\n"
+            ));
         }
         for w in &self.warnings {
             out.push_str(&format!("warning: {w}\n"));

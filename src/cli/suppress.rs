@@ -16,6 +16,14 @@ pub enum SuppressionCmd {
         #[arg(long)]
         json: bool,
     },
+    /// List every processor that can enumerate its identities, hash each
+    /// locally, and open a follow-up erasure for an erased subject found
+    /// again (exit 1 when a processor could not be listed).
+    Check {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `lethe verify ID --method T [--note N]`.
@@ -42,6 +50,44 @@ pub(super) async fn verify(
 /// `lethe suppression …`.
 pub(super) async fn suppression(config: Config, cmd: SuppressionCmd) -> anyhow::Result<u8> {
     match cmd {
+        SuppressionCmd::Check { json } => {
+            let e = engine(config).await?;
+            let report = e.suppression_check().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                if report.processors.is_empty() {
+                    println!(
+                        "no processor can list its identities (a connector needs a `list` action)"
+                    );
+                }
+                for p in &report.processors {
+                    match &p.error {
+                        Some(err) => println!("{:<18} NOT CHECKED: {err}", p.processor),
+                        None => println!("{:<18} {} identities listed", p.processor, p.listed),
+                    }
+                }
+                if report.reappeared.is_empty() {
+                    println!("no erased subject re-appeared");
+                }
+                for r in &report.reappeared {
+                    println!(
+                        "re-appeared: {} {} at {} (erased by {}): follow-up erasure {}{}",
+                        r.identity_kind,
+                        r.masked,
+                        r.processor,
+                        r.original,
+                        r.follow_up,
+                        if r.opened { " opened" } else { " already open" }
+                    );
+                }
+            }
+            Ok(if report.processors.iter().any(|p| p.error.is_some()) {
+                1
+            } else {
+                0
+            })
+        }
         SuppressionCmd::List { json } => {
             let e = engine(config).await?;
             let rows = e.store.suppression_list().await?;

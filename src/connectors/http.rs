@@ -456,6 +456,141 @@ impl HttpConnector {
         })
     }
 
+    /// The `list` action: every page, every item's identities.
+    async fn list_pages(
+        &self,
+        def: &super::definition::ListDef,
+    ) -> Result<Vec<(String, String)>, ConnectorError> {
+        use super::definition::Paging;
+        let secrets = self.secret_values()?;
+        let mut st = RunState {
+            action: "list",
+            calls: 1,
+            secrets: secrets.clone(),
+            vars: Map::new(),
+            data: Map::new(),
+            evidence: Evidence::default(),
+            seen: std::collections::HashSet::new(),
+            lagging: None,
+        };
+        let mut out = Vec::new();
+        let mut offset: u64 = 0;
+        let mut after = String::new();
+        let mut next_url: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut ctx = self.context(None, &st.vars, &st.secrets, None)?;
+            ctx["page"] = serde_json::json!({
+                "offset": offset,
+                "size": def.page_size,
+                "after": after,
+            });
+            // A cursor parameter is sent only once there is a cursor (Stripe
+            // refuses an empty `starting_after`).
+            let mut call = def.call.clone();
+            if after.is_empty() {
+                call.query.retain(|_, v| !v.contains("page.after"));
+            }
+            let (status, headers, body) = self
+                .send(&call, &ctx, &secrets, next_url.as_deref())
+                .await?;
+            let rules = def.call.responses.merged(&self.def.responses);
+            match classify(&rules, status, &body) {
+                Class::Success => {}
+                Class::NotFound => {
+                    return Err(ConnectorError::permanent(format!(
+                        "processor `{}`: the list call answered {status} (not found): is base_url or the list setting right?",
+                        self.spec.name
+                    )))
+                }
+                Class::Error(class) => {
+                    return Err(self.error(class, status, &headers, &body, &rules, None))
+                }
+            }
+            let content_type = headers
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            let shapes = def.call.expect.as_ref().or(rules.expect.as_ref());
+            if let Err(why) = conforms(shapes.map(Vec::as_slice), status, content_type, &body) {
+                return Err(self.unexpected(
+                    "list",
+                    "",
+                    status,
+                    content_type,
+                    why,
+                    shapes.map(Vec::as_slice),
+                    false,
+                ));
+            }
+            let doc: Value = serde_json::from_str(&body).map_err(|_| {
+                ConnectorError::transient(format!(
+                    "processor `{}` answered the list call with a body that is not JSON",
+                    self.spec.name
+                ))
+            })?;
+            let items = match doc.pointer(&def.items) {
+                Some(Value::Array(a)) => a.clone(),
+                Some(Value::Null) | None => vec![],
+                Some(_) => {
+                    return Err(ConnectorError::permanent(format!(
+                        "processor `{}` answered the list call without a JSON array at `{}`; the API may have changed",
+                        self.spec.name, def.items
+                    )))
+                }
+            };
+            for item in &items {
+                for (kind, ptr) in &def.identities {
+                    if let Some(Value::String(v)) = item.pointer(ptr) {
+                        if !v.is_empty() {
+                            out.push((kind.clone(), v.clone()));
+                        }
+                    }
+                }
+            }
+            let more = def
+                .has_more
+                .as_ref()
+                .map(|p| doc.pointer(p).and_then(Value::as_bool).unwrap_or(false));
+            match def.paging {
+                Paging::Offset => {
+                    if items.len() < def.page_size as usize || items.is_empty() {
+                        return Ok(out);
+                    }
+                    offset += items.len() as u64;
+                }
+                Paging::NextUrl => {
+                    let next = def
+                        .next_page
+                        .as_ref()
+                        .and_then(|p| doc.pointer(p))
+                        .and_then(Value::as_str)
+                        .filter(|u| !u.is_empty());
+                    match next {
+                        Some(u) if more != Some(false) && !items.is_empty() => {
+                            next_url = Some(self.same_origin(u)?);
+                        }
+                        _ => return Ok(out),
+                    }
+                }
+                Paging::AfterLast => {
+                    let last = def
+                        .cursor
+                        .as_ref()
+                        .and_then(|p| items.last().and_then(|i| i.pointer(p)))
+                        .and_then(Value::as_str);
+                    match last {
+                        Some(c) if more == Some(true) => after = c.to_string(),
+                        _ => return Ok(out),
+                    }
+                }
+            }
+            st.evidence.status = Some(status);
+        }
+        Err(ConnectorError::permanent(format!(
+            "processor `{}`: more than {MAX_PAGES} pages in the list; stopping",
+            self.spec.name
+        )))
+    }
+
     /// The elements a `for_each` iterates over in one response, after
     /// `for_each_if` and `unique_by`; and how many the response listed.
     fn items(
@@ -982,6 +1117,11 @@ impl Connector for HttpConnector {
             )));
         }
         Ok(run.evidence)
+    }
+
+    async fn list_identities(&self) -> Option<Result<Vec<(String, String)>, ConnectorError>> {
+        let def = self.def.actions.list.as_ref()?;
+        Some(self.list_pages(def).await)
     }
 
     async fn lookup(&self, cx: CallContext<'_>) -> Result<Lookup, ConnectorError> {

@@ -18,7 +18,13 @@ impl Engine {
     /// reported yet; returns their ids.
     pub async fn report_deadlines_near(&self) -> Result<Vec<String>, EngineError> {
         let now = ms(Utc::now());
-        let warn = self.config.sla.warn_before.get().as_millis().min(i64::MAX as u128) as i64;
+        let warn = self
+            .config
+            .sla
+            .warn_before
+            .get()
+            .as_millis()
+            .min(i64::MAX as u128) as i64;
         let due = self
             .store
             .deadline_unwarned(now.saturating_add(warn))

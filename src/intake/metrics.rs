@@ -72,10 +72,12 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         .get()
         .as_millis()
         .min(i64::MAX as u128) as i64;
-    m.overdue
-        .set(store.count_due_between(i64::MIN, now).await?);
-    m.due_soon
-        .set(store.count_due_between(now, now.saturating_add(warn)).await?);
+    m.overdue.set(store.count_due_between(i64::MIN, now).await?);
+    m.due_soon.set(
+        store
+            .count_due_between(now, now.saturating_add(warn))
+            .await?,
+    );
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, m.registry())
         .map_err(|e| ApiError::unavailable(format!("cannot render metrics: {e}")))?;

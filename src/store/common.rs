@@ -31,7 +31,14 @@ pub(super) const NOT_BLOCKED: &str =
 
 /// A suppression row from its columns.
 pub(super) fn suppression_row(
-    (hash, kind, request_id, masked, active, created_at): (String, String, String, String, i64, i64),
+    (hash, kind, request_id, masked, active, created_at): (
+        String,
+        String,
+        String,
+        String,
+        i64,
+        i64,
+    ),
 ) -> super::SuppressionRow {
     super::SuppressionRow {
         hash,

@@ -693,8 +693,12 @@ pub trait Store: Send + Sync {
     async fn count_due_between(&self, from: Millis, to: Millis) -> Result<i64, StoreError>;
     /// A durable schedule: true (and the next run set to `next`) if `name`
     /// is due at `now` or has never run; false otherwise. One caller wins.
-    async fn take_schedule(&self, name: &str, now: Millis, next: Millis)
-        -> Result<bool, StoreError>;
+    async fn take_schedule(
+        &self,
+        name: &str,
+        now: Millis,
+        next: Millis,
+    ) -> Result<bool, StoreError>;
 }
 
 /// A status-callback destination of a request.
