@@ -1676,6 +1676,126 @@ method = "DELETE"
 path = "/items/{{ item.sid }}"
 "#;
 
+    /// A `list` action with the given paging keys, over `/customers`.
+    fn lister(server: &MockServer, paging: &str) -> HttpConnector {
+        let text = format!(
+            r#"
+name = "lister"
+category = "other"
+[actions.export]
+[[actions.export.calls]]
+path = "/x"
+[[actions.erase.calls]]
+path = "/x"
+[actions.list]
+items = "/data"
+identities = {{ email = "/email", phone = "/phone" }}
+page_size = 2
+{paging}
+[actions.list.call]
+path = "/customers"
+query = {{ limit = "{{{{ page.size }}}}", offset = "{{{{ page.offset }}}}", starting_after = "{{{{ page.after }}}}" }}
+"#
+        );
+        connector(server, &text)
+    }
+
+    #[tokio::test]
+    async fn list_after_last_sends_the_cursor_only_from_the_second_page_and_stops_without_has_more()
+    {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/customers"))
+            .and(query_param("starting_after", "cus_2"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "data": [{"id": "cus_3", "email": "c@example.com"}], "has_more": false
+            })))
+            .expect(1)
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/customers"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "data": [{"id": "cus_1", "email": "a@example.com", "phone": null},
+                         {"id": "cus_2", "email": "b@example.com", "phone": "+442079460958"}],
+                "has_more": true
+            })))
+            .expect(1)
+            .with_priority(2)
+            .mount(&server)
+            .await;
+        let c = lister(
+            &server,
+            "paging = \"after_last\"\ncursor = \"/id\"\nhas_more = \"/has_more\"",
+        );
+        let got = c.list_identities().await.expect("can list").unwrap();
+        assert_eq!(
+            got,
+            vec![
+                ("email".to_string(), "a@example.com".to_string()),
+                ("email".to_string(), "b@example.com".to_string()),
+                ("phone".to_string(), "+442079460958".to_string()),
+                ("email".to_string(), "c@example.com".to_string()),
+            ]
+        );
+        let first = &server.received_requests().await.unwrap()[0];
+        assert!(
+            !first.url.query().unwrap_or("").contains("starting_after"),
+            "no empty cursor on the first page: {}",
+            first.url
+        );
+        server.verify().await;
+    }
+
+    #[tokio::test]
+    async fn list_offset_pages_until_a_short_page_and_next_url_stays_on_the_processor() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/customers"))
+            .and(query_param("offset", "2"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "data": [{"email": "c@example.com"}]
+            })))
+            .expect(1)
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/customers"))
+            .and(query_param("offset", "0"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "data": [{"email": "a@example.com"}, {"email": "b@example.com"}]
+            })))
+            .expect(1)
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        let c = lister(&server, "paging = \"offset\"");
+        let got = c.list_identities().await.expect("can list").unwrap();
+        assert_eq!(got.len(), 3, "{got:?}");
+        server.verify().await;
+
+        // next_url to another host is refused, never followed.
+        let other = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/customers"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "data": [{"email": "a@example.com"}],
+                "links": {"next": "https://evil.example/customers?page[after]=x"},
+                "meta": {"has_more": true}
+            })))
+            .mount(&other)
+            .await;
+        let c = lister(
+            &other,
+            "paging = \"next_url\"\nnext_page = \"/links/next\"\nhas_more = \"/meta/has_more\"",
+        );
+        assert!(c.list_identities().await.expect("can list").is_err());
+        // A connector without `list` cannot enumerate.
+        assert!(connector(&other, LOOP).list_identities().await.is_none());
+    }
+
     #[tokio::test]
     async fn next_page_is_followed_and_for_each_if_keeps_only_matching_elements() {
         let server = MockServer::start().await;
