@@ -49,6 +49,7 @@ async fn world(backend: Backend, server: &MockServer) -> TestEnv {
 on_both_backends!(
     an_erased_subject_re_added_to_the_audience_is_erased_again_by_exactly_one_linked_follow_up,
     a_new_request_for_a_suppressed_identity_is_accepted_with_a_warning,
+    the_daemon_runs_the_suppression_check_on_its_schedule_and_erases_a_returning_subject,
 );
 
 async fn an_erased_subject_re_added_to_the_audience_is_erased_again_by_exactly_one_linked_follow_up(
@@ -206,4 +207,64 @@ async fn a_new_request_for_a_suppressed_identity_is_accepted_with_a_warning(back
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v.get("warnings").is_none(), "{v:#}");
     d.stop().await;
+}
+
+async fn the_daemon_runs_the_suppression_check_on_its_schedule_and_erases_a_returning_subject(
+    backend: Backend,
+) {
+    let server = fakes::mailchimp().await;
+    fakes::add_member(&server, EMAIL).await;
+    list_members(&server, &[OTHER], 20).await;
+    let port = crate::daemon::free_port();
+    let mut env = TestEnv::new(
+        backend,
+        "",
+        &format!(
+            "[worker]\nidle_poll = \"100ms\"\nlease = \"20s\"\n\n[suppression]\ncheck_every = \"1h\"\n\n[intake]\nlisten = \"127.0.0.1:{port}\"\n\n{}timeout = \"10s\"\n",
+            fakes::processor_toml(&server)
+        ),
+    )
+    .await;
+    env.set_env("MAILCHIMP_API_KEY", API_KEY);
+    env.set_env("LETHE_WEBHOOK_SECRET", crate::daemon::SECRET);
+    env.set_env("LETHE_API_TOKEN", crate::daemon::TOKEN);
+    env.set_env("LETHE_CALLBACK_KEY", crate::daemon::CALLBACK_KEY);
+    let original = env.erase(EMAIL).await;
+    env.run_until_status(&original, &["completed"], 30).await;
+    list_members(&server, &[OTHER, EMAIL], 10).await;
+    fakes::add_member(&server, EMAIL).await;
+
+    // The first run is due at once; the next one is an hour away (a row).
+    let d = Daemon::start(&env, port).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let follow_up = loop {
+        let store = env.store().await;
+        let f = store.follow_ups(&original).await.unwrap();
+        if let Some(r) = f.iter().find(|r| r.status.as_str() == "completed") {
+            assert_eq!(f.len(), 1);
+            break r.id.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no completed follow-up; log:\n{}",
+            d.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let log = d.stop().await;
+    assert!(log.contains("re-appeared"), "{log}");
+    assert!(!log.to_lowercase().contains(RAW), "{log}");
+    assert_eq!(
+        fakes::count(&server, "POST", &fakes::delete_path(EMAIL)).await,
+        2
+    );
+    let c = env.json(&["report", &original, "--format", "json"]).await;
+    assert_eq!(
+        c["request"]["reappeared"][0]["follow_up"],
+        follow_up.as_str()
+    );
+    // A restarted daemon does not run it again before its time.
+    let d = Daemon::start(&env, port).await;
+    let log = d.stop().await;
+    assert!(!log.contains("suppression check done"), "{log}");
 }

@@ -33,6 +33,7 @@ on_both_backends!(
     an_unverified_request_calls_no_processor_until_lethe_verify_and_then_erases,
     cancelling_an_unverified_request_leaves_every_processor_untouched,
     the_verify_webhook_refuses_a_bad_signature_and_a_good_one_lets_the_erasure_run,
+    an_opendsr_request_sent_unverified_waits_for_lethe_verify,
 );
 
 async fn an_unverified_request_calls_no_processor_until_lethe_verify_and_then_erases(
@@ -223,4 +224,55 @@ async fn the_verify_webhook_refuses_a_bad_signature_and_a_good_one_lets_the_eras
     let cert = env.json(&["report", &id, "--format", "json"]).await;
     assert_eq!(cert["request"]["verification"]["method"], "email link");
     assert_eq!(cert["request"]["verification"]["by"], "webhook");
+}
+
+async fn an_opendsr_request_sent_unverified_waits_for_lethe_verify(backend: Backend) {
+    let server = fakes::mailchimp().await;
+    fakes::add_member(&server, EMAIL).await;
+    let (env, port) = intake_env(backend, &server).await;
+    let d = Daemon::start(&env, port).await;
+    let srid = uuid::Uuid::new_v4().to_string();
+    let body = json!({
+        "subject_request_id": srid,
+        "subject_request_type": "erasure",
+        "submitted_time": "2026-11-20T09:00:00Z",
+        "subject_identities": [
+            {"identity_type": "email", "identity_value": EMAIL, "identity_format": "raw"}
+        ],
+        "verified": false,
+    })
+    .to_string();
+    let (code, v) = d
+        .post_raw("/opendsr/v1/requests", body.into_bytes(), None, Some(TOKEN))
+        .await;
+    assert_eq!(code, 201, "{v:#}");
+    let store = env.store().await;
+    let req = store
+        .find_by_external_id(&format!("opendsr:{srid}"))
+        .await
+        .unwrap()
+        .expect("filed");
+    assert!(!req.verified);
+    let (code, st) = d
+        .get(&format!("/v1/requests/{}", req.id), Some(TOKEN))
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(st["waiting_for"], "verification", "{st:#}");
+    assert_eq!(
+        calls(&server).await,
+        0,
+        "no processor is called while unverified"
+    );
+
+    let out = env
+        .lethe(&["verify", &req.id, "--method", "id document"])
+        .await;
+    assert!(out.status.success(), "{}", show(&out));
+    let st = d.wait_status(&req.id, &["completed", "failed"], 30).await;
+    assert_eq!(st["status"], "completed", "{st:#}");
+    assert_eq!(
+        fakes::count(&server, "POST", &fakes::delete_path(EMAIL)).await,
+        1
+    );
+    d.stop().await;
 }
