@@ -9,11 +9,12 @@ CREATE INDEX requests_follows ON requests (follows);
 
 -- Suppression: one keyed hash (HMAC) per identity of an erasure, never the
 -- identity itself. Written when the request is filed with `active` = 0, and
--- made active in the transaction that completes the erasure.
+-- made active in the transaction that completes the erasure. No foreign key:
+-- an entry outlives its request row (that is its purpose).
 CREATE TABLE suppression (
     hash       TEXT NOT NULL,
     kind       TEXT NOT NULL,
-    request_id TEXT NOT NULL REFERENCES requests (id),
+    request_id TEXT NOT NULL,
     masked     TEXT NOT NULL,
     active     BIGINT NOT NULL DEFAULT 0,
     created_at BIGINT NOT NULL,

@@ -61,6 +61,10 @@ impl Engine {
                 self.notify();
                 self.request(id).await
             }
+            // Verified meanwhile by someone else: one verification, one event.
+            Applied::NoRequest if self.request(id).await?.verified => Err(EngineError::Invalid(
+                format!("request `{id}` is already verified; nothing was changed"),
+            )),
             _ => Err(EngineError::Conflict(id.to_string())),
         }
     }

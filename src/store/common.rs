@@ -653,11 +653,15 @@ macro_rules! shared_store_fns {
                     .await?;
             }
             if let Some(v) = cs.request.verified {
-                sqlx::query("UPDATE requests SET verified = $1 WHERE id = $2")
+                // Only a change is written: two verifications at once make one event.
+                let r = sqlx::query("UPDATE requests SET verified = $1 WHERE id = $2 AND verified <> $1")
                     .bind(v as i64)
                     .bind(&cs.request_id)
                     .execute(&mut *conn)
                     .await?;
+                if r.rows_affected() != 1 {
+                    return Ok((Applied::NoRequest, false));
+                }
             }
             if cs.request.deadline_warned {
                 let r = sqlx::query("UPDATE requests SET deadline_warned_at = $1 WHERE id = $2 AND deadline_warned_at IS NULL")

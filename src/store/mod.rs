@@ -357,7 +357,8 @@ pub struct RequestPatch {
     pub cancelled: Option<bool>,
     /// A new due date, only if the request has not been extended yet.
     pub extend_to: Option<(Millis, String)>,
-    /// Mark verified (or not).
+    /// Mark verified (or not); only if that changes it (else nothing is
+    /// written and the result is `Applied::NoRequest`).
     pub verified: Option<bool>,
     /// Stamp `deadline_warned_at` (only if not stamped yet; else nothing is written).
     pub deadline_warned: bool,

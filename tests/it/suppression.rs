@@ -141,6 +141,16 @@ async fn an_erased_subject_re_added_to_the_audience_is_erased_again_by_exactly_o
         "{}",
         show(&text)
     );
+    for (id, want) in [(&original, "Re-appeared"), (&follow_up, "Follows")] {
+        let html = env.lethe(&["report", id, "--format", "html"]).await;
+        assert!(html.status.success(), "{}", show(&html));
+        let html = String::from_utf8_lossy(&html.stdout);
+        assert!(
+            html.contains(want) && html.contains(follow_up.as_str()),
+            "{html}"
+        );
+        assert!(!html.to_lowercase().contains(RAW));
+    }
     let store = env.store().await;
     let ev1 = store.request_events(&original).await.unwrap();
     let n = ev1
@@ -196,6 +206,29 @@ async fn a_new_request_for_a_suppressed_identity_is_accepted_with_a_warning(back
         .await;
     assert!(out.status.success(), "{}", show(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["warnings"][0].as_str().unwrap_or("").contains(&first),
+        "{v:#}"
+    );
+    // OpenDSR says the same, beside its own fields.
+    let body = json!({
+        "subject_request_id": uuid::Uuid::new_v4().to_string(),
+        "subject_request_type": "erasure",
+        "submitted_time": "2026-11-20T09:00:00Z",
+        "subject_identities": [
+            {"identity_type": "email", "identity_value": EMAIL, "identity_format": "raw"}
+        ],
+    })
+    .to_string();
+    let (code, v) = d
+        .post_raw(
+            "/opendsr/v1/requests",
+            body.into_bytes(),
+            None,
+            Some(crate::daemon::TOKEN),
+        )
+        .await;
+    assert_eq!(code, 201, "{v:#}");
     assert!(
         v["warnings"][0].as_str().unwrap_or("").contains(&first),
         "{v:#}"

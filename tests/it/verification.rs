@@ -118,6 +118,9 @@ async fn an_unverified_request_calls_no_processor_until_lethe_verify_and_then_er
     assert_eq!(ver["method"], "email link", "{cert:#}");
     assert!(ver["by"].as_str().unwrap().starts_with("cli:"), "{cert:#}");
     assert!(ver["at"].as_str().is_some());
+    let html = env.lethe(&["report", &id, "--format", "html"]).await;
+    assert!(html.status.success(), "{}", show(&html));
+    assert!(String::from_utf8_lossy(&html.stdout).contains("Identity verified"));
     let store = env.store().await;
     let events = store.request_events(&id).await.unwrap();
     let n = events
