@@ -867,6 +867,13 @@ callback_signing_key_env = "LETHE_CALLBACK_KEY"  # Ed25519 seed: openssl rand -b
 # password_hash = "$argon2id$…"      # from `lethe dashboard hash-password`; else only the API token logs in
 # secure_cookie = true               # when reached over HTTPS
 
+# [sla]                              # report requests nearing their deadline (a workflow's `deadline`, else a month)
+# warn_before = "2d"                 # once per request: event, log line, metric lethe_requests_due_soon
+# webhook_url = "https://ops.example.com/lethe-sla"  # and a signed `deadline_near` callback
+
+# [suppression]                      # erased subjects that come back (re-imported lists, syncs)
+# check_every = "1d"                 # the daemon runs `lethe suppression check` (default: off)
+
 [[processor]]
 name = "newsletter"                  # used in reports
 connector = "mailchimp"              # a file in connectors/
@@ -878,6 +885,27 @@ secrets = { api_key = "MAILCHIMP_API_KEY" }
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sla_and_suppression_sections_are_validated() {
+        let c = Config::parse(Path::new("lethe.toml"), EXAMPLE).unwrap();
+        assert_eq!(c.sla.warn_before.get(), Duration::from_secs(2 * 86_400));
+        assert!(c.suppression.check_every.is_none());
+        let t = format!("{EXAMPLE}\n[sla]\nwebhook_url = \"ftp://x\"\n");
+        let e = Config::parse(Path::new("lethe.toml"), &t).unwrap_err();
+        assert_eq!(e.key, "sla.webhook_url");
+        let t = format!("{EXAMPLE}\n[suppression]\ncheck_every = \"0s\"\n");
+        let e = Config::parse(Path::new("lethe.toml"), &t).unwrap_err();
+        assert_eq!(e.key, "suppression.check_every");
+        let t = format!(
+            "{EXAMPLE}\n[suppression]\ncheck_every = \"12h\"\n[sla]\nwarn_before = \"1d\"\n"
+        );
+        let c = Config::parse(Path::new("lethe.toml"), &t).unwrap();
+        assert_eq!(
+            c.suppression.check_every.unwrap().get(),
+            Duration::from_secs(43_200)
+        );
+    }
 
     #[test]
     fn the_example_config_is_valid() {

@@ -707,6 +707,13 @@ macro_rules! shared_store_fns {
                 .execute(&mut *conn)
                 .await?;
             }
+            if status == RequestStatus::Cancelled {
+                // A cancelled erasure suppresses nothing.
+                sqlx::query("DELETE FROM suppression WHERE request_id = $1 AND active = 0")
+                    .bind(&cs.request_id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
             if matches!(status, RequestStatus::Completed | RequestStatus::CompletedWithExceptions) {
                 // The erasure is done: its identities' keyed hashes go on the
                 // suppression list in the same transaction (export requests have none).

@@ -155,6 +155,9 @@ async fn cancelling_an_unverified_request_leaves_every_processor_untouched(backe
     assert_eq!(st["status"], "cancelled", "{st:#}");
     assert_eq!(TestEnv::step(&st, "newsletter")["state"], "cancelled");
     assert_eq!(calls(&server).await, 0, "the processor was never called");
+    // A cancelled erasure puts nothing on the suppression list.
+    let list = env.json(&["suppression", "list", "--json"]).await;
+    assert_eq!(list["entries"], json!([]), "{list:#}");
     // A cancelled request cannot be verified.
     let out = env.lethe(&["verify", &id, "--method", "email link"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
