@@ -358,6 +358,9 @@ async fn idle(n: usize, fakes: &str) {
             callback_url: None,
             data_key: None,
             fields: vec![],
+            verified: true,
+            follows: None,
+            suppress: vec![],
         };
         let step = lethe::store::NewStep {
             processor: "object_storage".into(),

@@ -303,6 +303,45 @@ struct RawConfig {
     worker: WorkerSection,
     #[serde(default, rename = "processor")]
     processors: Vec<ProcessorConfig>,
+    #[serde(default)]
+    sla: SlaSection,
+    #[serde(default)]
+    suppression: SuppressionSection,
+}
+
+/// `[sla]`: reporting requests that near their deadline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlaSection {
+    /// A request is reported (once) this long before its `due_at`.
+    #[serde(default = "d_warn_before")]
+    pub warn_before: HumanDuration,
+    /// Optional: the report is also POSTed here (signed like status callbacks, via the outbox).
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+}
+
+fn d_warn_before() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2 * 86_400))
+}
+
+impl Default for SlaSection {
+    fn default() -> Self {
+        SlaSection {
+            warn_before: d_warn_before(),
+            webhook_url: None,
+        }
+    }
+}
+
+/// `[suppression]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuppressionSection {
+    /// How often the daemon runs `lethe suppression check` (a durable
+    /// schedule). Absent: never (run it from the CLI).
+    #[serde(default)]
+    pub check_every: Option<HumanDuration>,
 }
 
 /// A loaded, validated configuration.
@@ -328,6 +367,10 @@ pub struct Config {
     pub registry: Registry,
     /// Known workflows.
     pub workflows: Workflows,
+    /// `[sla]`.
+    pub sla: SlaSection,
+    /// `[suppression]`.
+    pub suppression: SuppressionSection,
 }
 
 impl Config {
@@ -414,6 +457,27 @@ impl Config {
                     "export_plaintext = true contradicts export_recipient: keep one".to_string(),
                 ));
             }
+        }
+        if let Some(u) = &raw.sla.webhook_url {
+            match url::Url::parse(u) {
+                Ok(p) if p.scheme() == "https" || p.scheme() == "http" => {}
+                _ => {
+                    return Err(err(
+                        "sla.webhook_url",
+                        format!("`{u}` is not an http(s) URL"),
+                    ))
+                }
+            }
+        }
+        if raw
+            .suppression
+            .check_every
+            .is_some_and(|d| d.get().is_zero())
+        {
+            return Err(err(
+                "suppression.check_every",
+                "must be longer than 0s (remove it to turn the schedule off)".into(),
+            ));
         }
         if let Some(h) = &raw.dashboard.password_hash {
             if let Err(why) = check_password_hash(h) {
@@ -617,6 +681,8 @@ impl Config {
                 .unwrap_or_else(|| base.join("exports")),
             registry,
             workflows,
+            sla: raw.sla,
+            suppression: raw.suppression,
         })
     }
 
@@ -801,6 +867,13 @@ callback_signing_key_env = "LETHE_CALLBACK_KEY"  # Ed25519 seed: openssl rand -b
 # password_hash = "$argon2id$…"      # from `lethe dashboard hash-password`; else only the API token logs in
 # secure_cookie = true               # when reached over HTTPS
 
+# [sla]                              # report requests nearing their deadline (a workflow's `deadline`, else a month)
+# warn_before = "2d"                 # once per request: event, log line, metric lethe_requests_due_soon
+# webhook_url = "https://ops.example.com/lethe-sla"  # and a signed `deadline_near` callback
+
+# [suppression]                      # erased subjects that come back (re-imported lists, syncs)
+# check_every = "1d"                 # the daemon runs `lethe suppression check` (default: off)
+
 [[processor]]
 name = "newsletter"                  # used in reports
 connector = "mailchimp"              # a file in connectors/
@@ -812,6 +885,27 @@ secrets = { api_key = "MAILCHIMP_API_KEY" }
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sla_and_suppression_sections_are_validated() {
+        let c = Config::parse(Path::new("lethe.toml"), EXAMPLE).unwrap();
+        assert_eq!(c.sla.warn_before.get(), Duration::from_secs(2 * 86_400));
+        assert!(c.suppression.check_every.is_none());
+        let t = format!("{EXAMPLE}\n[sla]\nwebhook_url = \"ftp://x\"\n");
+        let e = Config::parse(Path::new("lethe.toml"), &t).unwrap_err();
+        assert_eq!(e.key, "sla.webhook_url");
+        let t = format!("{EXAMPLE}\n[suppression]\ncheck_every = \"0s\"\n");
+        let e = Config::parse(Path::new("lethe.toml"), &t).unwrap_err();
+        assert_eq!(e.key, "suppression.check_every");
+        let t = format!(
+            "{EXAMPLE}\n[suppression]\ncheck_every = \"12h\"\n[sla]\nwarn_before = \"1d\"\n"
+        );
+        let c = Config::parse(Path::new("lethe.toml"), &t).unwrap();
+        assert_eq!(
+            c.suppression.check_every.unwrap().get(),
+            Duration::from_secs(43_200)
+        );
+    }
 
     #[test]
     fn the_example_config_is_valid() {

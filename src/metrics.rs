@@ -77,6 +77,10 @@ pub struct Metrics {
     pub outbox: Family<StatusLabels, Gauge>,
     /// Callback delivery attempts by result (in this process).
     pub callback_deliveries: Family<CallbackLabels, Counter>,
+    /// Open requests past their `due_at` (from the store).
+    pub overdue: Gauge,
+    /// Open requests due within `[sla] warn_before` (from the store).
+    pub due_soon: Gauge,
     registry: Registry,
 }
 
@@ -92,7 +96,19 @@ impl Metrics {
         let attempts = Family::<ProcessorLabels, Gauge>::default();
         let outbox = Family::<StatusLabels, Gauge>::default();
         let callback_deliveries = Family::<CallbackLabels, Counter>::default();
+        let overdue = Gauge::default();
+        let due_soon = Gauge::default();
         let mut registry = Registry::with_prefix("lethe");
+        registry.register(
+            "requests_overdue",
+            "Open requests past their deadline (a workflow's `deadline`, else the statutory month; from the store)",
+            overdue.clone(),
+        );
+        registry.register(
+            "requests_due_soon",
+            "Open requests due within [sla] warn_before, not yet overdue (from the store)",
+            due_soon.clone(),
+        );
         registry.register(
             "requests",
             "Requests by status (from the store)",
@@ -136,6 +152,8 @@ impl Metrics {
             attempts,
             outbox,
             callback_deliveries,
+            overdue,
+            due_soon,
             registry,
         }
     }

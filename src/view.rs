@@ -36,6 +36,15 @@ pub struct RequestView {
     pub extended_reason: Option<String>,
     /// The intake form's id.
     pub external_id: Option<String>,
+    /// False while the subject's identity is not verified: no processor is called.
+    pub verified: bool,
+    /// What the request as a whole waits for: `verification` (`lethe verify`), else null.
+    pub waiting_for: Option<String>,
+    /// The erasure this one follows up (the subject re-appeared at a processor).
+    pub follows: Option<String>,
+    /// Warnings for the sender (the request was still accepted); only on filing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Steps (present in `status`, omitted in `list`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepView>>,
@@ -287,6 +296,10 @@ impl RequestView {
             deadline_met: r.completed_at.map(|c| c <= r.due_at),
             extended_reason: r.extended_reason.clone(),
             external_id: r.external_id.clone(),
+            verified: r.verified,
+            waiting_for: (!r.verified && !r.cancelled).then(|| "verification".to_string()),
+            follows: r.follows.clone(),
+            warnings: vec![],
             steps: steps.map(|all| {
                 all.iter()
                     .map(|s| {
@@ -295,6 +308,14 @@ impl RequestView {
                             v.waiting_for = Some(wt.kind.into());
                             v.waiting_reason = Some(wt.reason);
                             v.until = wt.until.map(ts);
+                            if !r.verified && !r.cancelled && s.state != crate::domain::StepState::Failed {
+                                v.waiting_for = Some("verification".into());
+                                v.waiting_reason = Some(format!(
+                                    "the subject's identity is not verified: no processor is called until `lethe verify {} --method …`",
+                                    r.id
+                                ));
+                                v.until = None;
+                            }
                         }
                         v
                     })
@@ -330,6 +351,20 @@ impl RequestView {
         );
         if let Some(r) = &self.extended_reason {
             out.push_str(&format!("extended once: {r}\n"));
+        }
+        if !self.verified && self.waiting_for.is_some() {
+            out.push_str(&format!(
+                "waiting for verification: no processor is called until `lethe verify {} --method …`\n",
+                self.id
+            ));
+        }
+        if let Some(f) = &self.follows {
+            out.push_str(&format!(
+                "follows erasure {f} (the subject re-appeared at a processor)\n"
+            ));
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("warning: {w}\n"));
         }
         if let Some(steps) = &self.steps {
             out.push_str(&format!(

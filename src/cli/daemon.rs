@@ -73,6 +73,9 @@ pub(super) async fn daemon(config: Config) -> anyhow::Result<u8> {
     } else {
         tracing::info!("no [intake] section in the config: HTTP intake off");
     }
+    if let Some(every) = e.config.suppression.check_every {
+        background.spawn(suppression_schedule(Arc::clone(&e), every.get(), stopped()));
+    }
     tracing::info!(worker = e.worker_id(), "daemon started");
     let summary = e.run(stopped()).await;
     // The worker stops on a signal, or on a store error: either way, stop the rest.
@@ -81,4 +84,42 @@ pub(super) async fn daemon(config: Config) -> anyhow::Result<u8> {
     let summary = summary?;
     tracing::info!(processed = summary.processed, "daemon stopped");
     Ok(0)
+}
+
+/// `[suppression] check_every`: a durable schedule. The next run is a row
+/// (`schedules`), taken by one daemon at a time; this task only looks at it
+/// (at most every 30 s), so a restart neither skips nor repeats a run.
+async fn suppression_schedule(
+    e: Arc<crate::engine::Engine>,
+    every: std::time::Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let every_ms = every.as_millis().min(i64::MAX as u128) as i64;
+    let poll = every.min(std::time::Duration::from_secs(30));
+    loop {
+        let now = crate::store::ms(chrono::Utc::now());
+        match e
+            .store
+            .take_schedule("suppression.check", now, now.saturating_add(every_ms))
+            .await
+        {
+            Ok(true) => match e.suppression_check().await {
+                Ok(r) => tracing::info!(
+                    processors = r.processors.len(),
+                    reappeared = r.reappeared.len(),
+                    "suppression check done"
+                ),
+                Err(err) => {
+                    tracing::error!(error = %err, "suppression check failed; it runs again at its next time")
+                }
+            },
+            Ok(false) => {}
+            Err(err) => tracing::error!(error = %err, "suppression schedule unavailable"),
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
 }

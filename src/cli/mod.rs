@@ -24,6 +24,7 @@ mod report;
 mod request;
 mod run;
 mod status;
+mod suppress;
 
 pub use audit::AuditCmd;
 pub use dashboard::DashboardCmd;
@@ -163,6 +164,23 @@ pub enum Command {
         /// What was done (kept as evidence; identities in it are masked).
         #[arg(long)]
         note: Option<String>,
+    },
+    /// Mark an unverified request verified: its steps may then call processors.
+    Verify {
+        /// Request id.
+        id: String,
+        /// How the subject's identity was verified ("email link", "id document"…).
+        #[arg(long)]
+        method: String,
+        /// A note kept in the audit event.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// The suppression list: keyed hashes of erased identities (never the identities).
+    Suppression {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: suppress::SuppressionCmd,
     },
     /// The audit trail.
     Audit {
@@ -380,6 +398,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Audit {
             cmd: AuditCmd::Verify { json },
         } => audit::verify(config, json).await,
+        Command::Verify { id, method, note } => suppress::verify(config, id, method, note).await,
+        Command::Suppression { cmd } => suppress::suppression(config, cmd).await,
     }
 }
 

@@ -59,6 +59,10 @@ pub struct RequestArgs {
     /// An external reference (idempotency: the same one never files twice).
     #[arg(long)]
     pub external_id: Option<String>,
+    /// The subject's identity is not verified yet: no processor is called
+    /// until `lethe verify ID --method …`.
+    #[arg(long)]
+    pub unverified: bool,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -121,11 +125,14 @@ pub(super) async fn request(config: Config, kind: RequestCmd) -> anyhow::Result<
                 external_id: args.external_id,
                 callback_url: None,
                 changes,
+                unverified: args.unverified,
+                follows: None,
             },
         )
         .await?;
     let steps = e.store.steps(&sub.request.id).await?;
-    let view = RequestView::new(&sub.request, Some(&steps), Utc::now());
+    let mut view = RequestView::new(&sub.request, Some(&steps), Utc::now());
+    view.warnings = sub.warnings.clone();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {

@@ -564,6 +564,56 @@ pub struct Actions {
     /// Change the subject's data to the request's new values (`{{ set.* }}`;
     /// optional; a rectification is `not_applicable` where it is missing).
     pub rectify: Option<ActionDef>,
+    /// Enumerate every identity the processor holds, page by page (optional;
+    /// `lethe suppression check` hashes each locally to find erased subjects
+    /// that re-appeared — the suppression list holds only keyed hashes, so a
+    /// processor cannot be searched by value).
+    pub list: Option<ListDef>,
+}
+
+/// How pages of a `list` follow each other.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Paging {
+    /// `{{ page.offset }}` grows by the items of each page (Mailchimp
+    /// `offset`/`count`); a page shorter than `page_size` is the last.
+    Offset,
+    /// The response names the next page's URL at `next_page` (Zendesk
+    /// `/links/next` with `/meta/has_more`); followed on the same origin only.
+    NextUrl,
+    /// `{{ page.after }}` is the last item's value at `cursor`, while the
+    /// response's `has_more` is true (Stripe `starting_after`).
+    AfterLast,
+}
+
+/// The `list` action: one paged call and where the identities are.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListDef {
+    /// The call for one page (`{{ page.offset }}`, `{{ page.size }}`, `{{ page.after }}` available).
+    pub call: Call,
+    /// JSON Pointer to the array of items in a page.
+    pub items: String,
+    /// Identity kind (`email`, `phone`, `customer_id`) → JSON Pointer into an item.
+    pub identities: BTreeMap<String, String>,
+    /// How pages follow each other.
+    pub paging: Paging,
+    /// Items per page (what the call asks for; `{{ page.size }}`).
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    /// `next_url`: JSON Pointer to the next page's URL (null or absent: the last page).
+    #[serde(default)]
+    pub next_page: Option<String>,
+    /// `after_last`: JSON Pointer into an item to the cursor value (e.g. `/id`).
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// `next_url`/`after_last`: JSON Pointer to a boolean "more pages" flag.
+    #[serde(default)]
+    pub has_more: Option<String>,
+}
+
+fn default_page_size() -> u32 {
+    100
 }
 
 /// What an erase call achieves at this processor.
@@ -818,6 +868,42 @@ impl ConnectorDef {
                     "actions.export",
                     "missing: every connector must say how to export".into(),
                 ));
+            }
+        }
+        if let Some(l) = &self.actions.list {
+            check_call(&env, &l.call)
+                .map_err(|(k, r)| err(&format!("actions.list.call.{k}"), r))?;
+            if l.identities.is_empty() {
+                return Err(err(
+                    "actions.list.identities",
+                    "name at least one identity and its JSON Pointer".into(),
+                ));
+            }
+            for k in l.identities.keys() {
+                if !["email", "phone", "customer_id"].contains(&k.as_str()) {
+                    return Err(err(
+                        &format!("actions.list.identities.{k}"),
+                        "not an identity kind (expected email, phone or customer_id)".into(),
+                    ));
+                }
+            }
+            if l.page_size == 0 {
+                return Err(err("actions.list.page_size", "must be at least 1".into()));
+            }
+            match l.paging {
+                Paging::NextUrl if l.next_page.is_none() => {
+                    return Err(err(
+                        "actions.list.next_page",
+                        "required with paging = \"next_url\"".into(),
+                    ))
+                }
+                Paging::AfterLast if l.cursor.is_none() || l.has_more.is_none() => {
+                    return Err(err(
+                        "actions.list.cursor",
+                        "cursor and has_more are required with paging = \"after_last\"".into(),
+                    ))
+                }
+                _ => {}
             }
         }
         let named = [

@@ -461,6 +461,141 @@ impl HttpConnector {
         })
     }
 
+    /// The `list` action: every page, every item's identities.
+    async fn list_pages(
+        &self,
+        def: &super::definition::ListDef,
+    ) -> Result<Vec<(String, String)>, ConnectorError> {
+        use super::definition::Paging;
+        let secrets = self.secret_values()?;
+        let mut st = RunState {
+            action: "list",
+            calls: 1,
+            secrets: secrets.clone(),
+            vars: Map::new(),
+            data: Map::new(),
+            evidence: Evidence::default(),
+            seen: std::collections::HashSet::new(),
+            lagging: None,
+        };
+        let mut out = Vec::new();
+        let mut offset: u64 = 0;
+        let mut after = String::new();
+        let mut next_url: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut ctx = self.context(None, &st.vars, &st.secrets, None)?;
+            ctx["page"] = serde_json::json!({
+                "offset": offset,
+                "size": def.page_size,
+                "after": after,
+            });
+            // A cursor parameter is sent only once there is a cursor (Stripe
+            // refuses an empty `starting_after`).
+            let mut call = def.call.clone();
+            if after.is_empty() {
+                call.query.retain(|_, v| !v.contains("page.after"));
+            }
+            let (status, headers, body) = self
+                .send(&call, &ctx, &secrets, next_url.as_deref())
+                .await?;
+            let rules = def.call.responses.merged(&self.def.responses);
+            match classify(&rules, status, &body) {
+                Class::Success => {}
+                Class::NotFound => {
+                    return Err(ConnectorError::permanent(format!(
+                        "processor `{}`: the list call answered {status} (not found): is base_url or the list setting right?",
+                        self.spec.name
+                    )))
+                }
+                Class::Error(class) => {
+                    return Err(self.error(class, status, &headers, &body, &rules, None))
+                }
+            }
+            let content_type = headers
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            let shapes = def.call.expect.as_ref().or(rules.expect.as_ref());
+            if let Err(why) = conforms(shapes.map(Vec::as_slice), status, content_type, &body) {
+                return Err(self.unexpected(
+                    "list",
+                    "",
+                    status,
+                    content_type,
+                    why,
+                    shapes.map(Vec::as_slice),
+                    false,
+                ));
+            }
+            let doc: Value = serde_json::from_str(&body).map_err(|_| {
+                ConnectorError::transient(format!(
+                    "processor `{}` answered the list call with a body that is not JSON",
+                    self.spec.name
+                ))
+            })?;
+            let items = match doc.pointer(&def.items) {
+                Some(Value::Array(a)) => a.clone(),
+                Some(Value::Null) | None => vec![],
+                Some(_) => {
+                    return Err(ConnectorError::permanent(format!(
+                        "processor `{}` answered the list call without a JSON array at `{}`; the API may have changed",
+                        self.spec.name, def.items
+                    )))
+                }
+            };
+            for item in &items {
+                for (kind, ptr) in &def.identities {
+                    if let Some(Value::String(v)) = item.pointer(ptr) {
+                        if !v.is_empty() {
+                            out.push((kind.clone(), v.clone()));
+                        }
+                    }
+                }
+            }
+            let more = def
+                .has_more
+                .as_ref()
+                .map(|p| doc.pointer(p).and_then(Value::as_bool).unwrap_or(false));
+            match def.paging {
+                Paging::Offset => {
+                    if items.len() < def.page_size as usize || items.is_empty() {
+                        return Ok(out);
+                    }
+                    offset += items.len() as u64;
+                }
+                Paging::NextUrl => {
+                    let next = def
+                        .next_page
+                        .as_ref()
+                        .and_then(|p| doc.pointer(p))
+                        .and_then(Value::as_str)
+                        .filter(|u| !u.is_empty());
+                    match next {
+                        Some(u) if more != Some(false) && !items.is_empty() => {
+                            next_url = Some(self.same_origin(u)?);
+                        }
+                        _ => return Ok(out),
+                    }
+                }
+                Paging::AfterLast => {
+                    let last = def
+                        .cursor
+                        .as_ref()
+                        .and_then(|p| items.last().and_then(|i| i.pointer(p)))
+                        .and_then(Value::as_str);
+                    match last {
+                        Some(c) if more == Some(true) => after = c.to_string(),
+                        _ => return Ok(out),
+                    }
+                }
+            }
+            st.evidence.status = Some(status);
+        }
+        Err(ConnectorError::permanent(format!(
+            "processor `{}`: more than {MAX_PAGES} pages in the list; stopping",
+            self.spec.name
+        )))
+    }
+
     /// The elements a `for_each` iterates over in one response, after
     /// `for_each_if` and `unique_by`; and how many the response listed.
     fn items(
@@ -1053,6 +1188,11 @@ impl Connector for HttpConnector {
         Ok(run.evidence)
     }
 
+    async fn list_identities(&self) -> Option<Result<Vec<(String, String)>, ConnectorError>> {
+        let def = self.def.actions.list.as_ref()?;
+        Some(self.list_pages(def).await)
+    }
+
     async fn lookup(&self, cx: CallContext<'_>) -> Result<Lookup, ConnectorError> {
         let action = self.action("lookup")?;
         if let Some(ev) = self.needs_missing_identity(action, cx.subject) {
@@ -1625,6 +1765,126 @@ for_each_if = "item.to == subject.phone"
 method = "DELETE"
 path = "/items/{{ item.sid }}"
 "#;
+
+    /// A `list` action with the given paging keys, over `/customers`.
+    fn lister(server: &MockServer, paging: &str) -> HttpConnector {
+        let text = format!(
+            r#"
+name = "lister"
+category = "other"
+[actions.export]
+[[actions.export.calls]]
+path = "/x"
+[[actions.erase.calls]]
+path = "/x"
+[actions.list]
+items = "/data"
+identities = {{ email = "/email", phone = "/phone" }}
+page_size = 2
+{paging}
+[actions.list.call]
+path = "/customers"
+query = {{ limit = "{{{{ page.size }}}}", offset = "{{{{ page.offset }}}}", starting_after = "{{{{ page.after }}}}" }}
+"#
+        );
+        connector(server, &text)
+    }
+
+    #[tokio::test]
+    async fn list_after_last_sends_the_cursor_only_from_the_second_page_and_stops_without_has_more()
+    {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/customers"))
+            .and(query_param("starting_after", "cus_2"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "data": [{"id": "cus_3", "email": "c@example.com"}], "has_more": false
+            })))
+            .expect(1)
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/customers"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "data": [{"id": "cus_1", "email": "a@example.com", "phone": null},
+                         {"id": "cus_2", "email": "b@example.com", "phone": "+442079460958"}],
+                "has_more": true
+            })))
+            .expect(1)
+            .with_priority(2)
+            .mount(&server)
+            .await;
+        let c = lister(
+            &server,
+            "paging = \"after_last\"\ncursor = \"/id\"\nhas_more = \"/has_more\"",
+        );
+        let got = c.list_identities().await.expect("can list").unwrap();
+        assert_eq!(
+            got,
+            vec![
+                ("email".to_string(), "a@example.com".to_string()),
+                ("email".to_string(), "b@example.com".to_string()),
+                ("phone".to_string(), "+442079460958".to_string()),
+                ("email".to_string(), "c@example.com".to_string()),
+            ]
+        );
+        let first = &server.received_requests().await.unwrap()[0];
+        assert!(
+            !first.url.query().unwrap_or("").contains("starting_after"),
+            "no empty cursor on the first page: {}",
+            first.url
+        );
+        server.verify().await;
+    }
+
+    #[tokio::test]
+    async fn list_offset_pages_until_a_short_page_and_next_url_stays_on_the_processor() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/customers"))
+            .and(query_param("offset", "2"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "data": [{"email": "c@example.com"}]
+            })))
+            .expect(1)
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/customers"))
+            .and(query_param("offset", "0"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "data": [{"email": "a@example.com"}, {"email": "b@example.com"}]
+            })))
+            .expect(1)
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        let c = lister(&server, "paging = \"offset\"");
+        let got = c.list_identities().await.expect("can list").unwrap();
+        assert_eq!(got.len(), 3, "{got:?}");
+        server.verify().await;
+
+        // next_url to another host is refused, never followed.
+        let other = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/customers"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "data": [{"email": "a@example.com"}],
+                "links": {"next": "https://evil.example/customers?page[after]=x"},
+                "meta": {"has_more": true}
+            })))
+            .mount(&other)
+            .await;
+        let c = lister(
+            &other,
+            "paging = \"next_url\"\nnext_page = \"/links/next\"\nhas_more = \"/meta/has_more\"",
+        );
+        assert!(c.list_identities().await.expect("can list").is_err());
+        // A connector without `list` cannot enumerate.
+        assert!(connector(&other, LOOP).list_identities().await.is_none());
+    }
 
     #[tokio::test]
     async fn next_page_is_followed_and_for_each_if_keeps_only_matching_elements() {

@@ -226,6 +226,11 @@ pub trait Connector: Send + Sync {
             self.processor()
         )))
     }
+    /// Every identity the processor holds, as (kind, value) pairs, read page
+    /// by page with the definition's `list` action; `None` when it has none.
+    async fn list_identities(&self) -> Option<Result<Vec<(String, String)>, ConnectorError>> {
+        None
+    }
     /// A processor with no API, handled by a person: the engine sends tasks and
     /// waits for `lethe confirm` instead of calling erase/export.
     fn as_manual(&self) -> Option<&manual::ManualConnector> {

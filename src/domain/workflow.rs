@@ -38,6 +38,10 @@ pub struct WorkflowDef {
     /// A wait before any erase call, during which `lethe cancel` stops everything.
     #[serde(default)]
     pub cooling_off: Option<HumanDuration>,
+    /// A deadline shorter than the law's (e.g. `"7d"`): `due_at` = received +
+    /// this. Absent: the statutory one calendar month (Art. 12(3)).
+    #[serde(default)]
+    pub deadline: Option<HumanDuration>,
     /// Ordered phases; a processor takes part in the first phase that selects it.
     #[serde(default, rename = "phase")]
     pub phases: Vec<PhaseDef>,
@@ -154,6 +158,12 @@ impl WorkflowDef {
             for (j, s) in p.select.iter().enumerate() {
                 Selector::parse(s).map_err(|r| err(format!("phase[{i}].select[{j}]"), r))?;
             }
+        }
+        if wf.deadline.is_some_and(|d| d.get().is_zero()) {
+            return Err(err(
+                "deadline".into(),
+                "must be longer than 0s (remove it for the statutory one month)".into(),
+            ));
         }
         for (i, h) in wf.holds.iter().enumerate() {
             for (j, s) in h.select.iter().enumerate() {
@@ -285,6 +295,20 @@ impl Workflows {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_deadline_is_a_human_duration_longer_than_zero() {
+        let base = "kind = \"erasure\"\n[[phase]]\nname = \"all\"\nselect = [\"*\"]\n";
+        let w = WorkflowDef::parse("w.toml", &format!("deadline = \"7d\"\n{base}")).unwrap();
+        assert_eq!(w.deadline.unwrap().get(), Duration::from_secs(7 * 86_400));
+        assert!(WorkflowDef::parse("w.toml", base)
+            .unwrap()
+            .deadline
+            .is_none());
+        let e = WorkflowDef::parse("w.toml", &format!("deadline = \"0s\"\n{base}")).unwrap_err();
+        assert_eq!(e.key, "deadline");
+        assert!(WorkflowDef::parse("w.toml", &format!("deadline = \"soon\"\n{base}")).is_err());
+    }
 
     #[test]
     fn built_in_workflows_parse() {

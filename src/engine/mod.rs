@@ -15,6 +15,9 @@ pub mod manual;
 pub mod operator;
 pub mod planner;
 pub mod retention;
+pub mod sla;
+pub mod suppression;
+pub mod verify;
 pub mod worker;
 /// Workflow files now live in `domain` (config needs them, and config must not
 /// depend on the engine); this path is kept so existing imports still resolve.
@@ -81,6 +84,11 @@ pub struct SubmitOptions {
     pub external_id: Option<String>,
     /// Status callback URL.
     pub callback_url: Option<String>,
+    /// The subject's identity is not verified yet: nothing runs at any
+    /// processor until `lethe verify` (or the signed verify webhook).
+    pub unverified: bool,
+    /// The erasure this one follows up (set by `lethe suppression check`).
+    pub follows: Option<String>,
     /// A rectification's new values (only the fields to change are set).
     /// Sealed with the identities, never written anywhere in the clear.
     pub changes: Option<Subject>,
@@ -108,6 +116,9 @@ pub struct Submitted {
     pub request: RequestRow,
     /// False when an existing request with the same external id was returned.
     pub created: bool,
+    /// Said to the sender, the request is still accepted (e.g. the identity
+    /// matches a suppressed subject of an earlier erasure). No raw identity.
+    pub warnings: Vec<String>,
 }
 
 /// The orchestrator.
@@ -267,6 +278,13 @@ impl Engine {
         }
         let now = Utc::now();
         let subject_hash = self.keys.subject_hash(&subject);
+        let entries = suppression::entries(&self.keys, &subject);
+        let warnings = suppression::warnings(self.store.as_ref(), &entries).await?;
+        let due = match wf.deadline {
+            // A shorter promise than the law's; never later than the law's.
+            Some(d) => (now + d.chrono()).min(due_date(now)),
+            None => due_date(now),
+        };
         let adhoc = self.store.active_holds(&subject_hash, ms(now)).await?;
         let steps = planner::plan(&self.config, wf, kind, ms(now), &adhoc, &fields)
             .map_err(EngineError::Invalid)?;
@@ -279,13 +297,20 @@ impl Engine {
             kind,
             workflow: wf_name.to_string(),
             received_at: ms(now),
-            due_at: ms(due_date(now)),
+            due_at: ms(due),
             external_id: opts.external_id.clone(),
             subject_hash,
             subject_masked: subject.masked(),
             identities: sealed,
             callback_url: opts.callback_url.clone(),
             data_key: Some(data_key),
+            verified: !opts.unverified,
+            follows: opts.follows.clone(),
+            suppress: if kind == RequestKind::Erasure {
+                entries
+            } else {
+                vec![]
+            },
             fields,
         };
         let mut callbacks: Vec<crate::store::Callback> = opts
@@ -310,6 +335,7 @@ impl Engine {
                 Ok(Submitted {
                     request,
                     created: true,
+                    warnings,
                 })
             }
             // A concurrent delivery with the same external id won the race:
@@ -345,6 +371,7 @@ impl Engine {
             return Ok(Submitted {
                 request: existing,
                 created: false,
+                warnings: vec![],
             });
         }
         Err(ExternalIdConflict {

@@ -39,6 +39,9 @@ impl RetentionPass {
         if let Err(e) = engine.delete_expired_exports().await {
             tracing::error!(error = %e, "export retention pass failed; it is retried at the next pass");
         }
+        if let Err(e) = engine.report_deadlines_near().await {
+            tracing::error!(error = %e, "deadline scan failed; it is retried at the next pass");
+        }
     }
 }
 

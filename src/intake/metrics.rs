@@ -63,6 +63,21 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
     for (status, n) in outbox {
         m.outbox.get_or_create(&StatusLabels { status }).set(n);
     }
+    let now = crate::store::ms(chrono::Utc::now());
+    let warn = st
+        .engine
+        .config
+        .sla
+        .warn_before
+        .get()
+        .as_millis()
+        .min(i64::MAX as u128) as i64;
+    m.overdue.set(store.count_due_between(i64::MIN, now).await?);
+    m.due_soon.set(
+        store
+            .count_due_between(now, now.saturating_add(warn))
+            .await?,
+    );
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, m.registry())
         .map_err(|e| ApiError::unavailable(format!("cannot render metrics: {e}")))?;

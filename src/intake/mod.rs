@@ -136,6 +136,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/requests", post(webhook::create).get(api::list))
         .route("/v1/requests/{id}", get(api::show))
         .route("/v1/requests/{id}/report", get(api::report))
+        .route("/v1/requests/{id}/verify", post(webhook::verify))
         .route("/opendsr/v1/discovery", get(opendsr::discovery))
         .route("/opendsr/v1/requests", post(opendsr::create))
         .route(

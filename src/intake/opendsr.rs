@@ -98,6 +98,10 @@ pub struct CreateRequest {
     /// Extensions keyed by processor domain (not read).
     #[serde(default)]
     pub extensions: Option<Value>,
+    /// lethe's extension: `false` when the controller has not verified the
+    /// subject yet (nothing runs until verified). Absent: verified.
+    #[serde(default)]
+    pub verified: Option<bool>,
 }
 
 /// Map our status to OpenDSR's four.
@@ -260,6 +264,8 @@ pub async fn create(
                 external_id: Some(format!("{PREFIX}{}", req.subject_request_id)),
                 callback_url: None,
                 changes: None,
+                unverified: req.verified == Some(false),
+                follows: None,
             },
             callbacks,
         )
@@ -274,13 +280,16 @@ pub async fn create(
         })?;
     tracing::info!(request = %sub.request.id, subject = %masked, created = sub.created, "OpenDSR request accepted");
     let r = &sub.request;
-    let doc = json!({
+    let mut doc = json!({
         "controller_id": st.engine.config.intake.opendsr_controller_id,
         "expected_completion_time": rfc3339(r.due_at),
         "received_time": rfc3339(r.received_at),
         "encoded_request": base64::engine::general_purpose::STANDARD.encode(&body),
         "subject_request_id": req.subject_request_id,
     });
+    if !sub.warnings.is_empty() {
+        doc["warnings"] = json!(sub.warnings);
+    }
     let code = if sub.created {
         StatusCode::CREATED
     } else {

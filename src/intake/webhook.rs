@@ -47,6 +47,10 @@ pub struct WebhookRequest {
     /// phone, name, customer_id). Only with `kind: "rectification"`.
     #[serde(default)]
     pub set: Option<std::collections::BTreeMap<String, String>>,
+    /// `false`: the form has not verified the subject yet; nothing runs
+    /// until `lethe verify` or `POST /v1/requests/{id}/verify`. Absent: verified.
+    #[serde(default)]
+    pub verified: Option<bool>,
 }
 
 /// Read the body, mapping the 64 KiB limit to a JSON 413.
@@ -159,6 +163,8 @@ pub async fn create(
                 external_id: Some(req.external_id),
                 callback_url: req.callback_url,
                 changes,
+                unverified: req.verified == Some(false),
+                follows: None,
             },
         )
         .await?;
@@ -169,11 +175,70 @@ pub async fn create(
         "webhook request accepted"
     );
     let steps = st.engine.store.steps(&sub.request.id).await?;
-    let view = RequestView::new(&sub.request, Some(&steps), Utc::now());
+    let mut view = RequestView::new(&sub.request, Some(&steps), Utc::now());
+    view.warnings = sub.warnings.clone();
     let code = if sub.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     Ok((code, Json(view)).into_response())
+}
+
+/// The body of `POST /v1/requests/{id}/verify`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyBody {
+    /// How the subject was verified (`email link`, `id document`…).
+    pub method: String,
+    /// Optional note (kept in the audit event).
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// `POST /v1/requests/{id}/verify`: signed like intake (`Lethe-Signature`);
+/// marks an unverified request verified. 401 on a bad signature (nothing
+/// changes), 404 for an unknown id, 409 when it is already verified.
+pub async fn verify(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body_or_413(body)?;
+    let header = headers
+        .get(signature::HEADER)
+        .map(|v| v.to_str().unwrap_or(""));
+    signature::verify(
+        st.secrets.webhook.expose_secret(),
+        header,
+        &body,
+        Utc::now().timestamp(),
+    )
+    .map_err(|e| ApiError::unauthorized("Lethe-Signature", e.to_string()))?;
+    let b: VerifyBody = parse_json(&body)?;
+    if b.method.trim().is_empty() {
+        return Err(ApiError::invalid("method", "empty"));
+    }
+    let req = st
+        .engine
+        .store
+        .get_request(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("id", format!("no request `{id}`")))?;
+    if req.verified {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "id",
+            format!("request `{id}` is already verified"),
+        ));
+    }
+    let req = st
+        .engine
+        .verify(&id, &b.method, b.note.as_deref(), "webhook")
+        .await?;
+    tracing::info!(request = %req.id, "request verified by webhook");
+    let steps = st.engine.store.steps(&req.id).await?;
+    let view = RequestView::new(&req, Some(&steps), Utc::now());
+    Ok((StatusCode::OK, Json(view)).into_response())
 }

@@ -55,6 +55,39 @@ pub struct RequestPart {
     pub identities: String,
     /// When the sealed identities were destroyed.
     pub identities_destroyed_at: Option<String>,
+    /// How the subject's identity was verified, for a request filed
+    /// unverified (`request.verified` event); null when filed verified.
+    pub verification: Option<VerificationPart>,
+    /// False while it waits for verification (no processor was called).
+    pub verified: bool,
+    /// The erasure this one follows up (its subject re-appeared at a processor).
+    pub follows: Option<String>,
+    /// Re-appearances of this erasure's subject found by `lethe suppression check`.
+    pub reappeared: Vec<ReappearedPart>,
+}
+
+/// How a request's subject was verified.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerificationPart {
+    /// The method given (`email link`, `id document`…).
+    pub method: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Who: `cli:USER` or `webhook`.
+    pub by: String,
+}
+
+/// A re-appearance of an erased subject at a processor.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReappearedPart {
+    /// When it was found (RFC 3339).
+    pub at: String,
+    /// Where.
+    pub processor: String,
+    /// The identity kind that matched and its masked form.
+    pub identity: String,
+    /// The follow-up erasure opened for it.
+    pub follow_up: Option<String>,
 }
 
 /// One processor's row.
@@ -242,6 +275,30 @@ pub fn assemble(
             "destroyed".into()
         },
         identities_destroyed_at: destroyed,
+        verification: events
+            .iter()
+            .find(|e| e.kind == "request.verified")
+            .map(|e| VerificationPart {
+                method: str_at(&e.detail, "method").unwrap_or("?").to_string(),
+                at: ts(e.at),
+                by: str_at(&e.detail, "by").unwrap_or("?").to_string(),
+            }),
+        verified: req.verified,
+        follows: req.follows.clone(),
+        reappeared: events
+            .iter()
+            .filter(|e| e.kind == "suppression.reappeared")
+            .map(|e| ReappearedPart {
+                at: ts(e.at),
+                processor: str_at(&e.detail, "processor").unwrap_or("?").to_string(),
+                identity: format!(
+                    "{} {}",
+                    str_at(&e.detail, "identity_kind").unwrap_or("?"),
+                    str_at(&e.detail, "masked").unwrap_or("?")
+                ),
+                follow_up: str_at(&e.detail, "follow_up").map(str::to_string),
+            })
+            .collect(),
     };
     let created_at = events
         .iter()
@@ -563,6 +620,32 @@ pub fn to_text(c: &Certificate) -> String {
     ));
     if let Some(e) = &r.extended_reason {
         out.push_str(&format!("extended:    {e}\n"));
+    }
+    match &r.verification {
+        Some(v) => out.push_str(&format!(
+            "verified:    {} by {} at {}\n",
+            v.method,
+            v.by,
+            short(&v.at).replace('T', " ")
+        )),
+        None if !r.verified => {
+            out.push_str("verified:    NOT YET (no processor is called until verified)\n")
+        }
+        None => {}
+    }
+    if let Some(f) = &r.follows {
+        out.push_str(&format!(
+            "follows:     erasure {f} (the subject re-appeared at a processor)\n"
+        ));
+    }
+    for a in &r.reappeared {
+        out.push_str(&format!(
+            "reappeared:  {} at {} on {}; follow-up erasure {}\n",
+            a.identity,
+            a.processor,
+            short(&a.at).replace('T', " "),
+            a.follow_up.as_deref().unwrap_or("-")
+        ));
     }
     out.push_str(&format!(
         "identities:  {}{}\n",

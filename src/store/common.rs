@@ -11,7 +11,8 @@ use serde_json::Value;
 
 pub(super) const REQ_COLS: &str =
     "id, kind, workflow, status, cancelled, received_at, due_at, completed_at, extended_reason, \
-     external_id, subject_hash, subject_masked, identities, callback_url, updated_at";
+     external_id, subject_hash, subject_masked, identities, callback_url, updated_at, verified, follows, \
+     deadline_warned_at";
 
 pub(super) const STEP_COLS: &str = "id, request_id, processor, connector, category, action, wave, state, phase, outcome, \
      attempts, run_at, lease_owner, lease_expires_at, last_error, error_class, evidence, hold_basis, hold_until, \
@@ -25,7 +26,29 @@ pub(super) const CLAIMABLE: &str =
 /// done, held nor skipped (a failed one blocks until `lethe retry` or `lethe skip`).
 pub(super) const NOT_BLOCKED: &str =
     "NOT EXISTS (SELECT 1 FROM steps d WHERE d.request_id = s.request_id \
-     AND d.wave < s.wave AND d.state NOT IN ('done','held','skipped'))";
+     AND d.wave < s.wave AND d.state NOT IN ('done','held','skipped')) \
+     AND NOT EXISTS (SELECT 1 FROM requests v WHERE v.id = s.request_id AND v.verified = 0)";
+
+/// A suppression row from its columns.
+pub(super) fn suppression_row(
+    (hash, kind, request_id, masked, active, created_at): (
+        String,
+        String,
+        String,
+        String,
+        i64,
+        i64,
+    ),
+) -> super::SuppressionRow {
+    super::SuppressionRow {
+        hash,
+        kind,
+        request_id,
+        masked,
+        active: active != 0,
+        created_at,
+    }
+}
 
 #[derive(sqlx::FromRow)]
 pub(super) struct RawRequest {
@@ -44,6 +67,9 @@ pub(super) struct RawRequest {
     identities: Option<Vec<u8>>,
     callback_url: Option<String>,
     updated_at: i64,
+    verified: i64,
+    follows: Option<String>,
+    deadline_warned_at: Option<i64>,
 }
 
 fn corrupt(table: &'static str) -> impl Fn(String) -> StoreError {
@@ -68,6 +94,9 @@ impl RawRequest {
             identities: self.identities,
             callback_url: self.callback_url,
             updated_at: self.updated_at,
+            verified: self.verified != 0,
+            follows: self.follows,
+            deadline_warned_at: self.deadline_warned_at,
         })
     }
 }
@@ -337,8 +366,9 @@ macro_rules! shared_store_fns {
             let status = derive_status(false, &states);
             sqlx::query(
                 "INSERT INTO requests (id, kind, workflow, status, cancelled, received_at, due_at, completed_at, \
-                 extended_reason, external_id, subject_hash, subject_masked, identities, callback_url, updated_at) \
-                 VALUES ($1, $2, $3, $4, 0, $5, $6, $7, NULL, $8, $9, $10, $11, $12, $13)",
+                 extended_reason, external_id, subject_hash, subject_masked, identities, callback_url, updated_at, \
+                 verified, follows) \
+                 VALUES ($1, $2, $3, $4, 0, $5, $6, $7, NULL, $8, $9, $10, $11, $12, $13, $14, $15)",
             )
             .bind(&req.id)
             .bind(req.kind.as_str())
@@ -353,8 +383,23 @@ macro_rules! shared_store_fns {
             .bind(&req.identities)
             .bind(&req.callback_url)
             .bind(now)
+            .bind(req.verified as i64)
+            .bind(&req.follows)
             .execute(&mut *conn)
             .await?;
+            for e in &req.suppress {
+                sqlx::query(
+                    "INSERT INTO suppression (hash, kind, request_id, masked, active, created_at) \
+                     VALUES ($1, $2, $3, $4, 0, $5) ON CONFLICT (hash, request_id) DO NOTHING",
+                )
+                .bind(&e.hash)
+                .bind(&e.kind)
+                .bind(&req.id)
+                .bind(&e.masked)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            }
             if let Some(k) = &req.data_key {
                 sqlx::query("INSERT INTO data_keys (request_id, kid, wrapped, created_at) VALUES ($1, $2, $3, $4)")
                     .bind(&req.id)
@@ -393,6 +438,8 @@ macro_rules! shared_store_fns {
                 "subject": req.subject_masked,
                 "due_at": req.due_at,
                 "external_id": req.external_id,
+                "verified": req.verified,
+                "follows": req.follows,
                 "steps": steps.iter().map(|s| {
                     let mut d = serde_json::json!({
                         "processor": s.processor,
@@ -620,6 +667,27 @@ macro_rules! shared_store_fns {
                     .execute(&mut *conn)
                     .await?;
             }
+            if let Some(v) = cs.request.verified {
+                // Only a change is written: two verifications at once make one event.
+                let r = sqlx::query("UPDATE requests SET verified = $1 WHERE id = $2 AND verified <> $1")
+                    .bind(v as i64)
+                    .bind(&cs.request_id)
+                    .execute(&mut *conn)
+                    .await?;
+                if r.rows_affected() != 1 {
+                    return Ok((Applied::NoRequest, false));
+                }
+            }
+            if cs.request.deadline_warned {
+                let r = sqlx::query("UPDATE requests SET deadline_warned_at = $1 WHERE id = $2 AND deadline_warned_at IS NULL")
+                    .bind(cs.now)
+                    .bind(&cs.request_id)
+                    .execute(&mut *conn)
+                    .await?;
+                if r.rows_affected() != 1 {
+                    return Ok((Applied::NoRequest, false));
+                }
+            }
             for (kind, detail) in cs.events {
                 events.push(PendingEvent { request_id: Some(cs.request_id.clone()), step_id: None, kind, detail });
             }
@@ -641,6 +709,34 @@ macro_rules! shared_store_fns {
             .bind(&cs.request_id)
             .execute(&mut *conn)
             .await?;
+            for (url, event) in &cs.request.notify {
+                sqlx::query(
+                    "INSERT INTO outbox (request_id, url, protocol, event, status, created_at, run_at) \
+                     VALUES ($1, $2, 'lethe', $3, $4, $5, $5)",
+                )
+                .bind(&cs.request_id)
+                .bind(url)
+                .bind(event)
+                .bind(status.as_str())
+                .bind(cs.now)
+                .execute(&mut *conn)
+                .await?;
+            }
+            if status == RequestStatus::Cancelled {
+                // A cancelled erasure suppresses nothing.
+                sqlx::query("DELETE FROM suppression WHERE request_id = $1 AND active = 0")
+                    .bind(&cs.request_id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            if matches!(status, RequestStatus::Completed | RequestStatus::CompletedWithExceptions) {
+                // The erasure is done: its identities' keyed hashes go on the
+                // suppression list in the same transaction (export requests have none).
+                sqlx::query("UPDATE suppression SET active = 1 WHERE request_id = $1 AND active = 0")
+                    .bind(&cs.request_id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
             if status != previous {
                 // Transactional outbox: one callback per destination, committed with the change.
                 sqlx::query(
@@ -661,6 +757,76 @@ macro_rules! shared_store_fns {
             }
             append_events(conn, cs.now, events).await?;
             Ok((Applied::Done { previous, status }, true))
+        }
+
+        pub(super) async fn suppressed(pool: &$pool, hashes: &[String]) -> Result<Vec<$crate::store::SuppressionRow>, StoreError> {
+            let mut out = Vec::new();
+            for h in hashes {
+                let rows: Vec<(String, String, String, String, i64, i64)> = sqlx::query_as(
+                    "SELECT hash, kind, request_id, masked, active, created_at FROM suppression \
+                     WHERE hash = $1 AND active = 1 ORDER BY created_at, request_id",
+                )
+                .bind(h)
+                .fetch_all(pool)
+                .await?;
+                out.extend(rows.into_iter().map($crate::store::common::suppression_row));
+            }
+            Ok(out)
+        }
+
+        pub(super) async fn suppression_list(pool: &$pool) -> Result<Vec<$crate::store::SuppressionRow>, StoreError> {
+            let rows: Vec<(String, String, String, String, i64, i64)> = sqlx::query_as(
+                "SELECT hash, kind, request_id, masked, active, created_at FROM suppression \
+                 ORDER BY created_at DESC, request_id, kind",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().map($crate::store::common::suppression_row).collect())
+        }
+
+        pub(super) async fn follow_ups(pool: &$pool, id: &str) -> Result<Vec<RequestRow>, StoreError> {
+            let sql = format!("SELECT {REQ_COLS} FROM requests WHERE follows = $1 ORDER BY received_at DESC, id");
+            let raw: Vec<RawRequest> = sqlx::query_as(&sql).bind(id).fetch_all(pool).await?;
+            raw.into_iter().map(RawRequest::into_row).collect()
+        }
+
+        pub(super) async fn deadline_unwarned(pool: &$pool, by: i64) -> Result<Vec<RequestRow>, StoreError> {
+            let sql = format!(
+                "SELECT {REQ_COLS} FROM requests WHERE due_at <= $1 AND deadline_warned_at IS NULL \
+                 AND status NOT IN ('completed','completed_with_exceptions','cancelled') ORDER BY due_at, id"
+            );
+            let raw: Vec<RawRequest> = sqlx::query_as(&sql).bind(by).fetch_all(pool).await?;
+            raw.into_iter().map(RawRequest::into_row).collect()
+        }
+
+        pub(super) async fn count_due_between(pool: &$pool, from: i64, to: i64) -> Result<i64, StoreError> {
+            let v: (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM requests WHERE due_at >= $1 AND due_at < $2 \
+                 AND status NOT IN ('completed','completed_with_exceptions','cancelled')",
+            )
+            .bind(from)
+            .bind(to)
+            .fetch_one(pool)
+            .await?;
+            Ok(v.0)
+        }
+
+        pub(super) async fn take_schedule(pool: &$pool, name: &str, now: i64, next: i64) -> Result<bool, StoreError> {
+            let ins = sqlx::query("INSERT INTO schedules (name, run_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+                .bind(name)
+                .bind(next)
+                .execute(pool)
+                .await?;
+            if ins.rows_affected() == 1 {
+                return Ok(true);
+            }
+            let r = sqlx::query("UPDATE schedules SET run_at = $1 WHERE name = $2 AND run_at <= $3")
+                .bind(next)
+                .bind(name)
+                .bind(now)
+                .execute(pool)
+                .await?;
+            Ok(r.rows_affected() == 1)
         }
 
         pub(super) async fn events(pool: &$pool, after: i64, limit: i64) -> Result<Vec<EventRow>, StoreError> {
@@ -1456,6 +1622,50 @@ macro_rules! impl_store {
 
             async fn outbox_counts(&self) -> Result<Vec<(String, i64)>, $crate::store::StoreError> {
                 shared::outbox_counts(&self.pool).await
+            }
+
+            async fn suppressed(
+                &self,
+                hashes: &[String],
+            ) -> Result<Vec<$crate::store::SuppressionRow>, $crate::store::StoreError> {
+                shared::suppressed(&self.pool, hashes).await
+            }
+
+            async fn suppression_list(
+                &self,
+            ) -> Result<Vec<$crate::store::SuppressionRow>, $crate::store::StoreError> {
+                shared::suppression_list(&self.pool).await
+            }
+
+            async fn follow_ups(
+                &self,
+                id: &str,
+            ) -> Result<Vec<$crate::store::RequestRow>, $crate::store::StoreError> {
+                shared::follow_ups(&self.pool, id).await
+            }
+
+            async fn deadline_unwarned(
+                &self,
+                by: i64,
+            ) -> Result<Vec<$crate::store::RequestRow>, $crate::store::StoreError> {
+                shared::deadline_unwarned(&self.pool, by).await
+            }
+
+            async fn count_due_between(
+                &self,
+                from: i64,
+                to: i64,
+            ) -> Result<i64, $crate::store::StoreError> {
+                shared::count_due_between(&self.pool, from, to).await
+            }
+
+            async fn take_schedule(
+                &self,
+                name: &str,
+                now: i64,
+                next: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                shared::take_schedule(&self.pool, name, now, next).await
             }
 
             async fn apply_batch(

@@ -100,6 +100,41 @@ pub struct NewRequest {
     /// A rectification's changed field NAMES (`email`, `name`…; never values),
     /// recorded in the `request.created` event. Empty otherwise.
     pub fields: Vec<String>,
+    /// False: nothing runs at any processor until the request is verified.
+    pub verified: bool,
+    /// The erasure this one follows up (its subject re-appeared at a processor).
+    pub follows: Option<String>,
+    /// Keyed hashes of the identities, put on the suppression list (active
+    /// once the erasure completes). Empty for exports.
+    pub suppress: Vec<SuppressionEntry>,
+}
+
+/// One identity's keyed hash for the suppression list (never the identity).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuppressionEntry {
+    /// `email`, `phone` or `customer_id`.
+    pub kind: String,
+    /// HMAC of `kind:normalised value`, hex.
+    pub hash: String,
+    /// The masked identity, for people.
+    pub masked: String,
+}
+
+/// A suppression-list row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuppressionRow {
+    /// HMAC of `kind:normalised value`, hex.
+    pub hash: String,
+    /// `email`, `phone` or `customer_id`.
+    pub kind: String,
+    /// The erasure that put it there.
+    pub request_id: String,
+    /// The masked identity.
+    pub masked: String,
+    /// In force (its erasure completed).
+    pub active: bool,
+    /// When written.
+    pub created_at: Millis,
 }
 
 /// A data key wrapped (AEAD) by a master key.
@@ -197,6 +232,12 @@ pub struct RequestRow {
     pub callback_url: Option<String>,
     /// Last change.
     pub updated_at: Millis,
+    /// False while the request waits for identity verification.
+    pub verified: bool,
+    /// The erasure this one follows up, if any.
+    pub follows: Option<String>,
+    /// When the daemon reported that the deadline is near (once).
+    pub deadline_warned_at: Option<Millis>,
 }
 
 /// A step as stored.
@@ -323,6 +364,13 @@ pub struct RequestPatch {
     pub cancelled: Option<bool>,
     /// A new due date, only if the request has not been extended yet.
     pub extend_to: Option<(Millis, String)>,
+    /// Mark verified (or not); only if that changes it (else nothing is
+    /// written and the result is `Applied::NoRequest`).
+    pub verified: Option<bool>,
+    /// Stamp `deadline_warned_at` (only if not stamped yet; else nothing is written).
+    pub deadline_warned: bool,
+    /// Extra one-off callbacks (url, event) queued in the outbox with this change.
+    pub notify: Vec<(String, String)>,
 }
 
 /// Everything that changes together, in one transaction.
@@ -641,6 +689,24 @@ pub trait Store: Send + Sync {
     /// Apply several change sets in one transaction (group commit): each is
     /// all-or-nothing on its own (a savepoint), and the batch commits once.
     async fn apply_batch(&self, batch: Vec<ChangeSet>) -> Result<Vec<Applied>, StoreError>;
+    /// Active suppression rows whose hash is one of `hashes`.
+    async fn suppressed(&self, hashes: &[String]) -> Result<Vec<SuppressionRow>, StoreError>;
+    /// The whole suppression list (active and pending), newest first.
+    async fn suppression_list(&self) -> Result<Vec<SuppressionRow>, StoreError>;
+    /// Requests that follow up `request_id`, newest first.
+    async fn follow_ups(&self, request_id: &str) -> Result<Vec<RequestRow>, StoreError>;
+    /// Open requests due at or before `by` that have not been reported as near their deadline.
+    async fn deadline_unwarned(&self, by: Millis) -> Result<Vec<RequestRow>, StoreError>;
+    /// Open requests due in `[from, to)`.
+    async fn count_due_between(&self, from: Millis, to: Millis) -> Result<i64, StoreError>;
+    /// A durable schedule: true (and the next run set to `next`) if `name`
+    /// is due at `now` or has never run; false otherwise. One caller wins.
+    async fn take_schedule(
+        &self,
+        name: &str,
+        now: Millis,
+        next: Millis,
+    ) -> Result<bool, StoreError>;
 }
 
 /// A status-callback destination of a request.

@@ -36,6 +36,9 @@ fn request(id: &str) -> NewRequest {
         callback_url: None,
         data_key: None,
         fields: vec![],
+        verified: true,
+        follows: None,
+        suppress: vec![],
     }
 }
 

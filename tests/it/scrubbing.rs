@@ -150,7 +150,7 @@ async fn processor_text_echoing_the_subject_in_any_form_is_never_stored_or_logge
 }
 
 /// Everything the store holds, as text.
-async fn dump_store(env: &TestEnv, backend: Backend) -> String {
+pub(crate) async fn dump_store(env: &TestEnv, backend: Backend) -> String {
     match backend {
         Backend::Sqlite => {
             let mut all = String::new();

@@ -48,6 +48,9 @@ fn new_request(id: &str, received: i64) -> NewRequest {
         callback_url: None,
         data_key: None,
         fields: vec![],
+        verified: true,
+        follows: None,
+        suppress: vec![],
     }
 }
 
