@@ -22,8 +22,8 @@ CREATE TABLE suppression (
 );
 CREATE INDEX suppression_request ON suppression (request_id);
 
--- Durable schedules (`[suppression] check_every`, `[sla]` scan): the next run is a row.
-CREATE TABLE schedules (
+-- Durable timers (`[suppression] check_every`, `[sla]` scan): the next run is a row.
+CREATE TABLE timers (
     name   TEXT PRIMARY KEY,
     run_at BIGINT NOT NULL
 );

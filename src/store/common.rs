@@ -812,7 +812,7 @@ macro_rules! shared_store_fns {
         }
 
         pub(super) async fn take_schedule(pool: &$pool, name: &str, now: i64, next: i64) -> Result<bool, StoreError> {
-            let ins = sqlx::query("INSERT INTO schedules (name, run_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            let ins = sqlx::query("INSERT INTO timers (name, run_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
                 .bind(name)
                 .bind(next)
                 .execute(pool)
@@ -820,7 +820,7 @@ macro_rules! shared_store_fns {
             if ins.rows_affected() == 1 {
                 return Ok(true);
             }
-            let r = sqlx::query("UPDATE schedules SET run_at = $1 WHERE name = $2 AND run_at <= $3")
+            let r = sqlx::query("UPDATE timers SET run_at = $1 WHERE name = $2 AND run_at <= $3")
                 .bind(next)
                 .bind(name)
                 .bind(now)
