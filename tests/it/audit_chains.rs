@@ -20,6 +20,7 @@ on_both_backends!(
     batches_touching_the_same_requests_in_opposite_orders_both_commit,
     every_append_moves_its_chain_head_and_clears_checkpointed,
     deleting_the_last_event_of_a_request_is_named_as_a_truncated_chain,
+    a_chain_whose_rows_or_head_were_all_deleted_is_named,
     editing_an_events_detail_is_named_with_its_chain_and_position,
     rewriting_a_whole_chain_consistently_is_not_detectable_without_signed_checkpoints,
     a_store_written_before_0011_keeps_verifying_and_new_events_get_their_own_chains,
@@ -332,6 +333,60 @@ async fn deleting_the_last_event_of_a_request_is_named_as_a_truncated_chain(b: B
         .unwrap();
     assert!(cert.audit.chain_verified);
     assert_eq!(cert.audit.chain_events, 3, "only its own chain is verified");
+}
+
+async fn a_chain_whose_rows_or_head_were_all_deleted_is_named(b: Backend) {
+    let f = fresh(b).await;
+    claimed(f.store.as_ref(), 3, 1).await;
+    // Hold ids whose order differs between bytewise and locale collations.
+    for id in ["h-b", "hA", "ha"] {
+        f.store
+            .add_hold(store::HoldRow {
+                id: id.into(),
+                subject_hash: "hash-x".into(),
+                subject_masked: "x***@example.com".into(),
+                basis: "litigation".into(),
+                until_at: None,
+                processor: None,
+                created_at: 3000,
+                released_at: None,
+            })
+            .await
+            .unwrap();
+    }
+    let v = lethe::audit::verify(f.store.as_ref()).await.unwrap();
+    assert!(v.broken.is_none(), "{v:?}");
+    assert_eq!((v.chains, v.checked), (6, 6));
+
+    exec(b, &f.url, "DELETE FROM events WHERE chain = 'request:r000'").await;
+    exec(
+        b,
+        &f.url,
+        "DELETE FROM chain_heads WHERE chain = 'request:r002'",
+    )
+    .await;
+    let v = lethe::audit::verify(f.store.as_ref()).await.unwrap();
+    let named: Vec<(&str, i64)> = v
+        .broken_list
+        .iter()
+        .map(|b| (b.chain.as_str(), b.chain_seq))
+        .collect();
+    assert_eq!(named, [("request:r000", 1), ("request:r002", 1)], "{v:?}");
+    assert!(v.broken_list[0].reason.contains("truncated"));
+    assert!(v.broken_list[1].reason.contains("no head"));
+    assert_eq!((v.chains, v.broken_chains), (6, 2));
+
+    // A row inserted without a chain is reported too.
+    exec(
+        b,
+        &f.url,
+        "INSERT INTO events (at, request_id, step_id, kind, detail, prev_hash, hash) \
+         VALUES (1, NULL, NULL, 'forged', '{}', 'x', 'y')",
+    )
+    .await;
+    let v = lethe::audit::verify(f.store.as_ref()).await.unwrap();
+    assert_eq!(v.broken_chains, 3);
+    assert!(v.broken_list[2].reason.contains("without a chain"));
 }
 
 async fn editing_an_events_detail_is_named_with_its_chain_and_position(b: Backend) {
