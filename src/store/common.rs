@@ -3,7 +3,14 @@
 //! The statements use `$N` placeholders, which SQLite and PostgreSQL both
 //! accept, so each is written once. The `shared_store_fns!` macro stamps out the
 //! functions for a concrete connection type; the backends add what differs
-//! (claiming, the event-append lock, transaction start, migrations).
+//! (claiming, transaction start, migrations).
+//!
+//! Audit events are appended per chain (`domain::event::chain_of`): the
+//! chain's `chain_heads` row is created or locked (`INSERT … ON CONFLICT DO
+//! UPDATE … RETURNING`), the events are numbered from its position and hashed
+//! from its hash, and the head is moved in the same transaction (with
+//! `checkpointed` cleared). Chains of one append are locked in name order;
+//! write transactions are retried on 40P01/40001 ([`retrying`]).
 
 use super::{EventRow, RequestRow, StepRow, StoreError};
 use crate::domain::{Phase, RequestStatus};

@@ -4,7 +4,9 @@
 //! the engine computes every state change with the pure saga in `domain` and
 //! hands the store a [`ChangeSet`], which it applies in one transaction —
 //! compare-and-set on each step's expected state (and lease owner), the
-//! request's derived status, and the audit events, all or nothing.
+//! request's derived status, and the audit events, all or nothing. Audit
+//! events go to their own chain (one per request, hold and processor) whose
+//! head ([`ChainHead`]) moves in the same transaction; there is no global lock.
 //!
 //! All SQL lives in this module. Both backends share the statements in
 //! `common.rs` (`$N` placeholders work in both); only claiming, locking and
