@@ -1254,8 +1254,15 @@ where
             .with_jitter(),
     )
     .when(StoreError::is_contended)
+    .notify(|e, after| {
+        RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(error = %e, retry_in = ?after, "store transaction aborted by the database; retrying");
+    })
     .await
 }
+
+/// Transactions run again after a deadlock or serialization failure, since start.
+pub(super) static RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Implement [`Store`](crate::store::Store) for a backend struct with a `pool`
 /// field, given its transaction-start function, its claim statement and its

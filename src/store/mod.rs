@@ -727,6 +727,12 @@ pub struct OutboxRow {
     pub attempts: i64,
 }
 
+/// How many write transactions this process ran again after the database
+/// aborted them (deadlock 40P01, serialization failure 40001), since start.
+pub fn contended_retries() -> u64 {
+    common::RETRIES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Open the store named by a URL: `sqlite://FILE` (created if missing) or `postgres://…`.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {

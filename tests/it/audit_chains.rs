@@ -691,3 +691,70 @@ async fn audit_verify_exits_1_naming_the_chain_whose_last_event_was_deleted_and_
     let out = env.lethe(&["report", &bb, "--format", "json"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
 }
+
+/// PostgreSQL only (SQLite has one writer and cannot deadlock): a transaction
+/// the server aborts to break a deadlock (40P01) is run again, and succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_chosen_as_a_deadlock_victim_on_postgres_is_retried_and_succeeds() {
+    let f = fresh(Backend::Postgres).await;
+    let c = claimed(f.store.as_ref(), 1, 1).await;
+    let before = store::contended_retries();
+    // Another session takes the chain head first, then (below) the request row:
+    // the opposite of lethe's order. It waits longer before checking for a
+    // deadlock, so lethe's transaction is the one the server aborts.
+    let pool = sqlx::PgPool::connect(&f.url).await.unwrap();
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL deadlock_timeout = '10s'")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
+        .fetch_one(&mut *other)
+        .await
+        .unwrap();
+    sqlx::query("SELECT chain_seq FROM chain_heads WHERE chain = 'request:r000' FOR UPDATE")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let st = f.store.clone();
+    let (id, token) = (c[0].id, c[0].lease_token);
+    let apply = tokio::spawn(async move { st.apply(finish("r000", id, token, 2000)).await });
+    // Wait until lethe's transaction holds the request row and waits for the head.
+    let mut waited = 0;
+    loop {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+        )
+        .bind(pid)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if n > 0 {
+            break;
+        }
+        waited += 1;
+        assert!(
+            waited < 500,
+            "lethe's apply never waited for the chain head"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Closing the cycle: the server aborts lethe's transaction (40P01) …
+    let n = sqlx::query("UPDATE requests SET updated_at = updated_at WHERE id = 'r000'")
+        .execute(&mut *other)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(n, 1);
+    other.rollback().await.unwrap();
+    // … which runs it again, and it commits.
+    let applied = apply
+        .await
+        .unwrap()
+        .expect("the deadlock victim is retried");
+    assert!(matches!(applied, Applied::Done { .. }), "{applied:?}");
+    assert!(store::contended_retries() > before, "it was retried");
+    let v = lethe::audit::verify(f.store.as_ref()).await.unwrap();
+    assert!(v.broken.is_none(), "{v:?}");
+    assert_eq!(v.checked, 3);
+}
