@@ -8,10 +8,12 @@
 //! the row's content and its predecessor in the chain, checks that positions
 //! (`chain_seq`) run 1, 2, … without a gap, and compares the last row with the
 //! chain's head, so a truncated tail (the head says N, rows end at N-1) is
-//! named with the missing position. [`verify`] does that for every chain, one
-//! at a time (memory stays bounded), plus the `legacy` chain of rows written
-//! before migration 0011, which keeps its original rule (global `seq`, the
-//! old hash), and reports events whose chain has no head.
+//! named with the missing position. [`verify`] does that for every chain in
+//! one pass over the events in chain order (pages of 1000 rows, one chain in
+//! memory at a time) merged with the heads, so a chain without a head, a head
+//! without rows and a row without a chain are reported too. The `legacy`
+//! chain (rows written before migration 0011) keeps its original rule: one
+//! chain numbered by the global `seq`, the old hash.
 //!
 //! What it cannot detect: someone with write access to the database who
 //! rewrites a whole chain consistently — every hash recomputed *and* the head
@@ -32,11 +34,11 @@ const MAX_LISTED: usize = 1000;
 /// The result of verifying every chain.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Verification {
-    /// Rows checked (all chains).
+    /// Rows that verified (all chains; in a broken chain, those before the break).
     pub checked: u64,
     /// The hash of the last event appended (the highest global `seq` among the chain heads), if any.
     pub head: Option<String>,
-    /// The first broken chain's first bad row, if any (the legacy chain first, then by chain name).
+    /// The first bad row of the first broken chain (by chain name), if any.
     pub broken: Option<Broken>,
     /// Chains checked.
     pub chains: u64,
