@@ -81,6 +81,20 @@ async fn a_signed_webhook_files_a_request_that_the_daemon_carries_out_to_complet
     assert_eq!(cert["request"]["id"], id.as_str(), "{rep:#}");
     assert_eq!(cert["processors"][0]["processor"], "newsletter", "{cert:#}");
     assert_eq!(cert["audit"]["chain_verified"], true, "{cert:#}");
+    // The request's own chain, verified on its own: its events are numbered 1, 2, … in it.
+    let chain = format!("request:{id}");
+    assert_eq!(cert["audit"]["chain"], chain.as_str(), "{cert:#}");
+    let positions: Vec<i64> = rep["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["chain"], chain.as_str(), "{e:#}");
+            e["chain_seq"].as_i64().unwrap()
+        })
+        .collect();
+    assert_eq!(positions, (1..=positions.len() as i64).collect::<Vec<_>>());
+    assert_eq!(cert["audit"]["chain_events"], positions.len());
     assert!(!rep.to_string().to_lowercase().contains(RAW_EMAIL));
 
     // The list API filters by status.
