@@ -1,7 +1,9 @@
 //! `lethe audit verify`: recomputes the audit log's hash chain and names the
-//! first broken row; exits 1 when the chain is broken.
+//! first broken row; exits 1 when the chain is broken. `lethe audit key`
+//! prints the public key that verifies signed checkpoints.
 
 use super::helpers::open_store;
+use crate::audit::checkpoint::{key_id, public_base64};
 use crate::config::Config;
 use clap::Subcommand;
 
@@ -14,6 +16,38 @@ pub enum AuditCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print the Ed25519 public key (base64) and key id that verify the signed
+    /// audit checkpoints (derived from the master key, or `[audit] signing_key_env`).
+    Key {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `lethe audit key [--json]`: needs the config and the key's environment
+/// variable, never the store.
+pub(super) async fn key(config: Config, json: bool) -> anyhow::Result<u8> {
+    let key = crate::audit::signing_key(&config)?.verifying_key();
+    let public = public_base64(&key);
+    let kid = key_id(&key);
+    let source = match &config.audit.signing_key_env {
+        Some(var) => format!("audit.signing_key_env ({var})"),
+        None => format!("derived from store.key_env ({})", config.store.key_env),
+    };
+    if json {
+        let v = serde_json::json!({
+            "algorithm": "ed25519",
+            "public_key": public,
+            "key_id": kid,
+            "source": source,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("{public}");
+        println!("key id {kid} ({source})");
+    }
+    Ok(0)
 }
 
 /// `lethe audit verify [--json]`.

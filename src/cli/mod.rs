@@ -244,6 +244,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         if cause.is::<ConfigError>()
             || cause.is::<IdentityError>()
             || cause.is::<CryptoError>()
+            || cause.is::<crate::audit::SigningKeyError>()
             || cause.is::<BadInput>()
         {
             return 2;
@@ -380,6 +381,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Audit {
             cmd: AuditCmd::Verify { json },
         } => audit::verify(config, json).await,
+        Command::Audit {
+            cmd: AuditCmd::Key { json },
+        } => audit::key(config, json).await,
     }
 }
 
@@ -402,6 +406,9 @@ fn reads_an_existing_store(c: &Command) -> bool {
             | Command::Run { .. }
             | Command::Daemon
             | Command::Intake { .. }
+            | Command::Audit {
+                cmd: AuditCmd::Key { .. }
+            }
             | Command::Hold {
                 cmd: HoldCmd::Add { .. }
             }

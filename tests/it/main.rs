@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod browser;
+mod checkpoints;
 mod cluster;
 mod connectors_all;
 mod connectors_fakes;
