@@ -5,6 +5,7 @@
 //! and its predecessor, and names the first row that does not match.
 
 pub mod checkpoint;
+pub mod checkpointer;
 pub mod merkle;
 
 use crate::config::Config;
