@@ -557,6 +557,8 @@ mod tests {
     fn event(seq: i64, kind: &str, detail: Value) -> EventRow {
         EventRow {
             seq,
+            chain: "request:r".into(),
+            chain_seq: seq,
             at: seq,
             request_id: Some("r".into()),
             step_id: Some(7),

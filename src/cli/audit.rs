@@ -1,6 +1,8 @@
-//! `lethe audit verify`: recomputes the audit log's hash chain and names the
-//! first broken row; exits 1 when the chain is broken. `lethe audit key`
-//! prints the public key that verifies signed checkpoints.
+//! `lethe audit verify`: recomputes every audit chain (one per request, hold
+//! and processor, plus `system` and the pre-0011 `legacy` chain), compares each
+//! with its recorded head (a truncated tail is named), and names the first
+//! broken row of every broken chain; exits 1 when any chain is broken.
+//! `lethe audit key` prints the public key that verifies signed checkpoints.
 
 use super::helpers::open_store;
 use crate::audit::checkpoint::{key_id, public_base64};
@@ -10,7 +12,7 @@ use clap::Subcommand;
 /// `audit …`.
 #[derive(Debug, Subcommand)]
 pub enum AuditCmd {
-    /// Recompute the hash chain; name the first broken row.
+    /// Recompute every hash chain; name each broken chain and its first bad row.
     Verify {
         /// Machine-readable output.
         #[arg(long)]
@@ -56,15 +58,35 @@ pub(super) async fn verify(config: Config, json: bool) -> anyhow::Result<u8> {
     let v = crate::audit::verify(store.as_ref()).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
-    } else if let Some(b) = &v.broken {
+    } else if v.broken.is_some() {
+        for b in &v.broken_list {
+            println!(
+                "BROKEN at event #{} (chain {}, position {}): {}",
+                b.seq,
+                if b.chain.is_empty() {
+                    "(none)"
+                } else {
+                    &b.chain
+                },
+                b.chain_seq,
+                b.reason
+            );
+        }
+        if v.broken_chains > v.broken_list.len() as u64 {
+            println!(
+                "… and {} more broken chains",
+                v.broken_chains - v.broken_list.len() as u64
+            );
+        }
         println!(
-            "BROKEN at event #{}: {} ({} events before it verified)",
-            b.seq, b.reason, v.checked
+            "{} of {} chains broken; {} events verified",
+            v.broken_chains, v.chains, v.checked
         );
     } else {
         println!(
-            "ok: {} events verified; head {}",
+            "ok: {} events in {} chains verified; last appended {}",
             v.checked,
+            v.chains,
             v.head.as_deref().unwrap_or("(empty)")
         );
     }

@@ -2,11 +2,14 @@
 //! what the processor answered — the proof a privacy officer keeps.
 //!
 //! Built only from the store (request row, step rows, the request's audit
-//! events) plus a verification of the whole audit chain, so it can be
-//! regenerated at any time and always agrees with the trail it cites.
+//! events) plus a verification of the request's own audit chain
+//! (`request:<uuid>`, O(that request), not O(all events)), so it can be
+//! regenerated at any time and always agrees with the trail it cites. A
+//! request created before migration 0011 also has events in the `legacy`
+//! chain; that chain (which no longer grows) is then verified too.
 
 use super::{human_ms, ts};
-use crate::audit::Verification;
+use crate::audit::{ChainVerification, Verification};
 use crate::store::{EventRow, Millis, RequestRow, StepRow, Store, StoreError};
 use serde::Serialize;
 use serde_json::Value;
@@ -140,6 +143,8 @@ pub struct SkippedPart {
     pub at: String,
     /// The audit event's sequence number.
     pub seq: i64,
+    /// The audit event's position within its chain (`audit.chain`, or `legacy`).
+    pub chain_seq: i64,
 }
 
 /// An error.
@@ -166,6 +171,8 @@ pub struct TimelineEntry {
     pub until_ms: Option<Millis>,
     /// The audit event's sequence number.
     pub seq: i64,
+    /// The audit event's position within its chain (`audit.chain`, or `legacy`).
+    pub chain_seq: i64,
 }
 
 /// The audit trail cited.
@@ -175,11 +182,15 @@ pub struct AuditPart {
     pub request_events: usize,
     /// Hash of this request's last event.
     pub request_last_hash: Option<String>,
-    /// Events in the whole chain.
+    /// The request's own chain (`request:<uuid>`).
+    pub chain: String,
+    /// Events verified: the request's chain (and the legacy chain, if the
+    /// request has events there).
     pub chain_events: u64,
-    /// Hash of the chain head (the last event of all).
+    /// Hash of the request chain's head (its last event).
     pub chain_head: Option<String>,
-    /// Whether the whole chain recomputes.
+    /// Whether the request's chain (and the legacy chain, if it has events
+    /// there) recomputes and matches its recorded head.
     pub chain_verified: bool,
     /// The first broken row, if not.
     pub broken_at: Option<i64>,
@@ -198,8 +209,38 @@ pub async fn build(
     };
     let steps = store.steps(&req.id).await?;
     let events = store.request_events(&req.id).await?;
-    let verification = crate::audit::verify(store).await?;
+    let verification = verify_request_chain(store, &req.id, &events).await?;
     Ok(Some(assemble(&req, &steps, &events, &verification, now)))
+}
+
+/// Verify what a request's certificate cites: its own chain, plus the legacy
+/// chain if some of its events predate per-chain hashing. As a [`Verification`]
+/// whose `head` is the request chain's head.
+pub async fn verify_request_chain(
+    store: &dyn Store,
+    request_id: &str,
+    events: &[EventRow],
+) -> Result<Verification, StoreError> {
+    let chain = crate::domain::event::chain_of(Some(request_id), "", &Value::Null);
+    let mut parts: Vec<ChainVerification> = Vec::new();
+    if events
+        .iter()
+        .any(|e| e.chain == crate::domain::event::LEGACY_CHAIN)
+    {
+        parts.push(crate::audit::verify_chain(store, crate::domain::event::LEGACY_CHAIN).await?);
+    }
+    let own = crate::audit::verify_chain(store, &chain).await?;
+    let head = own.head.clone();
+    parts.push(own);
+    let broken: Vec<_> = parts.iter().filter_map(|p| p.broken.clone()).collect();
+    Ok(Verification {
+        checked: parts.iter().map(|p| p.checked).sum(),
+        head,
+        broken: broken.first().cloned(),
+        chains: parts.len() as u64,
+        broken_chains: broken.len() as u64,
+        broken_list: broken,
+    })
 }
 
 /// Assemble a certificate from rows (pure).
@@ -238,8 +279,8 @@ pub fn assemble(
     let created_at = events
         .iter()
         .find(|e| e.kind == "request.created")
-        .map(|e| (e.at, e.seq))
-        .unwrap_or((req.received_at, 0));
+        .map(|e| (e.at, e.seq, e.chain_seq))
+        .unwrap_or((req.received_at, 0, 0));
     let processors = steps
         .iter()
         .map(|s| processor_row(s, events, created_at))
@@ -249,6 +290,7 @@ pub fn assemble(
         request,
         processors,
         audit: AuditPart {
+            chain: crate::domain::event::chain_of(Some(&req.id), "", &Value::Null),
             request_events: events.len(),
             request_last_hash: events.last().map(|e| e.hash.clone()),
             chain_events: verification.checked,
@@ -264,7 +306,7 @@ fn str_at<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Value::as_str)
 }
 
-fn processor_row(s: &StepRow, events: &[EventRow], created: (Millis, i64)) -> ProcessorRow {
+fn processor_row(s: &StepRow, events: &[EventRow], created: (Millis, i64, i64)) -> ProcessorRow {
     let mine: Vec<&EventRow> = events.iter().filter(|e| e.step_id == Some(s.id)).collect();
     let mut timeline = vec![TimelineEntry {
         at: ts(created.0),
@@ -273,6 +315,7 @@ fn processor_row(s: &StepRow, events: &[EventRow], created: (Millis, i64)) -> Pr
         label: "step planned".into(),
         until_ms: None,
         seq: created.1,
+        chain_seq: created.2,
     }];
     if let (Some(basis), Some(until)) = (&s.hold_basis, s.hold_until) {
         timeline.push(TimelineEntry {
@@ -282,6 +325,7 @@ fn processor_row(s: &StepRow, events: &[EventRow], created: (Millis, i64)) -> Pr
             label: format!("held until {}: {basis}", &ts(until)[..10]),
             until_ms: Some(until),
             seq: created.1,
+            chain_seq: created.2,
         });
     }
     let mut grace_at = None;
@@ -355,6 +399,7 @@ fn processor_row(s: &StepRow, events: &[EventRow], created: (Millis, i64)) -> Pr
                     reason: reason.clone(),
                     at: ts(e.at),
                     seq: e.seq,
+                    chain_seq: e.chain_seq,
                 });
                 (
                     "skipped",
@@ -377,6 +422,7 @@ fn processor_row(s: &StepRow, events: &[EventRow], created: (Millis, i64)) -> Pr
             label,
             until_ms: until,
             seq: e.seq,
+            chain_seq: e.chain_seq,
         });
     }
     let ev = s.evidence.as_ref();
@@ -572,7 +618,8 @@ pub fn to_text(c: &Certificate) -> String {
         a.request_last_hash.as_deref().unwrap_or("-")
     ));
     out.push_str(&format!(
-        "audit chain: {} events, head {} — {}\n",
+        "audit chain {}: {} events, head {} — {}\n",
+        a.chain,
         a.chain_events,
         a.chain_head.as_deref().unwrap_or("-"),
         if a.chain_verified {

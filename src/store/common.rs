@@ -138,9 +138,15 @@ impl RawStep {
     }
 }
 
+/// The columns of an event row, in [`RawEvent`]'s order.
+pub(super) const EVENT_COLS: &str =
+    "seq, chain, chain_seq, at, request_id, step_id, kind, detail, prev_hash, hash";
+
 #[derive(sqlx::FromRow)]
 pub(super) struct RawEvent {
     seq: i64,
+    chain: Option<String>,
+    chain_seq: Option<i64>,
     at: i64,
     request_id: Option<String>,
     step_id: Option<i64>,
@@ -158,6 +164,10 @@ impl RawEvent {
                 reason: e.to_string(),
             })?,
             seq: self.seq,
+            // Every row has both since 0011 (older rows were set to `legacy`);
+            // a row without them was written outside lethe and fails verification.
+            chain: self.chain.unwrap_or_default(),
+            chain_seq: self.chain_seq.unwrap_or(0),
             at: self.at,
             request_id: self.request_id,
             step_id: self.step_id,
@@ -165,6 +175,26 @@ impl RawEvent {
             prev_hash: self.prev_hash,
             hash: self.hash,
         })
+    }
+}
+
+/// The columns of a chain head, in [`ChainHead`](super::ChainHead)'s order
+/// (`checkpointed` as 0/1 on both backends).
+pub(super) const HEAD_COLS: &str =
+    "chain, chain_seq, hash, event_seq, updated_at, CAST(CASE WHEN checkpointed THEN 1 ELSE 0 END AS BIGINT)";
+
+pub(super) type RawHead = (String, i64, String, i64, i64, i64);
+
+pub(super) fn head_row(
+    (chain, chain_seq, hash, event_seq, updated_at, cp): RawHead,
+) -> super::ChainHead {
+    super::ChainHead {
+        chain,
+        chain_seq,
+        hash,
+        event_seq,
+        updated_at,
+        checkpointed: cp != 0,
     }
 }
 
@@ -258,13 +288,12 @@ pub(super) fn closed(status: RequestStatus) -> bool {
 
 /// Stamp out the shared store functions for one backend.
 ///
-/// `$conn` is the connection type, `$pool` the pool type, `$lock` the statement
-/// that serialises event appends inside a transaction, `$dbnow` the SQL
+/// `$conn` is the connection type, `$pool` the pool type, `$dbnow` the SQL
 /// expression for the database's clock in milliseconds (leases are stamped
 /// and expired by it, never by a worker's clock).
 macro_rules! shared_store_fns {
-    ($conn:ty, $pool:ty, $lock:expr, $dbnow:expr) => {
-        use $crate::domain::event::{chain_hash, EventBody, GENESIS_HASH};
+    ($conn:ty, $pool:ty, $dbnow:expr) => {
+        use $crate::domain::event::{chain_of, event_hash, ChainedEvent, GENESIS_HASH};
         use $crate::domain::{derive_status, RequestStatus, StepState};
         use $crate::store::common::{closed, PendingEvent, RawEvent, RawRequest, RawStep, REQ_COLS, STEP_COLS};
         use $crate::store::{Applied, ChangeSet, EventRow, NewRequest, NewStep, RequestFilter, RequestRow, StepRow, StoreError};
@@ -273,7 +302,6 @@ macro_rules! shared_store_fns {
             if events.is_empty() {
                 return Ok(());
             }
-            sqlx::query($lock).execute(&mut *conn).await?;
             // Processor free text stays outside the chain: the event keeps the
             // text's SHA-256, the text goes to `texts`, destroyed with the identities.
             let mut events = events;
@@ -292,37 +320,71 @@ macro_rules! shared_store_fns {
                         .await?;
                 }
             }
-            let head: Option<(i64, String)> =
-                sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *conn).await?;
-            let (mut seq, mut prev) = head.unwrap_or((0, GENESIS_HASH.to_string()));
+            // One chain per request, hold and processor: group the events, and
+            // lock the chains' heads in name order (a fixed lock order, so two
+            // writers touching the same chains cannot deadlock on them).
+            let mut chains: std::collections::BTreeMap<String, Vec<PendingEvent>> = std::collections::BTreeMap::new();
             for ev in events {
-                seq += 1;
-                let hash = chain_hash(
-                    &prev,
-                    &EventBody {
-                        seq,
-                        at_ms: now,
-                        request_id: ev.request_id.as_deref(),
-                        step_id: ev.step_id,
-                        kind: &ev.kind,
-                        detail: &ev.detail,
-                    },
-                );
-                sqlx::query(
-                    "INSERT INTO events (seq, at, request_id, step_id, kind, detail, prev_hash, hash) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                chains.entry(chain_of(ev.request_id.as_deref(), &ev.kind, &ev.detail)).or_default().push(ev);
+            }
+            for (chain, evs) in chains {
+                // Creates the head on a chain's first append, or locks the
+                // existing one (PostgreSQL: a concurrent appender to this chain
+                // waits here and then reads the head this one commits).
+                let (mut chain_seq, mut prev): (i64, String) = sqlx::query_as(
+                    "INSERT INTO chain_heads (chain, chain_seq, hash, event_seq, updated_at, checkpointed) \
+                     VALUES ($1, 0, $2, 0, $3, FALSE) \
+                     ON CONFLICT (chain) DO UPDATE SET updated_at = chain_heads.updated_at RETURNING chain_seq, hash",
                 )
-                .bind(seq)
+                .bind(&chain)
+                .bind(GENESIS_HASH)
                 .bind(now)
-                .bind(&ev.request_id)
-                .bind(ev.step_id)
-                .bind(&ev.kind)
-                .bind(ev.detail.to_string())
+                .fetch_one(&mut *conn)
+                .await?;
+                let mut event_seq = 0;
+                for ev in evs {
+                    chain_seq += 1;
+                    let hash = event_hash(
+                        &prev,
+                        &ChainedEvent {
+                            chain: &chain,
+                            chain_seq,
+                            at_ms: now,
+                            request_id: ev.request_id.as_deref(),
+                            step_id: ev.step_id,
+                            kind: &ev.kind,
+                            detail: &ev.detail,
+                        },
+                    );
+                    let (seq,): (i64,) = sqlx::query_as(
+                        "INSERT INTO events (chain, chain_seq, at, request_id, step_id, kind, detail, prev_hash, hash) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING seq",
+                    )
+                    .bind(&chain)
+                    .bind(chain_seq)
+                    .bind(now)
+                    .bind(&ev.request_id)
+                    .bind(ev.step_id)
+                    .bind(&ev.kind)
+                    .bind(ev.detail.to_string())
+                    .bind(&prev)
+                    .bind(&hash)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    event_seq = seq;
+                    prev = hash;
+                }
+                sqlx::query(
+                    "UPDATE chain_heads SET chain_seq = $1, hash = $2, event_seq = $3, updated_at = $4, checkpointed = FALSE \
+                     WHERE chain = $5",
+                )
+                .bind(chain_seq)
                 .bind(&prev)
-                .bind(&hash)
+                .bind(event_seq)
+                .bind(now)
+                .bind(&chain)
                 .execute(&mut *conn)
                 .await?;
-                prev = hash;
             }
             Ok(())
         }
@@ -649,9 +711,8 @@ macro_rules! shared_store_fns {
         }
 
         pub(super) async fn events(pool: &$pool, after: i64, limit: i64) -> Result<Vec<EventRow>, StoreError> {
-            let raw: Vec<RawEvent> = sqlx::query_as(
-                "SELECT seq, at, request_id, step_id, kind, detail, prev_hash, hash FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
-            )
+            let sql = format!("SELECT {} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2", $crate::store::common::EVENT_COLS);
+            let raw: Vec<RawEvent> = sqlx::query_as(&sql)
             .bind(after)
             .bind(limit)
             .fetch_all(pool)
@@ -668,13 +729,48 @@ macro_rules! shared_store_fns {
         }
 
         pub(super) async fn request_events(pool: &$pool, request_id: &str) -> Result<Vec<EventRow>, StoreError> {
-            let raw: Vec<RawEvent> = sqlx::query_as(
-                "SELECT seq, at, request_id, step_id, kind, detail, prev_hash, hash FROM events WHERE request_id = $1 ORDER BY seq",
-            )
+            let sql = format!("SELECT {} FROM events WHERE request_id = $1 ORDER BY seq", $crate::store::common::EVENT_COLS);
+            let raw: Vec<RawEvent> = sqlx::query_as(&sql)
             .bind(request_id)
             .fetch_all(pool)
             .await?;
             raw.into_iter().map(RawEvent::into_row).collect()
+        }
+
+        pub(super) async fn chain_events(pool: &$pool, chain: &str, after: i64, limit: i64) -> Result<Vec<EventRow>, StoreError> {
+            let sql = format!(
+                "SELECT {} FROM events WHERE chain = $1 AND chain_seq > $2 ORDER BY chain_seq LIMIT $3",
+                $crate::store::common::EVENT_COLS
+            );
+            let raw: Vec<RawEvent> = sqlx::query_as(&sql).bind(chain).bind(after).bind(limit).fetch_all(pool).await?;
+            raw.into_iter().map(RawEvent::into_row).collect()
+        }
+
+        pub(super) async fn chain_head(pool: &$pool, chain: &str) -> Result<Option<$crate::store::ChainHead>, StoreError> {
+            let sql = format!("SELECT {} FROM chain_heads WHERE chain = $1", $crate::store::common::HEAD_COLS);
+            // fetch_all: see `data_key` (no un-stepped SQLite statement left open).
+            let rows: Vec<$crate::store::common::RawHead> = sqlx::query_as(&sql).bind(chain).fetch_all(pool).await?;
+            Ok(rows.into_iter().next().map($crate::store::common::head_row))
+        }
+
+        pub(super) async fn chain_heads(pool: &$pool, after: &str, limit: i64) -> Result<Vec<$crate::store::ChainHead>, StoreError> {
+            let sql = format!(
+                "SELECT {} FROM chain_heads WHERE chain > $1 ORDER BY chain LIMIT $2",
+                $crate::store::common::HEAD_COLS
+            );
+            let rows: Vec<$crate::store::common::RawHead> = sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(pool).await?;
+            Ok(rows.into_iter().map($crate::store::common::head_row).collect())
+        }
+
+        pub(super) async fn headless_chains(pool: &$pool, limit: i64) -> Result<Vec<Option<String>>, StoreError> {
+            let rows: Vec<(Option<String>,)> = sqlx::query_as(
+                "SELECT DISTINCT e.chain FROM events e WHERE e.chain IS NULL \
+                 OR NOT EXISTS (SELECT 1 FROM chain_heads h WHERE h.chain = e.chain) ORDER BY e.chain LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().map(|(c,)| c).collect())
         }
 
         pub(super) async fn add_hold(conn: &mut $conn, h: &$crate::store::HoldRow) -> Result<(), StoreError> {
@@ -1120,6 +1216,28 @@ pub(super) fn data_key_row(
 
 pub(super) use shared_store_fns;
 
+/// Run a write transaction, again if the database aborted it to break a
+/// deadlock (40P01) or a serialization failure (40001): up to 6 more times,
+/// after a jittered exponential backoff from 5 ms (at most 200 ms). There is
+/// no global lock to avoid them; row locks are taken in a fixed order
+/// (requests by id, then chain heads by name), which makes them rare.
+pub(super) async fn retrying<T, F, Fut>(f: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    use backon::Retryable;
+    f.retry(
+        backon::ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(5))
+            .with_max_delay(std::time::Duration::from_millis(200))
+            .with_max_times(6)
+            .with_jitter(),
+    )
+    .when(StoreError::is_contended)
+    .await
+}
+
 /// Implement [`Store`](crate::store::Store) for a backend struct with a `pool`
 /// field, given its transaction-start function, its claim statement and its
 /// migrator. The `shared` module (from [`shared_store_fns!`]) must be in scope.
@@ -1145,9 +1263,14 @@ macro_rules! impl_store {
                 steps: Vec<$crate::store::NewStep>,
                 now: i64,
             ) -> Result<$crate::store::RequestRow, $crate::store::StoreError> {
-                let mut tx = $begin(&self.pool).await?;
-                shared::insert_request(&mut tx, &req, &steps, now).await?;
-                tx.commit().await?;
+                let pool = &self.pool;
+                $crate::store::common::retrying(|| async {
+                    let mut tx = $begin(pool).await?;
+                    shared::insert_request(&mut tx, &req, &steps, now).await?;
+                    tx.commit().await?;
+                    Ok(())
+                })
+                .await?;
                 shared::get_request(&self.pool, &req.id)
                     .await?
                     .ok_or_else(|| {
@@ -1194,32 +1317,40 @@ macro_rules! impl_store {
                 limit: i64,
             ) -> Result<Vec<$crate::store::StepRow>, $crate::store::StoreError> {
                 let sql = $claim_sql();
-                let mut tx = $begin(&self.pool).await?;
-                let raw: Vec<$crate::store::common::RawStep> = sqlx::query_as(&sql)
-                    .bind(worker)
-                    .bind(lease_ms)
-                    .bind(now)
-                    .bind(limit)
-                    .bind(due_by.min(now))
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let rows = raw
-                    .into_iter()
-                    .map($crate::store::common::RawStep::into_row)
-                    .collect::<Result<Vec<_>, _>>()?;
-                shared::enqueue_started(&mut tx, &rows, now).await?;
-                tx.commit().await?;
-                Ok(rows)
+                let pool = &self.pool;
+                $crate::store::common::retrying(|| async {
+                    let mut tx = $begin(pool).await?;
+                    let raw: Vec<$crate::store::common::RawStep> = sqlx::query_as(&sql)
+                        .bind(worker)
+                        .bind(lease_ms)
+                        .bind(now)
+                        .bind(limit)
+                        .bind(due_by.min(now))
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let rows = raw
+                        .into_iter()
+                        .map($crate::store::common::RawStep::into_row)
+                        .collect::<Result<Vec<_>, _>>()?;
+                    shared::enqueue_started(&mut tx, &rows, now).await?;
+                    tx.commit().await?;
+                    Ok(rows)
+                })
+                .await
             }
 
             async fn release_expired_leases(
                 &self,
                 now: i64,
             ) -> Result<u64, $crate::store::StoreError> {
-                let mut tx = $begin(&self.pool).await?;
-                let n = shared::release_expired(&mut tx, now).await?;
-                tx.commit().await?;
-                Ok(n)
+                let pool = &self.pool;
+                $crate::store::common::retrying(|| async {
+                    let mut tx = $begin(pool).await?;
+                    let n = shared::release_expired(&mut tx, now).await?;
+                    tx.commit().await?;
+                    Ok(n)
+                })
+                .await
             }
 
             async fn heartbeat(
@@ -1252,14 +1383,21 @@ macro_rules! impl_store {
                 &self,
                 changes: $crate::store::ChangeSet,
             ) -> Result<$crate::store::Applied, $crate::store::StoreError> {
-                let mut tx = $begin(&self.pool).await?;
-                let (applied, commit) = shared::apply_in(&mut tx, changes).await?;
-                if commit {
-                    tx.commit().await?;
-                } else {
-                    tx.rollback().await?;
-                }
-                Ok(applied)
+                let pool = &self.pool;
+                $crate::store::common::retrying(|| {
+                    let changes = changes.clone();
+                    async move {
+                        let mut tx = $begin(pool).await?;
+                        let (applied, commit) = shared::apply_in(&mut tx, changes).await?;
+                        if commit {
+                            tx.commit().await?;
+                        } else {
+                            tx.rollback().await?;
+                        }
+                        Ok(applied)
+                    }
+                })
+                .await
             }
 
             async fn events(
@@ -1277,6 +1415,37 @@ macro_rules! impl_store {
                 shared::request_events(&self.pool, request_id).await
             }
 
+            async fn chain_events(
+                &self,
+                chain: &str,
+                after: i64,
+                limit: i64,
+            ) -> Result<Vec<$crate::store::EventRow>, $crate::store::StoreError> {
+                shared::chain_events(&self.pool, chain, after, limit).await
+            }
+
+            async fn chain_head(
+                &self,
+                chain: &str,
+            ) -> Result<Option<$crate::store::ChainHead>, $crate::store::StoreError> {
+                shared::chain_head(&self.pool, chain).await
+            }
+
+            async fn chain_heads(
+                &self,
+                after: &str,
+                limit: i64,
+            ) -> Result<Vec<$crate::store::ChainHead>, $crate::store::StoreError> {
+                shared::chain_heads(&self.pool, after, limit).await
+            }
+
+            async fn headless_chains(
+                &self,
+                limit: i64,
+            ) -> Result<Vec<Option<String>>, $crate::store::StoreError> {
+                shared::headless_chains(&self.pool, limit).await
+            }
+
             async fn step_counts(
                 &self,
             ) -> Result<Vec<(String, String, i64)>, $crate::store::StoreError> {
@@ -1287,10 +1456,14 @@ macro_rules! impl_store {
                 &self,
                 hold: $crate::store::HoldRow,
             ) -> Result<(), $crate::store::StoreError> {
-                let mut tx = $begin(&self.pool).await?;
-                shared::add_hold(&mut tx, &hold).await?;
-                tx.commit().await?;
-                Ok(())
+                let pool = &self.pool;
+                $crate::store::common::retrying(|| async {
+                    let mut tx = $begin(pool).await?;
+                    shared::add_hold(&mut tx, &hold).await?;
+                    tx.commit().await?;
+                    Ok(())
+                })
+                .await
             }
 
             async fn release_hold(
@@ -1298,10 +1471,14 @@ macro_rules! impl_store {
                 id: &str,
                 now: i64,
             ) -> Result<Option<$crate::store::HoldRow>, $crate::store::StoreError> {
-                let mut tx = $begin(&self.pool).await?;
-                let h = shared::release_hold(&mut tx, id, now).await?;
-                tx.commit().await?;
-                Ok(h)
+                let pool = &self.pool;
+                $crate::store::common::retrying(|| async {
+                    let mut tx = $begin(pool).await?;
+                    let h = shared::release_hold(&mut tx, id, now).await?;
+                    tx.commit().await?;
+                    Ok(h)
+                })
+                .await
             }
 
             async fn list_holds(
@@ -1342,12 +1519,22 @@ macro_rules! impl_store {
                 pause_after: i64,
                 pause_ms: i64,
             ) -> Result<$crate::store::Health, $crate::store::StoreError> {
-                let mut tx = $begin(&self.pool).await?;
-                let h =
-                    shared::record_call(&mut tx, processor, failure, now, pause_after, pause_ms)
-                        .await?;
-                tx.commit().await?;
-                Ok(h)
+                let pool = &self.pool;
+                $crate::store::common::retrying(|| async {
+                    let mut tx = $begin(pool).await?;
+                    let h = shared::record_call(
+                        &mut tx,
+                        processor,
+                        failure,
+                        now,
+                        pause_after,
+                        pause_ms,
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    Ok(h)
+                })
+                .await
             }
 
             async fn worker_heartbeat(
@@ -1370,10 +1557,15 @@ macro_rules! impl_store {
                 callbacks: Vec<$crate::store::Callback>,
                 now: i64,
             ) -> Result<$crate::store::RequestRow, $crate::store::StoreError> {
-                let mut tx = $begin(&self.pool).await?;
-                shared::insert_request(&mut tx, &req, &steps, now).await?;
-                shared::insert_callbacks(&mut tx, &req.id, &callbacks, now).await?;
-                tx.commit().await?;
+                let pool = &self.pool;
+                $crate::store::common::retrying(|| async {
+                    let mut tx = $begin(pool).await?;
+                    shared::insert_request(&mut tx, &req, &steps, now).await?;
+                    shared::insert_callbacks(&mut tx, &req.id, &callbacks, now).await?;
+                    tx.commit().await?;
+                    Ok(())
+                })
+                .await?;
                 shared::get_request(&self.pool, &req.id)
                     .await?
                     .ok_or_else(|| {
@@ -1447,20 +1639,28 @@ macro_rules! impl_store {
                 &self,
                 batch: Vec<$crate::store::ChangeSet>,
             ) -> Result<Vec<$crate::store::Applied>, $crate::store::StoreError> {
-                let mut tx = $begin(&self.pool).await?;
-                let mut out = Vec::with_capacity(batch.len());
-                for cs in batch {
-                    let mut sp = sqlx::Acquire::begin(&mut *tx).await?;
-                    let (applied, commit) = shared::apply_in(&mut sp, cs).await?;
-                    if commit {
-                        sp.commit().await?;
-                    } else {
-                        sp.rollback().await?;
+                // Lock order: change sets by request id (stable, so two of one
+                // request keep their order); results in the caller's order.
+                let mut order: Vec<usize> = (0..batch.len()).collect();
+                order.sort_by(|&a, &b| batch[a].request_id.cmp(&batch[b].request_id));
+                let pool = &self.pool;
+                $crate::store::common::retrying(|| async {
+                    let mut tx = $begin(pool).await?;
+                    let mut out: Vec<Option<$crate::store::Applied>> = vec![None; batch.len()];
+                    for &i in &order {
+                        let mut sp = sqlx::Acquire::begin(&mut *tx).await?;
+                        let (applied, commit) = shared::apply_in(&mut sp, batch[i].clone()).await?;
+                        if commit {
+                            sp.commit().await?;
+                        } else {
+                            sp.rollback().await?;
+                        }
+                        out[i] = Some(applied);
                     }
-                    out.push(applied);
-                }
-                tx.commit().await?;
-                Ok(out)
+                    tx.commit().await?;
+                    Ok(out.into_iter().flatten().collect())
+                })
+                .await
             }
 
             async fn steps_received_between(
@@ -1476,9 +1676,14 @@ macro_rules! impl_store {
                 now: i64,
                 retention_ms: i64,
             ) -> Result<Vec<String>, $crate::store::StoreError> {
-                let mut tx = $begin(&self.pool).await?;
-                let ids = shared::shred_identities(&mut tx, now, retention_ms).await?;
-                tx.commit().await?;
+                let pool = &self.pool;
+                let ids = $crate::store::common::retrying(|| async {
+                    let mut tx = $begin(pool).await?;
+                    let ids = shared::shred_identities(&mut tx, now, retention_ms).await?;
+                    tx.commit().await?;
+                    Ok(ids)
+                })
+                .await?;
                 if !ids.is_empty() {
                     $after_shred(&self.pool).await?;
                 }

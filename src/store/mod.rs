@@ -64,6 +64,18 @@ pub enum StoreError {
     /// Migrations failed.
     #[error("migration failed: {0}")]
     Migrate(String),
+    /// The database aborted the transaction to break a deadlock (SQLSTATE
+    /// 40P01) or a serialization failure (40001); it is retried a few times
+    /// before this reaches a caller.
+    #[error("store contended: {0}")]
+    Contended(String),
+}
+
+impl StoreError {
+    /// Worth running the transaction again (deadlock or serialization failure).
+    pub fn is_contended(&self) -> bool {
+        matches!(self, StoreError::Contended(_))
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -71,6 +83,11 @@ impl From<sqlx::Error> for StoreError {
         match &e {
             sqlx::Error::Database(d) if d.is_unique_violation() => {
                 StoreError::Duplicate(d.message().to_string())
+            }
+            sqlx::Error::Database(d)
+                if matches!(d.code().as_deref(), Some("40P01") | Some("40001")) =>
+            {
+                StoreError::Contended(d.message().to_string())
             }
             _ => StoreError::Unavailable(e.to_string()),
         }
@@ -259,8 +276,13 @@ pub struct StepRow {
 /// One audit event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRow {
-    /// Position in the chain.
+    /// Global order of appends (not covered by the hash, except in the legacy chain).
     pub seq: i64,
+    /// The chain it belongs to (`request:<uuid>`, `hold:<id>`,
+    /// `processor:<name>`, `system`, or `legacy` for rows written before 0011).
+    pub chain: String,
+    /// Position within its chain, from 1.
+    pub chain_seq: i64,
     /// When.
     pub at: Millis,
     /// Request.
@@ -271,10 +293,27 @@ pub struct EventRow {
     pub kind: String,
     /// Details (never a raw identity).
     pub detail: Value,
-    /// The previous event's hash.
+    /// The hash of the previous event of the same chain.
     pub prev_hash: String,
     /// This event's hash.
     pub hash: String,
+}
+
+/// The head of one audit chain, written in the same transaction as each append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    /// The chain.
+    pub chain: String,
+    /// Position of its last event (= its number of events).
+    pub chain_seq: i64,
+    /// Hash of its last event.
+    pub hash: String,
+    /// Global `seq` of its last event.
+    pub event_seq: i64,
+    /// When it last changed.
+    pub updated_at: Millis,
+    /// Covered by a signed checkpoint since its last append.
+    pub checkpointed: bool,
 }
 
 /// A step state change, applied only if the step is still as expected.
@@ -500,8 +539,22 @@ pub trait Store: Send + Sync {
     async fn apply(&self, changes: ChangeSet) -> Result<Applied, StoreError>;
     /// Audit events from `after_seq` (exclusive), at most `limit`.
     async fn events(&self, after_seq: i64, limit: i64) -> Result<Vec<EventRow>, StoreError>;
-    /// A request's audit events.
+    /// A request's audit events (its own chain, and any legacy rows), by `seq`.
     async fn request_events(&self, request_id: &str) -> Result<Vec<EventRow>, StoreError>;
+    /// Events of one chain with `chain_seq > after`, in chain order, at most `limit`.
+    async fn chain_events(
+        &self,
+        chain: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>, StoreError>;
+    /// The head of one chain, if it has one.
+    async fn chain_head(&self, chain: &str) -> Result<Option<ChainHead>, StoreError>;
+    /// Chain heads with names after `after`, by name, at most `limit`.
+    async fn chain_heads(&self, after: &str, limit: i64) -> Result<Vec<ChainHead>, StoreError>;
+    /// Chains that have events but no head (a deleted head, or rows inserted
+    /// outside lethe), at most `limit`; `None` stands for rows without a chain.
+    async fn headless_chains(&self, limit: i64) -> Result<Vec<Option<String>>, StoreError>;
     /// Counts of steps by (processor, state), for metrics and reports.
     async fn step_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
     /// Record an ad-hoc hold, with a `hold.added` event.

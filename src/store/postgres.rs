@@ -1,9 +1,12 @@
 //! The PostgreSQL backend: for more than one machine; any number of daemons share it.
 //!
 //! Claiming uses `FOR UPDATE SKIP LOCKED`, so concurrent workers never wait on
-//! each other's rows and never take the same step. Audit appends are
-//! serialised by a transaction-scoped advisory lock taken last, just before the
-//! events are written, so it is held for microseconds.
+//! each other's rows and never take the same step. There is no global lock:
+//! audit appends are serialised per chain, by the request row that `apply`
+//! locks first and by the chain's `chain_heads` row. Row locks are taken in a
+//! fixed order (requests by id, chain heads by name), and a transaction the
+//! server aborts on a deadlock (40P01) or serialization failure (40001) is
+//! retried with a jittered backoff.
 
 use super::common::{CLAIMABLE, NOT_BLOCKED};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -12,12 +15,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod shared {
-    crate::store::common::shared_store_fns!(
-        sqlx::PgConnection,
-        sqlx::PgPool,
-        "SELECT pg_advisory_xact_lock(7405854)",
-        super::DB_NOW
-    );
+    crate::store::common::shared_store_fns!(sqlx::PgConnection, sqlx::PgPool, super::DB_NOW);
 }
 
 mod ckpt {
@@ -42,7 +40,7 @@ impl PgStore {
     /// Connect to `postgres://…`.
     pub async fn connect(url: &str) -> Result<PgStore, super::StoreError> {
         // A session that stops inside a transaction (a frozen or stopped
-        // process) would hold its row and advisory locks for ever and stall
+        // process) would hold its row locks for ever and stall
         // every other daemon: the server ends it instead. lethe's own
         // transactions last milliseconds.
         let opts = PgConnectOptions::from_str(url)
@@ -62,17 +60,10 @@ impl PgStore {
     }
 }
 
-/// Every write transaction takes the store's advisory lock first. Writers are
-/// then serialised in one order (lock, then rows), so no two can deadlock —
-/// a result batch holding rows while another waits for the audit lock could —
-/// and the audit chain has one appender at a time. Claims stay cheap (they
-/// never wait on rows: `SKIP LOCKED`), and group commit amortises the lock.
+/// A write transaction (READ COMMITTED). No global lock: writers of
+/// different requests run in parallel; see the module docs for lock order.
 async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(7405854)")
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
+    pool.begin().await
 }
 
 fn claim_sql() -> String {

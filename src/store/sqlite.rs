@@ -15,7 +15,6 @@ mod shared {
     crate::store::common::shared_store_fns!(
         sqlx::SqliteConnection,
         sqlx::SqlitePool,
-        "SELECT 1",
         super::DB_NOW
     );
 }
