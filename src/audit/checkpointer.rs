@@ -93,10 +93,10 @@ impl Checkpointer {
         }
     }
 
-    /// How long the lease lasts: three ticks, at least two seconds, so one
-    /// slow tick does not hand it over, and a dead leader is replaced soon.
+    /// How long the lease lasts: three ticks, at least ten seconds, so one
+    /// slow tick (a busy machine) does not hand it over; a dead leader is replaced within it.
     fn lease_ms(&self) -> i64 {
-        (self.every * 3).max(Duration::from_secs(2)).as_millis() as i64
+        (self.every * 3).max(Duration::from_secs(10)).as_millis() as i64
     }
 
     /// Take or renew the lease; if held, write checkpoints until every head is

@@ -21,6 +21,7 @@
 pub mod checkpoint;
 pub mod checkpointer;
 pub mod merkle;
+pub mod proofcheck;
 
 use crate::config::Config;
 use crate::domain::event::{

@@ -323,6 +323,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     {
         return dashboard::hash_password();
     }
+    if let Command::Audit {
+        cmd:
+            AuditCmd::Verify {
+                json,
+                certificate: Some(file),
+                public_key,
+            },
+    } = &cli.command
+    {
+        // Offline: the config (for its keys) only if no key is given and it loads.
+        let config = if public_key.is_empty() {
+            Config::load(&cli.config).ok()
+        } else {
+            None
+        };
+        return audit::verify_certificate(file, public_key, config.as_ref(), *json).await;
+    }
     let config = Config::load(&cli.config)?;
     if reads_an_existing_store(&cli.command) {
         config.require_existing_store()?;
@@ -379,8 +396,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             cmd: IntakeCmd::Key { json },
         } => intake::key(config, json).await,
         Command::Audit {
-            cmd: AuditCmd::Verify { json },
-        } => audit::verify(config, json).await,
+            cmd: AuditCmd::Verify {
+                json, public_key, ..
+            },
+        } => audit::verify(config, json, public_key).await,
         Command::Audit {
             cmd: AuditCmd::Key { json },
         } => audit::key(config, json).await,
