@@ -154,13 +154,13 @@ pub(super) async fn verify(
                 }
             }
         }
-        Err(e) if keys.is_empty() => key_problem = Some(e.to_string()),
-        Err(_) => {}
+        Err(e) => key_problem = Some(e.to_string()),
     }
-    let mut cps = crate::audit::proofcheck::check_store(store.as_ref(), &keys).await?;
-    if let (Some(why), Some(first)) = (key_problem, cps.problems.first_mut()) {
-        first.reason = format!("{} (no public key: {why})", first.reason);
-    }
+    let cps = crate::audit::proofcheck::check_store(
+        store.as_ref(),
+        (!keys.is_empty()).then_some(keys.as_slice()),
+    )
+    .await?;
     let broken = v.broken.is_some() || !cps.ok();
     if json {
         let mut doc = serde_json::to_value(&v)?;
@@ -169,18 +169,6 @@ pub(super) async fn verify(
         }
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(if broken { 1 } else { 0 });
-    }
-    for p in &cps.problems {
-        println!("BROKEN checkpoint #{}: {}", p.checkpoint, p.reason);
-    }
-    if cps.ok() {
-        match (cps.last_id, &cps.last_hash) {
-            (Some(id), Some(h)) => println!(
-                "ok: {} signed checkpoints verified (last #{id}, hash {h}); {} checkpointed heads still match their events",
-                cps.checkpoints, cps.leaves
-            ),
-            _ => println!("no signed checkpoints yet"),
-        }
     }
     if v.broken.is_some() {
         for b in &v.broken_list {
@@ -212,6 +200,26 @@ pub(super) async fn verify(
             v.checked,
             v.chains,
             v.head.as_deref().unwrap_or("(empty)")
+        );
+    }
+    for p in &cps.problems {
+        println!("BROKEN checkpoint #{}: {}", p.checkpoint, p.reason);
+    }
+    if cps.ok() {
+        match (cps.last_id, &cps.last_hash) {
+            (Some(id), Some(h)) => println!(
+                "ok: {} signed checkpoints {} (last #{id}, hash {h}); {} checkpointed heads still match their events",
+                cps.checkpoints,
+                if cps.signatures_checked { "verified" } else { "chained (signatures NOT checked)" },
+                cps.leaves
+            ),
+            _ => println!("no signed checkpoints yet"),
+        }
+    }
+    if !cps.signatures_checked && cps.checkpoints > 0 {
+        println!(
+            "signatures not checked: no public key ({}); pass --public-key KEY (from `lethe audit key`)",
+            key_problem.as_deref().unwrap_or("none configured")
         );
     }
     Ok(if broken { 1 } else { 0 })

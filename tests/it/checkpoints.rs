@@ -322,6 +322,30 @@ async fn a_certificate_verifies_offline_with_the_printed_public_key_and_fails_wh
         "{}",
         show(&out)
     );
+    // Without any key at hand it checks the rest and says the signatures were not checked.
+    let out = env
+        .command(&["audit", "verify"])
+        .env_remove("LETHE_KEY")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        stdout(&out).contains("signatures NOT checked"),
+        "{}",
+        show(&out)
+    );
+    let out = env
+        .command(&["audit", "verify", "--public-key", &pk])
+        .env_remove("LETHE_KEY")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        stdout(&out).contains("signed checkpoints verified"),
+        "{}",
+        show(&out)
+    );
 }
 
 async fn a_certificate_made_before_any_checkpoint_says_pending_and_does_not_verify_offline(
