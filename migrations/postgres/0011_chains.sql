@@ -4,7 +4,9 @@
 -- a sequence and not covered by the hash; `chain_seq` is the position within
 -- `chain`, from 1. Rows written before this migration form the chain `legacy`
 -- (numbered by their global seq) and keep their original hash rule.
-ALTER TABLE events ADD COLUMN chain TEXT;
+-- Chain names compare bytewise ("C"), as in SQLite and in lethe's own code:
+-- `audit verify` merges events and heads, both read in chain order.
+ALTER TABLE events ADD COLUMN chain TEXT COLLATE "C";
 ALTER TABLE events ADD COLUMN chain_seq BIGINT;
 UPDATE events SET chain = 'legacy', chain_seq = seq;
 CREATE UNIQUE INDEX events_chain ON events (chain, chain_seq);
@@ -16,7 +18,7 @@ ALTER TABLE events ALTER COLUMN seq SET DEFAULT nextval('events_seq_seq');
 -- (its row lock serialises appends to one chain): a truncated tail no longer
 -- verifies. `checkpointed` is reset on every append; signed checkpoints set it.
 CREATE TABLE chain_heads (
-    chain        TEXT PRIMARY KEY,
+    chain        TEXT COLLATE "C" PRIMARY KEY,
     chain_seq    BIGINT NOT NULL,
     hash         TEXT NOT NULL,
     event_seq    BIGINT NOT NULL,

@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::domain::event::{
     chain_hash, event_hash, ChainedEvent, EventBody, GENESIS_HASH, LEGACY_CHAIN,
 };
-use crate::store::{EventRow, Store, StoreError};
+use crate::store::{ChainHead, EventRow, Store, StoreError};
 
 /// Rows read per query while walking a chain.
 const PAGE: i64 = 1000;
@@ -78,113 +78,132 @@ pub struct ChainVerification {
     pub broken: Option<Broken>,
 }
 
-/// Verify one chain, in O(its length).
-pub async fn verify_chain(store: &dyn Store, chain: &str) -> Result<ChainVerification, StoreError> {
-    let head = store.chain_head(chain).await?;
-    let legacy = chain == LEGACY_CHAIN;
-    let mut prev = GENESIS_HASH.to_string();
-    let mut last_seq = 0i64;
-    let mut pos = 0i64;
-    let mut checked = 0u64;
-    let fail = |checked, seq, chain_seq, reason: String| ChainVerification {
-        chain: chain.to_string(),
-        checked,
-        head: None,
-        broken: Some(Broken {
+/// The walk along one chain: rows are fed in chain order, then the last one
+/// is compared with the chain's head.
+struct Walk {
+    chain: String,
+    legacy: bool,
+    head: Option<ChainHead>,
+    prev: String,
+    pos: i64,
+    last_seq: i64,
+    checked: u64,
+    broken: Option<Broken>,
+}
+
+impl Walk {
+    fn new(chain: &str, head: Option<ChainHead>) -> Walk {
+        Walk {
+            chain: chain.to_string(),
+            legacy: chain == LEGACY_CHAIN,
+            head,
+            prev: GENESIS_HASH.to_string(),
+            pos: 0,
+            last_seq: 0,
+            checked: 0,
+            broken: None,
+        }
+    }
+
+    fn fail(&mut self, seq: i64, chain_seq: i64, reason: String) {
+        self.broken = Some(Broken {
             seq,
             reason,
-            chain: chain.to_string(),
+            chain: self.chain.clone(),
             chain_seq,
-        }),
-    };
+        });
+    }
+
+    /// The next row of the chain (ignored once the chain is broken).
+    fn feed(&mut self, ev: EventRow) {
+        if self.broken.is_some() {
+            return;
+        }
+        let chain = &self.chain;
+        let expected = self.pos + 1;
+        if ev.chain_seq != expected {
+            let reason = format!(
+                "chain `{chain}`: expected position {expected}: a row is missing or was inserted"
+            );
+            return self.fail(ev.seq, ev.chain_seq, reason);
+        }
+        if ev.prev_hash != self.prev {
+            let reason =
+                format!("chain `{chain}`: prev_hash does not match the previous row's hash");
+            return self.fail(ev.seq, ev.chain_seq, reason);
+        }
+        if recompute(&self.prev, &ev, self.legacy) != ev.hash {
+            let reason = format!(
+                "chain `{chain}`: the row's content does not match its hash: it was altered"
+            );
+            return self.fail(ev.seq, ev.chain_seq, reason);
+        }
+        self.prev = ev.hash;
+        self.last_seq = ev.seq;
+        self.pos = expected;
+        self.checked += 1;
+    }
+
+    /// Compare the end of the rows with the head.
+    fn finish(mut self) -> ChainVerification {
+        if self.broken.is_none() {
+            let (chain, pos) = (self.chain.clone(), self.pos);
+            match self.head.take() {
+                None if pos > 0 => self.fail(
+                    self.last_seq,
+                    pos,
+                    format!("chain `{chain}` has {pos} events but no head: its head was deleted"),
+                ),
+                None => {}
+                Some(h) if h.chain_seq > pos => self.fail(
+                    h.event_seq,
+                    pos + 1,
+                    format!(
+                        "chain `{chain}` is truncated: its head records {} events but rows end at {pos}; position {} is missing",
+                        h.chain_seq,
+                        pos + 1
+                    ),
+                ),
+                Some(h) if h.chain_seq < pos => self.fail(
+                    self.last_seq,
+                    pos,
+                    format!(
+                        "chain `{chain}` has rows beyond its head (head at {}, rows end at {pos}): rows were appended outside lethe",
+                        h.chain_seq
+                    ),
+                ),
+                Some(h) if h.hash != self.prev => self.fail(
+                    self.last_seq,
+                    pos,
+                    format!("chain `{chain}`: the last row's hash does not match the chain head"),
+                ),
+                Some(_) => {}
+            }
+        }
+        let ok = self.broken.is_none() && self.checked > 0;
+        ChainVerification {
+            chain: self.chain,
+            checked: self.checked,
+            head: ok.then_some(self.prev),
+            broken: self.broken,
+        }
+    }
+}
+
+/// Verify one chain, in O(its length).
+pub async fn verify_chain(store: &dyn Store, chain: &str) -> Result<ChainVerification, StoreError> {
+    let mut walk = Walk::new(chain, store.chain_head(chain).await?);
     loop {
-        let batch = store.chain_events(chain, pos, PAGE).await?;
-        if batch.is_empty() {
+        let batch = store.chain_events(chain, walk.pos, PAGE).await?;
+        let full = batch.len() as i64 == PAGE;
+        for ev in batch {
+            walk.feed(ev);
+        }
+        if !full || walk.broken.is_some() {
             break;
         }
-        for ev in batch {
-            let expected = pos + 1;
-            if ev.chain_seq != expected {
-                return Ok(fail(
-                    checked,
-                    ev.seq,
-                    ev.chain_seq,
-                    format!(
-                        "chain `{chain}`: expected position {expected}: a row is missing or was inserted"
-                    ),
-                ));
-            }
-            if ev.prev_hash != prev {
-                return Ok(fail(
-                    checked,
-                    ev.seq,
-                    ev.chain_seq,
-                    format!("chain `{chain}`: prev_hash does not match the previous row's hash"),
-                ));
-            }
-            if recompute(&prev, &ev, legacy) != ev.hash {
-                return Ok(fail(
-                    checked,
-                    ev.seq,
-                    ev.chain_seq,
-                    format!("chain `{chain}`: the row's content does not match its hash: it was altered"),
-                ));
-            }
-            prev = ev.hash;
-            last_seq = ev.seq;
-            pos = expected;
-            checked += 1;
-        }
     }
-    match head {
-        None if pos > 0 => {
-            return Ok(fail(
-                checked,
-                last_seq,
-                pos,
-                format!("chain `{chain}` has {pos} events but no head: its head was deleted"),
-            ))
-        }
-        None => {}
-        Some(h) if h.chain_seq > pos => {
-            return Ok(fail(
-                checked,
-                h.event_seq,
-                pos + 1,
-                format!(
-                    "chain `{chain}` is truncated: its head records {} events but rows end at {pos}; position {} is missing",
-                    h.chain_seq,
-                    pos + 1
-                ),
-            ))
-        }
-        Some(h) if h.chain_seq < pos => {
-            return Ok(fail(
-                checked,
-                last_seq,
-                pos,
-                format!(
-                    "chain `{chain}` has rows beyond its head (head at {}, rows end at {pos}): rows were appended outside lethe",
-                    h.chain_seq
-                ),
-            ))
-        }
-        Some(h) if h.hash != prev => {
-            return Ok(fail(
-                checked,
-                last_seq,
-                pos,
-                format!("chain `{chain}`: the last row's hash does not match the chain head"),
-            ))
-        }
-        Some(_) => {}
-    }
-    Ok(ChainVerification {
-        chain: chain.to_string(),
-        checked,
-        head: (checked > 0).then_some(prev),
-        broken: None,
-    })
+    Ok(walk.finish())
 }
 
 /// Recompute a row's hash under its chain's rule.
@@ -217,8 +236,33 @@ fn recompute(prev: &str, ev: &EventRow, legacy: bool) -> String {
     }
 }
 
-/// Verify every chain: the legacy chain first, then every chain with a head
-/// (by name), then report chains whose events have no head at all.
+/// The chain heads, in name order, read a page at a time.
+struct Heads<'a> {
+    store: &'a dyn Store,
+    buf: std::collections::VecDeque<ChainHead>,
+    after: String,
+    done: bool,
+}
+
+impl Heads<'_> {
+    /// The next head, without taking it.
+    async fn peek(&mut self) -> Result<Option<&ChainHead>, StoreError> {
+        if self.buf.is_empty() && !self.done {
+            let page = self.store.chain_heads(&self.after, 500).await?;
+            self.done = (page.len() as i64) < 500;
+            if let Some(last) = page.last() {
+                self.after = last.chain.clone();
+            }
+            self.buf.extend(page);
+        }
+        Ok(self.buf.front())
+    }
+}
+
+/// Verify every chain in one pass over the events in chain order (a page of
+/// rows per query, one chain in memory at a time), merged with the chain
+/// heads: a chain without a head, or a head without rows, is broken. Rows
+/// without a chain are reported too. O(all events).
 pub async fn verify(store: &dyn Store) -> Result<Verification, StoreError> {
     let mut v = Verification {
         checked: 0,
@@ -229,7 +273,13 @@ pub async fn verify(store: &dyn Store) -> Result<Verification, StoreError> {
         broken_list: Vec::new(),
     };
     let mut latest: Option<(i64, String)> = None;
-    let record = |v: &mut Verification, cv: ChainVerification| {
+    let mut record = |v: &mut Verification, walk: Walk| {
+        if let Some(h) = &walk.head {
+            if latest.as_ref().is_none_or(|(s, _)| h.event_seq > *s) {
+                latest = Some((h.event_seq, h.hash.clone()));
+            }
+        }
+        let cv = walk.finish();
         v.chains += 1;
         v.checked += cv.checked;
         if let Some(b) = cv.broken {
@@ -242,48 +292,65 @@ pub async fn verify(store: &dyn Store) -> Result<Verification, StoreError> {
             }
         }
     };
-    let legacy = verify_chain(store, LEGACY_CHAIN).await?;
-    if legacy.checked > 0 || legacy.broken.is_some() {
-        record(&mut v, legacy);
-    }
-    let mut after = String::new();
+    let mut heads = Heads {
+        store,
+        buf: Default::default(),
+        after: String::new(),
+        done: false,
+    };
+    let mut cur: Option<Walk> = None;
+    let mut after = (String::new(), 0i64);
     loop {
-        let heads = store.chain_heads(&after, 500).await?;
-        let Some(last) = heads.last() else { break };
-        after = last.chain.clone();
-        for h in heads {
-            if latest.as_ref().is_none_or(|(s, _)| h.event_seq > *s) {
-                latest = Some((h.event_seq, h.hash.clone()));
+        let batch = store
+            .events_in_chain_order((&after.0, after.1), PAGE)
+            .await?;
+        let full = batch.len() as i64 == PAGE;
+        for ev in batch {
+            after = (ev.chain.clone(), ev.chain_seq);
+            if cur.as_ref().is_none_or(|w| w.chain != ev.chain) {
+                if let Some(w) = cur.take() {
+                    record(&mut v, w);
+                }
+                // Heads of chains before this one that have no rows at all.
+                while let Some(h) = heads.peek().await? {
+                    if h.chain >= ev.chain {
+                        break;
+                    }
+                    let h = heads.buf.pop_front();
+                    let name = h.as_ref().map(|h| h.chain.clone()).unwrap_or_default();
+                    record(&mut v, Walk::new(&name, h));
+                }
+                let head = match heads.peek().await? {
+                    Some(h) if h.chain == ev.chain => heads.buf.pop_front(),
+                    _ => None,
+                };
+                cur = Some(Walk::new(&ev.chain, head));
             }
-            if h.chain == LEGACY_CHAIN {
-                continue;
+            if let Some(w) = cur.as_mut() {
+                w.feed(ev);
             }
-            let cv = verify_chain(store, &h.chain).await?;
-            record(&mut v, cv);
+        }
+        if !full {
+            break;
         }
     }
-    for chain in store.headless_chains(MAX_LISTED as i64).await? {
-        match chain {
-            Some(c) if c == LEGACY_CHAIN => {} // already verified above
-            Some(c) => {
-                let cv = verify_chain(store, &c).await?;
-                record(&mut v, cv);
-            }
-            None => record(
-                &mut v,
-                ChainVerification {
-                    chain: String::new(),
-                    checked: 0,
-                    head: None,
-                    broken: Some(Broken {
-                        seq: 0,
-                        reason: "events without a chain: rows were inserted outside lethe".into(),
-                        chain: String::new(),
-                        chain_seq: 0,
-                    }),
-                },
-            ),
-        }
+    if let Some(w) = cur.take() {
+        record(&mut v, w);
+    }
+    while heads.peek().await?.is_some() {
+        let h = heads.buf.pop_front();
+        let name = h.as_ref().map(|h| h.chain.clone()).unwrap_or_default();
+        record(&mut v, Walk::new(&name, h));
+    }
+    let unchained = store.unchained_events(1).await?;
+    if let Some(ev) = unchained.into_iter().next() {
+        let mut w = Walk::new("", None);
+        w.fail(
+            ev.seq,
+            0,
+            "an event without a chain or position: rows were inserted outside lethe".into(),
+        );
+        record(&mut v, w);
     }
     v.head = latest.map(|(_, h)| h);
     Ok(v)

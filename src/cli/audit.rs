@@ -196,9 +196,10 @@ pub(super) async fn verify(
         );
     } else {
         println!(
-            "ok: {} events in {} chains verified; last appended {}",
+            "ok: {} events verified in {} chain{}; head {} (the last event appended)",
             v.checked,
             v.chains,
+            if v.chains == 1 { "" } else { "s" },
             v.head.as_deref().unwrap_or("(empty)")
         );
     }

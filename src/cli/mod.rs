@@ -251,13 +251,13 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         }
         if let Some(s) = cause.downcast_ref::<StoreError>() {
             return match s {
-                StoreError::Unavailable(_) | StoreError::Migrate(_) => 3,
+                StoreError::Unavailable(_) | StoreError::Migrate(_) | StoreError::Contended(_) => 3,
                 _ => 1,
             };
         }
         if let Some(en) = cause.downcast_ref::<EngineError>() {
             return match en {
-                EngineError::Store(StoreError::Unavailable(_)) => 3,
+                EngineError::Store(StoreError::Unavailable(_) | StoreError::Contended(_)) => 3,
                 EngineError::Invalid(_)
                 | EngineError::NoRequest(_)
                 | EngineError::ExternalIdConflict(_) => 2,

@@ -95,6 +95,8 @@ async fn report_json(st: &AppState, id: &str) -> Result<Value, ApiError> {
         .map(|e| {
             json!({
                 "seq": e.seq,
+                "chain": e.chain,
+                "chain_seq": e.chain_seq,
                 "at": crate::store::rfc3339(e.at),
                 "kind": e.kind,
                 "hash": e.hash,

@@ -3,7 +3,14 @@
 //! The statements use `$N` placeholders, which SQLite and PostgreSQL both
 //! accept, so each is written once. The `shared_store_fns!` macro stamps out the
 //! functions for a concrete connection type; the backends add what differs
-//! (claiming, the event-append lock, transaction start, migrations).
+//! (claiming, transaction start, migrations).
+//!
+//! Audit events are appended per chain (`domain::event::chain_of`): the
+//! chain's `chain_heads` row is created or locked (`INSERT … ON CONFLICT DO
+//! UPDATE … RETURNING`), the events are numbered from its position and hashed
+//! from its hash, and the head is moved in the same transaction (with
+//! `checkpointed` cleared). Chains of one append are locked in name order;
+//! write transactions are retried on 40P01/40001 ([`retrying`]).
 
 use super::{EventRow, RequestRow, StepRow, StoreError};
 use crate::domain::{Phase, RequestStatus};
@@ -762,15 +769,27 @@ macro_rules! shared_store_fns {
             Ok(rows.into_iter().map($crate::store::common::head_row).collect())
         }
 
-        pub(super) async fn headless_chains(pool: &$pool, limit: i64) -> Result<Vec<Option<String>>, StoreError> {
-            let rows: Vec<(Option<String>,)> = sqlx::query_as(
-                "SELECT DISTINCT e.chain FROM events e WHERE e.chain IS NULL \
-                 OR NOT EXISTS (SELECT 1 FROM chain_heads h WHERE h.chain = e.chain) ORDER BY e.chain LIMIT $1",
-            )
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
-            Ok(rows.into_iter().map(|(c,)| c).collect())
+        pub(super) async fn events_in_chain_order(
+            pool: &$pool,
+            after: (&str, i64),
+            limit: i64,
+        ) -> Result<Vec<EventRow>, StoreError> {
+            let sql = format!(
+                "SELECT {} FROM events WHERE (chain, chain_seq) > ($1, $2) \
+                 ORDER BY chain, chain_seq LIMIT $3",
+                $crate::store::common::EVENT_COLS
+            );
+            let raw: Vec<RawEvent> = sqlx::query_as(&sql).bind(after.0).bind(after.1).bind(limit).fetch_all(pool).await?;
+            raw.into_iter().map(RawEvent::into_row).collect()
+        }
+
+        pub(super) async fn unchained_events(pool: &$pool, limit: i64) -> Result<Vec<EventRow>, StoreError> {
+            let sql = format!(
+                "SELECT {} FROM events WHERE chain IS NULL OR chain_seq IS NULL ORDER BY seq LIMIT $1",
+                $crate::store::common::EVENT_COLS
+            );
+            let raw: Vec<RawEvent> = sqlx::query_as(&sql).bind(limit).fetch_all(pool).await?;
+            raw.into_iter().map(RawEvent::into_row).collect()
         }
 
         pub(super) async fn add_hold(conn: &mut $conn, h: &$crate::store::HoldRow) -> Result<(), StoreError> {
@@ -1439,11 +1458,19 @@ macro_rules! impl_store {
                 shared::chain_heads(&self.pool, after, limit).await
             }
 
-            async fn headless_chains(
+            async fn events_in_chain_order(
+                &self,
+                after: (&str, i64),
+                limit: i64,
+            ) -> Result<Vec<$crate::store::EventRow>, $crate::store::StoreError> {
+                shared::events_in_chain_order(&self.pool, after, limit).await
+            }
+
+            async fn unchained_events(
                 &self,
                 limit: i64,
-            ) -> Result<Vec<Option<String>>, $crate::store::StoreError> {
-                shared::headless_chains(&self.pool, limit).await
+            ) -> Result<Vec<$crate::store::EventRow>, $crate::store::StoreError> {
+                shared::unchained_events(&self.pool, limit).await
             }
 
             async fn step_counts(

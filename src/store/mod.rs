@@ -4,7 +4,9 @@
 //! the engine computes every state change with the pure saga in `domain` and
 //! hands the store a [`ChangeSet`], which it applies in one transaction —
 //! compare-and-set on each step's expected state (and lease owner), the
-//! request's derived status, and the audit events, all or nothing.
+//! request's derived status, and the audit events, all or nothing. Audit
+//! events go to their own chain (one per request, hold and processor) whose
+//! head ([`ChainHead`]) moves in the same transaction; there is no global lock.
 //!
 //! All SQL lives in this module. Both backends share the statements in
 //! `common.rs` (`$N` placeholders work in both); only claiming, locking and
@@ -552,9 +554,15 @@ pub trait Store: Send + Sync {
     async fn chain_head(&self, chain: &str) -> Result<Option<ChainHead>, StoreError>;
     /// Chain heads with names after `after`, by name, at most `limit`.
     async fn chain_heads(&self, after: &str, limit: i64) -> Result<Vec<ChainHead>, StoreError>;
-    /// Chains that have events but no head (a deleted head, or rows inserted
-    /// outside lethe), at most `limit`; `None` stands for rows without a chain.
-    async fn headless_chains(&self, limit: i64) -> Result<Vec<Option<String>>, StoreError>;
+    /// Events in chain order — by `(chain, chain_seq)`, after the position
+    /// `after` — at most `limit`: one pass over every chain for `audit verify`.
+    async fn events_in_chain_order(
+        &self,
+        after: (&str, i64),
+        limit: i64,
+    ) -> Result<Vec<EventRow>, StoreError>;
+    /// Events without a chain or position (written outside lethe), by `seq`, at most `limit`.
+    async fn unchained_events(&self, limit: i64) -> Result<Vec<EventRow>, StoreError>;
     /// Counts of steps by (processor, state), for metrics and reports.
     async fn step_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
     /// Record an ad-hoc hold, with a `hold.added` event.

@@ -1,6 +1,7 @@
 //! Integration tests: the real binary, a real SQLite file or PostgreSQL schema,
 //! and processor fakes that answer like the real APIs.
 
+mod audit_chains;
 mod bad_input;
 mod browser;
 mod checkpoints;
