@@ -236,6 +236,22 @@ async fn a_certificate_verifies_offline_with_the_printed_public_key_and_fails_wh
     let out = verify_offline(&file, &[&pk]).await;
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(stdout(&out).starts_with("ok:"), "{}", show(&out));
+    // The text and HTML certificates name the checkpoint and the key.
+    let cp_id = audit["checkpoint"]["id"].as_i64().unwrap();
+    let kid = audit["key_id"].as_str().unwrap();
+    let out = env.lethe(&["report", &id]).await;
+    assert!(
+        stdout(&out).contains(&format!("checkpoint:  #{cp_id} signed"))
+            && stdout(&out).contains(kid),
+        "{}",
+        show(&out)
+    );
+    let out = env.lethe(&["report", &id, "--format", "html"]).await;
+    assert!(
+        stdout(&out).contains("Signed checkpoint") && stdout(&out).contains(kid),
+        "{}",
+        show(&out)
+    );
 
     // Someone edits one event in the file: the newsletter "found nothing".
     let mut edited = cert.clone();
