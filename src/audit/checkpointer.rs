@@ -114,6 +114,7 @@ impl Checkpointer {
         let key = &self.key;
         let signer = move |d: &CheckpointDraft| sign_draft(d, key);
         for _ in 0..MAX_PER_TICK {
+            let started = std::time::Instant::now();
             match self
                 .store
                 .write_checkpoint(&self.holder, BATCH, &signer)
@@ -124,6 +125,7 @@ impl Checkpointer {
                         id = checkpoint.id,
                         leaves = checkpoint.size,
                         marked,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
                         "audit checkpoint written"
                     );
                     t.written += 1;
