@@ -250,6 +250,33 @@ impl Default for WorkerSection {
     }
 }
 
+/// `[audit]`: signed checkpoints of the audit chains.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// How often the elected daemon writes a checkpoint (a signed Merkle root
+    /// over the chain heads that changed).
+    #[serde(default = "d_checkpoint_every")]
+    pub checkpoint_every: HumanDuration,
+    /// Env var holding a base64 Ed25519 seed (32 bytes) that signs
+    /// checkpoints; unset: a key derived from the master key (`[store] key_env`).
+    #[serde(default)]
+    pub signing_key_env: Option<String>,
+}
+
+fn d_checkpoint_every() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection {
+            checkpoint_every: d_checkpoint_every(),
+            signing_key_env: None,
+        }
+    }
+}
+
 /// One `[[processor]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -301,6 +328,8 @@ struct RawConfig {
     dashboard: DashboardSection,
     #[serde(default)]
     worker: WorkerSection,
+    #[serde(default)]
+    audit: AuditSection,
     #[serde(default, rename = "processor")]
     processors: Vec<ProcessorConfig>,
     #[serde(default)]
@@ -359,6 +388,8 @@ pub struct Config {
     pub dashboard: DashboardSection,
     /// `[worker]`.
     pub worker: WorkerSection,
+    /// `[audit]`.
+    pub audit: AuditSection,
     /// Processors, in file order.
     pub processors: Vec<ProcessorConfig>,
     /// Where export files go.
@@ -486,6 +517,15 @@ impl Config {
         }
         if let Some(var) = &raw.dashboard.session_key_env {
             check_env_name(var).map_err(|r| err("dashboard.session_key_env", r))?;
+        }
+        if let Some(var) = &raw.audit.signing_key_env {
+            check_env_name(var).map_err(|r| err("audit.signing_key_env", r))?;
+        }
+        if raw.audit.checkpoint_every.get() < Duration::from_millis(100) {
+            return Err(err(
+                "audit.checkpoint_every",
+                "at least 100ms (e.g. \"5s\")".to_string(),
+            ));
         }
         if raw.dashboard.session_ttl.get() < Duration::from_secs(60) {
             return Err(err(
@@ -673,6 +713,7 @@ impl Config {
             intake: raw.intake.unwrap_or_default(),
             dashboard: raw.dashboard,
             worker: raw.worker,
+            audit: raw.audit,
             processors: raw.processors,
             export_dir: raw
                 .export_dir

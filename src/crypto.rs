@@ -88,6 +88,9 @@ struct Master {
     wrap: [u8; 32],
     legacy_enc: [u8; 32],
     legacy_mac: [u8; 32],
+    /// The seed of the Ed25519 key that signs audit checkpoints (HKDF of the
+    /// master key, see `audit::checkpoint`).
+    signing: [u8; 32],
     source: String,
 }
 
@@ -177,6 +180,7 @@ impl Master {
             wrap: derive(&raw, b"lethe/key-wrap/v1"),
             legacy_enc: derive(&raw, b"lethe/identity-encryption/v1"),
             legacy_mac: derive(&raw, b"lethe/subject-hash/v1"),
+            signing: crate::audit::checkpoint::derive_signing_key(&raw).to_bytes(),
             source: source.to_string(),
         })
     }
@@ -230,6 +234,21 @@ impl Keys {
     /// The current master key's id.
     pub fn kid(&self) -> &str {
         &self.current.kid
+    }
+
+    /// The Ed25519 key that signs audit checkpoints, derived from the current
+    /// master key (used unless `[audit] signing_key_env` names another).
+    pub fn audit_signing_key(&self) -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(&self.current.signing)
+    }
+
+    /// The public checkpoint keys derived from the current and the older
+    /// master keys (so checkpoints signed before a rotation still verify).
+    pub fn audit_public_keys(&self) -> Vec<ed25519_dalek::VerifyingKey> {
+        std::iter::once(&self.current)
+            .chain(self.old.iter())
+            .map(|m| ed25519_dalek::SigningKey::from_bytes(&m.signing).verifying_key())
+            .collect()
     }
 
     /// The id of the master key held by a base64 key (for tests and operators).

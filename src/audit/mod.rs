@@ -20,6 +20,12 @@
 //! updated to match — or deletes a chain together with its head. Only signed
 //! checkpoints of the heads (kept outside the attacker's reach) detect that.
 
+pub mod checkpoint;
+pub mod checkpointer;
+pub mod merkle;
+pub mod proofcheck;
+
+use crate::config::Config;
 use crate::domain::event::{
     chain_hash, event_hash, ChainedEvent, EventBody, GENESIS_HASH, LEGACY_CHAIN,
 };
@@ -350,4 +356,66 @@ pub async fn verify(store: &dyn Store) -> Result<Verification, StoreError> {
     }
     v.head = latest.map(|(_, h)| h);
     Ok(v)
+}
+
+/// Why the checkpoint signing key could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SigningKeyError {
+    /// The master key (the default source) is missing or malformed.
+    #[error(transparent)]
+    Master(#[from] crate::crypto::CryptoError),
+    /// `[audit] signing_key_env` names an unset or malformed variable.
+    #[error("{file}: [audit] signing_key_env: environment variable {var} {why} (it must hold a base64 Ed25519 seed of 32 bytes: openssl rand -base64 32)")]
+    Env {
+        /// The config file.
+        file: String,
+        /// The variable.
+        var: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+}
+
+/// The key that signs checkpoints: from `[audit] signing_key_env` if set,
+/// else derived from the master key (`[store] key_env`).
+pub fn signing_key(config: &Config) -> Result<ed25519_dalek::SigningKey, SigningKeyError> {
+    use base64::Engine as _;
+    match &config.audit.signing_key_env {
+        Some(var) => {
+            let env_err = |why| SigningKeyError::Env {
+                file: config.path.display().to_string(),
+                var: var.clone(),
+                why,
+            };
+            let text =
+                zeroize::Zeroizing::new(std::env::var(var).map_err(|_| env_err("is not set"))?);
+            let raw = zeroize::Zeroizing::new(
+                base64::engine::general_purpose::STANDARD
+                    .decode(text.trim().as_bytes())
+                    .map_err(|_| env_err("is not base64"))?,
+            );
+            let seed: [u8; 32] = raw
+                .as_slice()
+                .try_into()
+                .map_err(|_| env_err("is not 32 bytes"))?;
+            let seed = zeroize::Zeroizing::new(seed);
+            Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+        }
+        None => Ok(crate::crypto::Keys::from_config(&config.store)?.audit_signing_key()),
+    }
+}
+
+/// The public keys checkpoints may be signed with: the current signing key's,
+/// and those derived from the older master keys (`[store] old_key_envs`), so
+/// that checkpoints signed before `lethe key rotate` still verify.
+pub fn public_keys(config: &Config) -> Result<Vec<ed25519_dalek::VerifyingKey>, SigningKeyError> {
+    let mut keys = vec![signing_key(config)?.verifying_key()];
+    if let Ok(master) = crate::crypto::Keys::from_config(&config.store) {
+        for k in master.audit_public_keys() {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
+    Ok(keys)
 }

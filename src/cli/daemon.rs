@@ -1,5 +1,5 @@
 //! `lethe daemon`: the long-running process. Kept in its own file because it
-//! wires three tasks (worker, HTTP intake, callback outbox) to one shutdown
+//! wires four tasks (worker, HTTP intake, callback outbox, audit checkpointer) to one shutdown
 //! signal, and that ordering is the part to read carefully.
 
 use super::helpers::{engine, shutdown_signal};
@@ -19,6 +19,8 @@ pub(super) async fn daemon(config: Config) -> anyhow::Result<u8> {
     } else {
         None
     };
+    // The checkpoint signing key too (kept outside the database).
+    let signing = crate::audit::signing_key(&config)?;
     let e = engine(config).await?;
     let listener = match &secrets {
         Some(_) => Some(
@@ -76,6 +78,17 @@ pub(super) async fn daemon(config: Config) -> anyhow::Result<u8> {
     if let Some(every) = e.config.suppression.check_every {
         background.spawn(suppression_schedule(Arc::clone(&e), every.get(), stopped()));
     }
+    // The audit checkpointer: every daemon runs one; the holder of the
+    // leader lease writes, the others stand by.
+    background.spawn(
+        crate::audit::checkpointer::Checkpointer::new(
+            Arc::clone(&e.store),
+            signing,
+            e.worker_id().to_string(),
+            e.config.audit.checkpoint_every.get(),
+        )
+        .run(stopped()),
+    );
     tracing::info!(worker = e.worker_id(), "daemon started");
     let summary = e.run(stopped()).await;
     // The worker stops on a signal, or on a store error: either way, stop the rest.

@@ -262,6 +262,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         if cause.is::<ConfigError>()
             || cause.is::<IdentityError>()
             || cause.is::<CryptoError>()
+            || cause.is::<crate::audit::SigningKeyError>()
             || cause.is::<BadInput>()
         {
             return 2;
@@ -340,6 +341,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     {
         return dashboard::hash_password();
     }
+    if let Command::Audit {
+        cmd:
+            AuditCmd::Verify {
+                json,
+                certificate: Some(file),
+                public_key,
+            },
+    } = &cli.command
+    {
+        // Offline: the config (for its keys) only if no key is given and it loads.
+        let config = if public_key.is_empty() {
+            Config::load(&cli.config).ok()
+        } else {
+            None
+        };
+        return audit::verify_certificate(file, public_key, config.as_ref(), *json).await;
+    }
     let config = Config::load(&cli.config)?;
     if reads_an_existing_store(&cli.command) {
         config.require_existing_store()?;
@@ -396,8 +414,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             cmd: IntakeCmd::Key { json },
         } => intake::key(config, json).await,
         Command::Audit {
-            cmd: AuditCmd::Verify { json },
-        } => audit::verify(config, json).await,
+            cmd: AuditCmd::Verify {
+                json, public_key, ..
+            },
+        } => audit::verify(config, json, public_key).await,
+        Command::Audit {
+            cmd: AuditCmd::Key { json },
+        } => audit::key(config, json).await,
         Command::Verify { id, method, note } => suppress::verify(config, id, method, note).await,
         Command::Suppression { cmd } => suppress::suppression(config, cmd).await,
     }
@@ -422,6 +445,9 @@ fn reads_an_existing_store(c: &Command) -> bool {
             | Command::Run { .. }
             | Command::Daemon
             | Command::Intake { .. }
+            | Command::Audit {
+                cmd: AuditCmd::Key { .. }
+            }
             | Command::Hold {
                 cmd: HoldCmd::Add { .. }
             }

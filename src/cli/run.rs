@@ -14,6 +14,7 @@ pub(super) async fn run(
     max_wait: Option<std::time::Duration>,
     json: bool,
 ) -> anyhow::Result<u8> {
+    let signing = crate::audit::signing_key(&config)?;
     let e = engine(config).await?;
     let max_wait = max_wait.unwrap_or_default();
     let out = crate::progress::Output::detect(json);
@@ -27,6 +28,26 @@ pub(super) async fn run(
     };
     // After the display has stopped drawing (stderr shares the terminal).
     let code = progress.finish(&summary).await;
+    if until_idle {
+        // Checkpoint what this run appended, unless a daemon holds the
+        // checkpointer lease (it will). A store error here is not the run's:
+        // the next run or daemon checkpoints.
+        let cp = crate::audit::checkpointer::Checkpointer::new(
+            Arc::clone(&e.store),
+            signing,
+            e.worker_id().to_string(),
+            e.config.audit.checkpoint_every.get(),
+        );
+        match cp.tick().await {
+            Ok(t) if t.leader => cp.resign().await,
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "audit checkpoint failed; the next run or daemon writes it")
+            }
+        }
+    } else {
+        drop(signing);
+    }
     eprintln!(
         "processed {} step(s); {} expired lease(s) released",
         summary.processed, summary.released

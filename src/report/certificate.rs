@@ -237,6 +237,25 @@ pub struct AuditPart {
     pub broken_at: Option<i64>,
     /// Why it is broken.
     pub broken_reason: Option<String>,
+    /// The events of the request's own chain (`chain`), in order, as hashed:
+    /// with `checkpoint` and `proof`, `lethe audit verify --certificate`
+    /// checks them offline. (Events of a request created before per-chain
+    /// hashing, in the `legacy` chain, are not included: they cannot be
+    /// checked without the whole legacy chain.)
+    pub events: Vec<crate::audit::proofcheck::CertEvent>,
+    /// The signed checkpoint covering the last of `events` (the chain's
+    /// head when the certificate was made), or null when none covers it yet.
+    pub checkpoint: Option<crate::audit::checkpoint::Checkpoint>,
+    /// The inclusion proof of that head in `checkpoint`'s Merkle tree.
+    pub proof: Option<crate::audit::merkle::Proof>,
+    /// True when the head is not yet covered by a checkpoint (they are written
+    /// every `[audit] checkpoint_every`): regenerate the certificate later.
+    pub pending_checkpoint: bool,
+    /// The id of the key that signed `checkpoint` (`lethe audit key` prints it).
+    pub key_id: Option<String>,
+    /// Set when a checkpoint was found but its stored leaves do not recompute
+    /// to its signed root (no proof can be given; `lethe audit verify` names it).
+    pub checkpoint_error: Option<String>,
 }
 
 /// Build the certificate of request `id`; `None` if there is no such request.
@@ -251,7 +270,72 @@ pub async fn build(
     let steps = store.steps(&req.id).await?;
     let events = store.request_events(&req.id).await?;
     let verification = verify_request_chain(store, &req.id, &events).await?;
-    Ok(Some(assemble(&req, &steps, &events, &verification, now)))
+    let mut cert = assemble(&req, &steps, &events, &verification, now);
+    attach_checkpoint(store, &mut cert.audit, &events).await?;
+    Ok(Some(cert))
+}
+
+/// Fill in the request chain's events, the checkpoint covering its last
+/// event and the inclusion proof (or say honestly that none covers it yet).
+pub async fn attach_checkpoint(
+    store: &dyn Store,
+    audit: &mut AuditPart,
+    events: &[EventRow],
+) -> Result<(), StoreError> {
+    use crate::audit::merkle::{Leaf, Tree};
+    audit.events = events
+        .iter()
+        .filter(|e| e.chain == audit.chain)
+        .map(|e| crate::audit::proofcheck::CertEvent {
+            chain: e.chain.clone(),
+            chain_seq: e.chain_seq,
+            at: e.at,
+            request: e.request_id.clone(),
+            step: e.step_id,
+            kind: e.kind.clone(),
+            detail: e.detail.clone(),
+            prev_hash: e.prev_hash.clone(),
+            hash: e.hash.clone(),
+        })
+        .collect();
+    let Some(last) = audit.events.last() else {
+        return Ok(());
+    };
+    let Some(row) = store
+        .checkpoint_covering(&last.chain, last.chain_seq)
+        .await?
+    else {
+        audit.pending_checkpoint = true;
+        return Ok(());
+    };
+    let leaves = store.checkpoint_leaves(row.id, row.id).await?;
+    let tree = Tree::new(
+        leaves
+            .into_iter()
+            .map(|(_, l)| Leaf {
+                chain: l.chain,
+                chain_seq: l.chain_seq,
+                hash: l.hash,
+            })
+            .collect(),
+    );
+    let proof = tree
+        .prove(&last.chain)
+        .filter(|p| p.leaf.chain_seq == last.chain_seq && p.leaf.hash == last.hash);
+    match proof {
+        Some(p) if hex::encode(tree.root()) == row.root => {
+            audit.key_id = Some(row.key_id.clone());
+            audit.checkpoint = Some(crate::audit::proofcheck::to_checkpoint(&row));
+            audit.proof = Some(p);
+        }
+        _ => {
+            audit.checkpoint_error = Some(format!(
+                "checkpoint #{} covers this chain, but its stored leaves do not recompute to its signed root (or do not hold this head): run `lethe audit verify`",
+                row.id
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Verify what a request's certificate cites: its own chain, plus the legacy
@@ -363,6 +447,12 @@ pub fn assemble(
             chain_verified: verification.broken.is_none(),
             broken_at: verification.broken.as_ref().map(|b| b.seq),
             broken_reason: verification.broken.as_ref().map(|b| b.reason.clone()),
+            events: vec![],
+            checkpoint: None,
+            proof: None,
+            pending_checkpoint: false,
+            key_id: None,
+            checkpoint_error: None,
         },
     }
 }
@@ -744,6 +834,19 @@ pub fn to_text(c: &Certificate) -> String {
             )
         }
     ));
+    out.push_str(&match (&a.checkpoint, a.pending_checkpoint, &a.checkpoint_error) {
+        (Some(cp), _, _) => format!(
+            "checkpoint:  #{} signed {} by key {}: head is leaf {} of {} (offline: lethe audit verify --certificate FILE --public-key KEY, with the JSON format)\n",
+            cp.id,
+            short(&super::ts(cp.at)).replace('T', " "),
+            cp.key_id,
+            a.proof.as_ref().map(|p| p.index + 1).unwrap_or(0),
+            cp.size
+        ),
+        (None, true, _) => "checkpoint:  PENDING: no signed checkpoint covers the chain's head yet (regenerate after the next one)\n".to_string(),
+        (None, false, Some(e)) => format!("checkpoint:  PROBLEM: {e}\n"),
+        (None, false, None) => "checkpoint:  none (no events in the request's chain)\n".to_string(),
+    });
     out.push_str(&format!("generated {}\n", c.generated_at));
     out
 }

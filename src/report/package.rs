@@ -5,7 +5,9 @@
 //! in the step's evidence. The package gathers those files — refusing any
 //! whose bytes no longer match the recorded hash — and adds a `manifest.json`
 //! (the request, what each processor returned or that it held nothing, the
-//! SHA-256 of every file) and a short `index.html` for the subject to read.
+//! SHA-256 of every file), a short `index.html` for the subject to read, and
+//! the request's JSON certificate (`evidence/certificate.json`, verifiable
+//! offline with `lethe audit verify --certificate`).
 //!
 //! Export files at rest are encrypted to `[store] export_recipient` (age
 //! X25519; `<processor>.json.age`, mode 0600 in 0700 directories) unless
@@ -163,6 +165,9 @@ pub struct Package {
     pub files: Vec<(String, Vec<u8>)>,
 }
 
+/// Where a package holds the request's JSON certificate.
+pub const CERTIFICATE_FILE: &str = "evidence/certificate.json";
+
 fn sha256_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
@@ -317,6 +322,14 @@ pub async fn build(
             }
         },
     };
+    // The request's certificate (JSON, with its signed checkpoint and inclusion
+    // proof when one covers it): `lethe audit verify --certificate` checks it
+    // offline. In a subdirectory, so no processor's file can collide with it.
+    if let Some(cert) = super::certificate::build(store, &req.id, now).await? {
+        let json = serde_json::to_vec_pretty(&cert)
+            .map_err(|e| PackageError::Io(format!("encoding the certificate: {e}")))?;
+        files.push((CERTIFICATE_FILE.into(), json));
+    }
     let index = super::html::package_index(&manifest)
         .map_err(|e| PackageError::Io(format!("rendering index.html: {e}")))?
         .into_bytes();

@@ -2020,6 +2020,66 @@ macro_rules! impl_store {
             ) -> Result<Vec<String>, $crate::store::StoreError> {
                 shared::exports_due_for_deletion(&self.pool, now, retention_ms).await
             }
+
+            async fn take_leader_lease(
+                &self,
+                name: &str,
+                holder: &str,
+                ttl_ms: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                ckpt::take_lease(&self.pool, name, holder, ttl_ms).await
+            }
+
+            async fn drop_leader_lease(
+                &self,
+                name: &str,
+                holder: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                ckpt::drop_lease(&self.pool, name, holder).await
+            }
+
+            async fn write_checkpoint(
+                &self,
+                holder: &str,
+                batch: i64,
+                sign: $crate::store::CheckpointSigner<'_>,
+            ) -> Result<$crate::store::CheckpointWrite, $crate::store::StoreError> {
+                let mut tx = $begin(&self.pool).await?;
+                let out = ckpt::write_checkpoint(&mut tx, holder, batch, sign).await?;
+                tx.commit().await?;
+                Ok(out)
+            }
+
+            async fn checkpoints(
+                &self,
+                after: i64,
+                limit: i64,
+            ) -> Result<Vec<$crate::store::CheckpointRow>, $crate::store::StoreError> {
+                ckpt::checkpoints(&self.pool, after, limit).await
+            }
+
+            async fn checkpoint_leaves(
+                &self,
+                from_id: i64,
+                to_id: i64,
+            ) -> Result<Vec<(i64, $crate::store::CheckpointLeaf)>, $crate::store::StoreError> {
+                ckpt::checkpoint_leaves(&self.pool, from_id, to_id).await
+            }
+
+            async fn checkpoint_covering(
+                &self,
+                chain: &str,
+                chain_seq: i64,
+            ) -> Result<Option<$crate::store::CheckpointRow>, $crate::store::StoreError> {
+                ckpt::checkpoint_covering(&self.pool, chain, chain_seq).await
+            }
+
+            async fn checkpoint_leaf_mismatches(
+                &self,
+                limit: i64,
+            ) -> Result<(i64, Vec<$crate::store::LeafMismatch>), $crate::store::StoreError> {
+                ckpt::leaf_mismatches(&self.pool, limit).await
+            }
         }
     };
 }

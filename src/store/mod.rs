@@ -12,6 +12,7 @@
 //! `common.rs` (`$N` placeholders work in both); only claiming, locking and
 //! migrations differ.
 
+pub mod checkpoints;
 mod common;
 pub mod postgres;
 pub mod sqlite;
@@ -21,6 +22,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
 use std::sync::Arc;
+
+pub use checkpoints::{
+    CheckpointDraft, CheckpointLeaf, CheckpointRow, CheckpointSigner, CheckpointWrite,
+    LeafMismatch, CHECKPOINTER,
+};
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
@@ -768,6 +774,47 @@ pub trait Store: Send + Sync {
         now: Millis,
         next: Millis,
     ) -> Result<bool, StoreError>;
+
+    /// Take or renew the leader lease `name` for `ttl_ms` (database clock):
+    /// true if `holder` now holds it (it held it, or the lease had expired).
+    async fn take_leader_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Give up the lease `name` if `holder` holds it.
+    async fn drop_leader_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+    /// In one transaction, if `holder` holds the live [`CHECKPOINTER`] lease:
+    /// take at most `batch` chain heads not yet checkpointed, have `sign`
+    /// turn them into the next checkpoint, write it with its leaves, and mark
+    /// exactly the heads still at those positions as checkpointed.
+    async fn write_checkpoint(
+        &self,
+        holder: &str,
+        batch: i64,
+        sign: CheckpointSigner<'_>,
+    ) -> Result<CheckpointWrite, StoreError>;
+    /// Checkpoints with id above `after`, by id, at most `limit`.
+    async fn checkpoints(&self, after: i64, limit: i64) -> Result<Vec<CheckpointRow>, StoreError>;
+    /// The leaves of checkpoints `from_id..=to_id`, by checkpoint then chain.
+    async fn checkpoint_leaves(
+        &self,
+        from_id: i64,
+        to_id: i64,
+    ) -> Result<Vec<(i64, CheckpointLeaf)>, StoreError>;
+    /// The first checkpoint covering position `chain_seq` of `chain`.
+    async fn checkpoint_covering(
+        &self,
+        chain: &str,
+        chain_seq: i64,
+    ) -> Result<Option<CheckpointRow>, StoreError>;
+    /// How many leaves all checkpoints hold, and (at most `limit`) those
+    /// whose event is gone or has another hash now.
+    async fn checkpoint_leaf_mismatches(
+        &self,
+        limit: i64,
+    ) -> Result<(i64, Vec<LeafMismatch>), StoreError>;
 }
 
 /// A status-callback destination of a request.

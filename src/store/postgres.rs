@@ -18,6 +18,14 @@ mod shared {
     crate::store::common::shared_store_fns!(sqlx::PgConnection, sqlx::PgPool, super::DB_NOW);
 }
 
+mod ckpt {
+    crate::store::checkpoints::checkpoint_store_fns!(
+        sqlx::PgConnection,
+        sqlx::PgPool,
+        super::DB_NOW
+    );
+}
+
 /// The database server's clock in milliseconds: leases are stamped and
 /// expired by it, so a worker's skewed clock cannot steal a live step.
 const DB_NOW: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";

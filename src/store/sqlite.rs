@@ -19,6 +19,14 @@ mod shared {
     );
 }
 
+mod ckpt {
+    crate::store::checkpoints::checkpoint_store_fns!(
+        sqlx::SqliteConnection,
+        sqlx::SqlitePool,
+        super::DB_NOW
+    );
+}
+
 /// The database's clock in milliseconds. For the embedded store it is the
 /// machine's clock; written as SQL so both backends stamp leases the same way.
 const DB_NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";

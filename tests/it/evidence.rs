@@ -1102,12 +1102,20 @@ async fn an_export_package_holds_every_processors_data_with_verifiable_hashes(ba
         listed,
         [
             "accounts.json",
+            "evidence/certificate.json",
             "files.json",
             "index.html",
             "newsletter.json",
             "sms.json"
         ]
     );
+    let cert: Value =
+        serde_json::from_slice(&std::fs::read(base.join("evidence/certificate.json")).unwrap())
+            .unwrap();
+    assert_eq!(cert["request"]["kind"], "export");
+    assert!(cert["audit"]["events"]
+        .as_array()
+        .is_some_and(|e| !e.is_empty()));
     let mut on_disk: Vec<String> = std::fs::read_dir(&base)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -1117,6 +1125,7 @@ async fn an_export_package_holds_every_processors_data_with_verifiable_hashes(ba
         on_disk,
         [
             "accounts.json",
+            "evidence",
             "files.json",
             "index.html",
             "manifest.json",
@@ -1173,8 +1182,8 @@ async fn an_export_package_holds_every_processors_data_with_verifiable_hashes(ba
     // The zip holds the same files, byte for byte.
     let zip_bytes = std::fs::read(env.dir.path().join("pkg.zip")).unwrap();
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(zip_bytes.clone())).unwrap();
-    assert_eq!(zip.len(), 6);
-    for name in &on_disk {
+    assert_eq!(zip.len(), 7);
+    for name in listed.iter().map(String::as_str).chain(["manifest.json"]) {
         let mut f = zip.by_name(name).unwrap();
         let mut b = vec![];
         std::io::Read::read_to_end(&mut f, &mut b).unwrap();

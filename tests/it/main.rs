@@ -4,6 +4,7 @@
 mod audit_chains;
 mod bad_input;
 mod browser;
+mod checkpoints;
 mod cluster;
 mod connectors_all;
 mod connectors_fakes;
