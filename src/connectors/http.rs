@@ -23,6 +23,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+mod zendesk_sweep;
+
 /// A configured processor, as connectors see it.
 #[derive(Debug, Clone)]
 pub struct ProcessorSpec {
@@ -947,6 +949,34 @@ impl HttpConnector {
 
 #[async_trait]
 impl Connector for HttpConnector {
+    fn can_sweep(&self) -> bool {
+        self.def.sweep.is_some()
+    }
+    async fn sweep_list(
+        &self,
+        q: &super::sweep::SweepQuery<'_>,
+    ) -> Result<Vec<super::sweep::SweepCandidate>, ConnectorError> {
+        match self.def.sweep.as_deref() {
+            Some("zendesk_tickets") => self.zendesk_sweep_list(q).await,
+            _ => Err(ConnectorError::permanent(format!(
+                "processor `{}`: connector `{}` has no retention sweep",
+                self.spec.name, self.def.name
+            ))),
+        }
+    }
+    async fn sweep_delete(
+        &self,
+        _q: &super::sweep::SweepQuery<'_>,
+        items: &[super::sweep::SweepCandidate],
+    ) -> Result<Vec<super::sweep::SweepOutcome>, ConnectorError> {
+        match self.def.sweep.as_deref() {
+            Some("zendesk_tickets") => self.zendesk_sweep_delete(items).await,
+            _ => Err(ConnectorError::permanent(format!(
+                "processor `{}`: connector `{}` has no retention sweep",
+                self.spec.name, self.def.name
+            ))),
+        }
+    }
     fn processor(&self) -> &str {
         &self.spec.name
     }

@@ -15,6 +15,7 @@ pub mod manual;
 pub mod operator;
 pub mod planner;
 pub mod retention;
+pub mod sweep;
 pub mod worker;
 /// Workflow files now live in `domain` (config needs them, and config must not
 /// depend on the engine); this path is kept so existing imports still resolve.
