@@ -28,6 +28,7 @@ mod outbox_store;
 mod phones;
 mod policies;
 mod processor_semantics;
+mod retention_sweeps;
 mod s3;
 mod s3_server;
 mod scrubbing;

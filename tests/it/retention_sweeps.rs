@@ -1,0 +1,591 @@
+//! Retention schedules (`[[schedule]]`): periodic sweeps with period
+//! certificates, through the binary, on both backends, against a real
+//! S3-compatible server (moto) and a Zendesk fake that answers like the API
+//! (search, destroy_many as a background job, job statuses).
+
+use crate::helpers::{show, Backend, TestEnv};
+use crate::on_both_backends;
+use crate::s3_server::S3;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+const ERASURE: &str = "kind = \"erasure\"\n[[phase]]\nname = \"all\"\nselect = [\"*\"]\n";
+
+async fn env_with(backend: Backend, processors: &str, schedules: &str) -> TestEnv {
+    let mut env = TestEnv::new(backend, "workflows_dir = \"workflows\"", processors).await;
+    let dir = env.dir.path().join("workflows");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("erasure.toml"), ERASURE).unwrap();
+    std::fs::write(
+        dir.join("retention.toml"),
+        format!("kind = \"erasure\"\n[[phase]]\nname = \"all\"\nselect = [\"*\"]\n{schedules}"),
+    )
+    .unwrap();
+    env.set_env("S3_ACCESS_KEY_ID", "AKIDLETHETEST");
+    env.set_env(
+        "S3_SECRET_ACCESS_KEY",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    );
+    env.set_env(
+        "ZENDESK_API_TOKEN",
+        "6wiIBWbGkBMo1mRDMuVwkw1EPsNkeUj95PIz2akv",
+    );
+    env
+}
+
+// ---------------------------------------------------------------- S3 (moto)
+
+fn s3_processor(base: &str, bucket: &str) -> String {
+    format!(
+        "[[processor]]\nname = \"backups\"\nconnector = \"s3\"\nbase_url = \"{base}\"\n\
+         settings = {{ bucket = \"{bucket}\", prefix_template = \"customers/{{{{ subject.customer_id }}}}/\", region = \"eu-west-2\" }}\n\
+         secrets = {{ access_key_id = \"S3_ACCESS_KEY_ID\", secret_access_key = \"S3_SECRET_ACCESS_KEY\" }}\n"
+    )
+}
+
+async fn an_s3_sweep_removes_only_old_versions_under_the_prefix_and_its_certificate_counts_them(
+    backend: Backend,
+) {
+    let s3 = S3::new();
+    let bucket = s3.versioned_bucket().await;
+    let env = env_with(
+        backend,
+        &s3_processor(&s3.base, &bucket),
+        "[[schedule]]\nname = \"diagnostics\"\nselect = [\"backups\"]\nprefix = \"diag/\"\nolder_than = \"5s\"\nevery = \"1d\"\n",
+    )
+    .await;
+    // Old: two versions of a key holding an email, one plain key, and the first
+    // version of a key overwritten later; outside the prefix: an old object.
+    s3.put(&bucket, "diag/jane.doe@example.com.log", "v1").await;
+    s3.put(&bucket, "diag/jane.doe@example.com.log", "v2").await;
+    s3.put(&bucket, "diag/boot.log", "old").await;
+    s3.put(&bucket, "diag/report.csv", "old").await;
+    s3.put(&bucket, "other/keep.log", "old but outside the prefix")
+        .await;
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    s3.put(&bucket, "diag/report.csv", "new").await;
+    s3.put(&bucket, "diag/fresh.log", "new").await;
+    let before = s3.list_all(&bucket).await;
+    assert_eq!(before.len(), 7, "{before:?}");
+
+    // Dry run: what would go, masked; nothing deleted.
+    let out = env
+        .lethe(&["schedule", "run", "diagnostics", "--dry-run", "--json"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        !text.contains("jane"),
+        "a dry run shows names masked: {text}"
+    );
+    let dry: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(dry["processors"][0]["count"], 4, "{dry:#}");
+    assert_eq!(dry["processors"][0]["kinds"]["version"], 4, "{dry:#}");
+    assert_eq!(
+        s3.list_all(&bucket).await,
+        before,
+        "a dry run deletes nothing"
+    );
+
+    // The sweep, through the durable path.
+    let out = env
+        .lethe(&["schedule", "run", "diagnostics", "--json"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs[0]["state"], "done", "{runs:#}");
+    assert_eq!(runs[0]["removed"], 4, "{runs:#}");
+    assert_eq!(runs[0]["failed"], 0, "{runs:#}");
+    let run_id = runs[0]["run_id"].as_str().unwrap().to_string();
+
+    let left: BTreeSet<String> = s3
+        .list_all(&bucket)
+        .await
+        .into_iter()
+        .map(|l| l.key)
+        .collect();
+    let want: BTreeSet<String> = ["diag/report.csv", "diag/fresh.log", "other/keep.log"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    assert_eq!(left, want, "only old versions under the prefix are gone");
+    assert_eq!(s3.list_all(&bucket).await.len(), 3);
+
+    let out = env
+        .lethe(&["report", "sweep", &run_id, "--format", "json"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        !text.contains("jane"),
+        "the certificate keeps no names: {text}"
+    );
+    assert!(!text.contains("boot.log"), "the certificate keeps no names");
+    let cert: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(cert["removed"], 4);
+    assert_eq!(cert["listed"], 4);
+    assert_eq!(cert["unconfirmed"], 0);
+    assert_eq!(cert["removed_by_kind"]["version"], 4);
+    assert_eq!(cert["processor"], "backups");
+    assert!(cert["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["state"] == "removed" && i["evidence"]["deleted"] == true));
+    for format in ["text", "html"] {
+        let out = env
+            .lethe(&["report", "sweep", &run_id, "--format", format])
+            .await;
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("jane"));
+    }
+}
+
+// ---------------------------------------------------------------- Zendesk
+
+/// Tickets: id → (status, updated_at). Refused ids fail in the delete job.
+#[derive(Default)]
+struct Desk {
+    tickets: std::collections::BTreeMap<u64, (&'static str, String)>,
+    refused: BTreeSet<u64>,
+    jobs: std::collections::BTreeMap<String, (Vec<u64>, u32)>,
+    searches: Vec<String>,
+}
+
+struct DeskFake(Arc<Mutex<Desk>>);
+
+impl Respond for DeskFake {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let mut d = self.0.lock().unwrap();
+        let p = req.url.path().to_string();
+        let q: std::collections::HashMap<String, String> =
+            req.url.query_pairs().into_owned().collect();
+        if req.method.as_str() == "GET" && p == "/api/v2/search.json" {
+            // `type:ticket status:closed updated<2026-…Z`
+            let query = q.get("query").cloned().unwrap_or_default();
+            d.searches.push(query.clone());
+            let mut parts = query.split(' ');
+            let (ty, st, up) = (parts.next(), parts.next(), parts.next());
+            if ty != Some("type:ticket") {
+                return ResponseTemplate::new(400).set_body_json(json!({"error": "bad query"}));
+            }
+            let status = st.and_then(|s| s.strip_prefix("status:")).unwrap_or("");
+            let before = up.and_then(|s| s.strip_prefix("updated<")).unwrap_or("");
+            let results: Vec<Value> = d
+                .tickets
+                .iter()
+                .filter(|(_, (s, u))| *s == status && u.as_str() < before)
+                .map(|(id, (s, u))| {
+                    json!({"id": id, "result_type": "ticket", "status": s, "updated_at": u, "subject": "Invoice for jane.doe@example.com"})
+                })
+                .collect();
+            return ResponseTemplate::new(200).set_body_json(
+                json!({"results": results, "next_page": null, "previous_page": null, "count": results.len()}),
+            );
+        }
+        if req.method.as_str() == "DELETE" && p == "/api/v2/tickets/destroy_many.json" {
+            let ids: Vec<u64> = q
+                .get("ids")
+                .map(|s| s.split(',').filter_map(|i| i.parse().ok()).collect())
+                .unwrap_or_default();
+            if ids.is_empty() || ids.len() > 100 {
+                return ResponseTemplate::new(400).set_body_json(json!({"error": "InvalidValue"}));
+            }
+            let job = format!("J{}", d.jobs.len() + 1);
+            d.jobs.insert(job.clone(), (ids, 0));
+            return ResponseTemplate::new(200).set_body_json(json!({"job_status": {
+                "id": job, "status": "queued", "url": format!("/api/v2/job_statuses/{job}.json"),
+                "total": null, "progress": null, "results": null}}));
+        }
+        if let Some(job) = p
+            .strip_prefix("/api/v2/job_statuses/")
+            .and_then(|s| s.strip_suffix(".json"))
+        {
+            let Some((ids, polls)) = d.jobs.get(job).cloned() else {
+                return ResponseTemplate::new(404)
+                    .set_body_json(json!({"error": "RecordNotFound", "description": "Not found"}));
+            };
+            d.jobs.insert(job.to_string(), (ids.clone(), polls + 1));
+            if polls == 0 {
+                return ResponseTemplate::new(200).set_body_json(
+                    json!({"job_status": {"id": job, "status": "working", "results": null}}),
+                );
+            }
+            let mut results = vec![];
+            for id in ids {
+                if d.refused.contains(&id) {
+                    results.push(json!({"id": id, "index": 0, "error": "TicketDeleteFailed", "details": "Ticket for jane.doe@example.com is locked"}));
+                } else {
+                    d.tickets.remove(&id);
+                    results.push(
+                        json!({"id": id, "action": "delete", "success": true, "status": "Deleted"}),
+                    );
+                }
+            }
+            return ResponseTemplate::new(200).set_body_json(
+                json!({"job_status": {"id": job, "status": "completed", "total": results.len(), "results": results}}),
+            );
+        }
+        ResponseTemplate::new(404)
+            .set_body_json(json!({"error": "InvalidEndpoint", "description": "Not found"}))
+    }
+}
+
+async fn desk(
+    tickets: &[(u64, &'static str, &str)],
+    refused: &[u64],
+) -> (MockServer, Arc<Mutex<Desk>>) {
+    let server = MockServer::start().await;
+    let mut d = Desk::default();
+    for (id, st, up) in tickets {
+        d.tickets.insert(*id, (st, up.to_string()));
+    }
+    d.refused = refused.iter().copied().collect();
+    let state = Arc::new(Mutex::new(d));
+    for (m, p) in [
+        ("GET", "/api/v2/search.json"),
+        ("DELETE", "/api/v2/tickets/destroy_many.json"),
+    ] {
+        Mock::given(method(m))
+            .and(path(p))
+            .respond_with(DeskFake(Arc::clone(&state)))
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/api/v2/job_statuses/[A-Za-z0-9]+\.json$"))
+        .respond_with(DeskFake(Arc::clone(&state)))
+        .mount(&server)
+        .await;
+    (server, state)
+}
+
+fn zendesk_processor(base: &str) -> String {
+    format!(
+        "[[processor]]\nname = \"helpdesk\"\nconnector = \"zendesk\"\nbase_url = \"{base}\"\n\
+         settings = {{ agent_email = \"agent@example.com\" }}\nsecrets = {{ api_token = \"ZENDESK_API_TOKEN\" }}\n"
+    )
+}
+
+fn recent() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+async fn a_zendesk_sweep_deletes_old_closed_tickets_with_the_documented_calls_and_a_refusal_is_recorded_as_failed(
+    backend: Backend,
+) {
+    let now = recent();
+    let (server, state) = desk(
+        &[
+            (101, "closed", "2020-01-05T10:00:00Z"),
+            (102, "closed", "2021-03-01T10:00:00Z"),
+            (103, "closed", "2020-06-01T10:00:00Z"),
+            (104, "closed", &now),
+            (105, "open", "2019-01-01T10:00:00Z"),
+        ],
+        &[103],
+    )
+    .await;
+    let env = env_with(
+        backend,
+        &zendesk_processor(&server.uri()),
+        "[[schedule]]\nname = \"old-tickets\"\nselect = [\"category:ticketing\"]\nolder_than = \"180d\"\nevery = \"1d\"\n",
+    )
+    .await;
+
+    let out = env
+        .lethe(&["schedule", "run", "old-tickets", "--dry-run"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("3 item(s)"), "{text}");
+    assert!(!text.contains("jane"), "{text}");
+    assert_eq!(
+        state.lock().unwrap().tickets.len(),
+        5,
+        "a dry run deletes nothing"
+    );
+
+    // Exit 1: one ticket was refused.
+    let out = env
+        .lethe(&["schedule", "run", "old-tickets", "--json"])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs[0]["state"], "done", "{runs:#}");
+    assert_eq!(runs[0]["listed"], 3, "{runs:#}");
+    assert_eq!(runs[0]["removed"], 2, "{runs:#}");
+    assert_eq!(runs[0]["failed"], 1, "{runs:#}");
+    let run_id = runs[0]["run_id"].as_str().unwrap().to_string();
+    let left: Vec<u64> = state.lock().unwrap().tickets.keys().copied().collect();
+    assert_eq!(left, vec![103, 104, 105]);
+
+    // Exactly the documented calls, authenticated.
+    let calls: Vec<(String, String)> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert!(
+                r.headers
+                    .get("authorization")
+                    .is_some_and(|v| v.to_str().unwrap_or("").starts_with("Basic ")),
+                "every call authenticates"
+            );
+            (r.method.to_string(), r.url.path().to_string())
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        vec![
+            ("GET".to_string(), "/api/v2/search.json".to_string()),
+            ("GET".to_string(), "/api/v2/search.json".to_string()),
+            (
+                "DELETE".to_string(),
+                "/api/v2/tickets/destroy_many.json".to_string()
+            ),
+            (
+                "GET".to_string(),
+                "/api/v2/job_statuses/J1.json".to_string()
+            ),
+            (
+                "GET".to_string(),
+                "/api/v2/job_statuses/J1.json".to_string()
+            ),
+        ]
+    );
+    let reqs = server.received_requests().await.unwrap();
+    let ids = reqs[2]
+        .url
+        .query_pairs()
+        .find(|(k, _)| k == "ids")
+        .map(|(_, v)| v.to_string());
+    assert_eq!(ids.as_deref(), Some("101,102,103"));
+    let search = state.lock().unwrap().searches[0].clone();
+    assert!(
+        search.starts_with("type:ticket status:closed updated<"),
+        "{search}"
+    );
+
+    let cert = env
+        .json(&["report", "sweep", &run_id, "--format", "json"])
+        .await;
+    let text = cert.to_string();
+    assert!(
+        !text.contains("jane"),
+        "no ticket text in the certificate: {text}"
+    );
+    assert!(!text.contains("locked"), "no processor free text: {text}");
+    let items = cert["items"].as_array().unwrap();
+    let state_of = |id: &str| {
+        items
+            .iter()
+            .find(|i| i["reference"] == id)
+            .map(|i| i["state"].as_str().unwrap().to_string())
+    };
+    assert_eq!(state_of("101").as_deref(), Some("removed"));
+    assert_eq!(state_of("102").as_deref(), Some("removed"));
+    assert_eq!(state_of("103").as_deref(), Some("failed"));
+    let failed = items.iter().find(|i| i["reference"] == "103").unwrap();
+    assert_eq!(failed["evidence"]["error"], "TicketDeleteFailed");
+
+    // The next period: nothing new; the refused ticket is tried again and
+    // counted in that run only.
+    let out = env
+        .lethe(&["schedule", "run", "old-tickets", "--json"])
+        .await;
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs[0]["listed"], 1, "{runs:#}");
+    assert_eq!(runs[0]["removed"], 0, "{runs:#}");
+    assert_eq!(runs[0]["failed"], 1, "{runs:#}");
+
+    // The period report's retention section adds the runs up.
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let r = env
+        .json(&[
+            "report", "--from", &today, "--to", &today, "--format", "json",
+        ])
+        .await;
+    let s = &r["retention_sweeps"][0];
+    assert_eq!(s["schedule"], "old-tickets", "{r:#}");
+    assert_eq!(s["processor"], "helpdesk");
+    assert_eq!(s["runs"], 2);
+    assert_eq!(s["items_removed"], 2);
+    assert_eq!(s["items_failed"], 2);
+    let out = env
+        .lethe(&["report", "--from", &today, "--to", &today])
+        .await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Retention sweeps"));
+}
+
+async fn a_schedule_is_durable_and_runs_again_only_once_its_period_has_passed(backend: Backend) {
+    let (server, state) = desk(
+        &[
+            (201, "closed", "2020-01-05T10:00:00Z"),
+            (202, "closed", "2020-02-05T10:00:00Z"),
+        ],
+        &[],
+    )
+    .await;
+    let env = env_with(
+        backend,
+        &zendesk_processor(&server.uri()),
+        "[[schedule]]\nname = \"tickets\"\nselect = [\"helpdesk\"]\nolder_than = \"30d\"\nevery = \"4s\"\n",
+    )
+    .await;
+    // A new schedule is due at once.
+    let out = env.lethe(&["run", "--until-idle"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(state.lock().unwrap().tickets.is_empty());
+    let list = env.json(&["schedule", "list", "--json"]).await;
+    let first = list[0]["last_run"]["id"].as_str().unwrap().to_string();
+    assert_eq!(list[0]["last_run"]["removed"], 2, "{list:#}");
+    assert_eq!(list[0]["last_run"]["started_by"], "schedule");
+    assert_eq!(list[0]["every"], "4.0s");
+
+    // Before `every` has elapsed: nothing runs.
+    let out = env.lethe(&["run", "--until-idle"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        state.lock().unwrap().searches.len(),
+        1,
+        "no second search yet"
+    );
+    let list = env.json(&["schedule", "list", "--json"]).await;
+    assert_eq!(list[0]["last_run"]["id"], first.as_str());
+
+    // After it: the next run, which finds nothing new.
+    tokio::time::sleep(std::time::Duration::from_millis(4200)).await;
+    let out = env.lethe(&["run", "--until-idle"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(state.lock().unwrap().searches.len(), 2);
+    let list = env.json(&["schedule", "list", "--json"]).await;
+    assert_ne!(list[0]["last_run"]["id"], first.as_str());
+    assert_eq!(list[0]["last_run"]["state"], "done");
+    assert_eq!(list[0]["last_run"]["listed"], 0);
+    assert_eq!(list[0]["last_run"]["removed"], 0);
+}
+
+/// A worker that dies mid-run (lease taken, items listed, no answer recorded):
+/// the run is taken over after its lease expires, finished once, and nothing
+/// is counted twice or claimed without the processor's answer.
+async fn a_sweep_cut_short_by_a_crash_is_taken_over_and_counted_once(backend: Backend) {
+    let (server, state) = desk(
+        &[
+            (301, "closed", "2020-01-05T10:00:00Z"),
+            (302, "closed", "2020-02-05T10:00:00Z"),
+        ],
+        &[],
+    )
+    .await;
+    let env = env_with(
+        backend,
+        &zendesk_processor(&server.uri()),
+        "[[schedule]]\nname = \"tickets\"\nselect = [\"helpdesk\"]\nolder_than = \"30d\"\nevery = \"1d\"\n",
+    )
+    .await;
+    // Create the schedule row (`schedule list` syncs the config).
+    env.json(&["schedule", "list", "--json"]).await;
+    // A worker starts the due run and records what it listed, then dies.
+    let store = env.store().await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let started = store.start_due_sweeps(now, None).await.unwrap();
+    assert_eq!(started.len(), 1);
+    let claimed = store
+        .claim_sweep_runs("dead-worker", now, 300, 10, None)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let dead = &claimed[0];
+    let items = vec![lethe::store::sweep::NewSweepItem {
+        item_hash: "hash-of-an-item-the-dead-worker-listed".into(),
+        kind: "ticket".into(),
+        reference: Some("999".into()),
+        size: None,
+        modified_at: None,
+    }];
+    assert!(store
+        .record_sweep_items(&dead.id, dead.lease_token, items, now)
+        .await
+        .unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+
+    // The schedule is not due again, but the abandoned run is taken over.
+    let out = env.lethe(&["run", "--until-idle"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(state.lock().unwrap().tickets.is_empty());
+    let run = store.sweep_run(&dead.id).await.unwrap().unwrap();
+    assert_eq!(run.state, "done");
+    assert_eq!(run.attempts, 2);
+    assert_eq!(run.removed, 2, "each ticket counted once");
+    assert_eq!(run.failed, 0);
+    assert_eq!(
+        run.unconfirmed(),
+        1,
+        "the dead worker's item has no answer: unconfirmed, never removed"
+    );
+    // The dead worker's token is fenced out.
+    assert!(!store
+        .record_sweep_results(
+            &dead.id,
+            dead.lease_token,
+            vec![lethe::store::sweep::SweepItemResult {
+                item_hash: "hash-of-an-item-the-dead-worker-listed".into(),
+                removed: true,
+                evidence: json!({}),
+            }],
+            now,
+        )
+        .await
+        .unwrap());
+    assert_eq!(store.sweep_run(&dead.id).await.unwrap().unwrap().removed, 2);
+}
+
+on_both_backends!(
+    an_s3_sweep_removes_only_old_versions_under_the_prefix_and_its_certificate_counts_them,
+    a_zendesk_sweep_deletes_old_closed_tickets_with_the_documented_calls_and_a_refusal_is_recorded_as_failed,
+    a_schedule_is_durable_and_runs_again_only_once_its_period_has_passed,
+    a_sweep_cut_short_by_a_crash_is_taken_over_and_counted_once,
+);
+
+#[tokio::test]
+async fn check_names_the_file_and_key_of_a_bad_schedule() {
+    let (server, _) = desk(&[], &[]).await;
+    for (schedule, key, reason) in [
+        (
+            "[[schedule]]\nname = \"t\"\nselect = [\"helpdesk\"]\nolder_than = \"soon\"\nevery = \"1d\"\n",
+            "line",
+            "soon",
+        ),
+        (
+            "[[schedule]]\nname = \"t\"\nselect = [\"helpdesk\"]\nolder_than = \"30d\"\nevery = \"1d\"\nstatus = \"open\"\n",
+            "schedule[0].status",
+            "open",
+        ),
+        (
+            "[[schedule]]\nname = \"t\"\nselect = [\"nobody\"]\nolder_than = \"30d\"\nevery = \"1d\"\n",
+            "schedule[0].select[0]",
+            "nobody",
+        ),
+        (
+            "[[schedule]]\nname = \"t\"\nselect = [\"category:mailing_list\"]\nolder_than = \"30d\"\nevery = \"1d\"\n",
+            "schedule[0].select",
+            "can sweep",
+        ),
+    ] {
+        let env = env_with(Backend::Sqlite, &zendesk_processor(&server.uri()), schedule).await;
+        let out = env.lethe(&["check", "--json"]).await;
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("retention"), "names the file: {err}");
+        assert!(err.contains(key), "names the key {key}: {err}");
+        assert!(err.contains(reason), "says what is wrong ({reason}): {err}");
+        let out = env.lethe(&["schedule", "list"]).await;
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        assert!(!env.dir.path().join("lethe.db").exists(), "nothing written");
+    }
+}
