@@ -22,6 +22,7 @@
 //! permanent one fails it, with the items proven so far kept.
 
 use super::{Engine, EngineError};
+use crate::connectors::lease::Lease;
 use crate::connectors::sweep::{mask_name, SweepCandidate, SweepQuery};
 use crate::connectors::{ConnectorError, ErrorClass};
 use crate::store::sweep::{NewSweepItem, ScheduleSpec, SweepEnd, SweepItemResult, SweepRunRow};
@@ -130,6 +131,7 @@ impl Engine {
         let mut done = Vec::new();
         loop {
             let now = ms(Utc::now());
+            let before_claim = std::time::Instant::now();
             let claimed = self
                 .store
                 .claim_sweep_runs(&self.worker_id, now, lease_ms, 1, only)
@@ -138,7 +140,7 @@ impl Engine {
                 break;
             };
             let id = run.id.clone();
-            self.execute_sweep(run, lease_ms).await?;
+            self.execute_sweep(run, lease_ms, before_claim).await?;
             if let Some(row) = self.store.sweep_run(&id).await? {
                 done.push(row);
             }
@@ -200,6 +202,7 @@ impl Engine {
         self: &Arc<Self>,
         run: SweepRunRow,
         lease_ms: i64,
+        before_claim: std::time::Instant,
     ) -> Result<(), EngineError> {
         let token = run.lease_token;
         let id = run.id.clone();
@@ -236,18 +239,26 @@ impl Engine {
                 .await?;
             return Ok(());
         };
-        // Keep the lease while the run works.
+        // Keep the lease while the run works; every call is sent only while
+        // the lease covers it (`connectors::lease`), so a stalled worker whose
+        // run was taken over sends nothing more.
+        let length = Duration::from_millis(u64::try_from(lease_ms).unwrap_or(60_000));
+        let held = Lease::until(before_claim + length);
         let beat = {
             let store = Arc::clone(&self.store);
             let id = id.clone();
+            let held = held.clone();
             tokio::spawn(async move {
-                let every =
-                    Duration::from_millis(u64::try_from(lease_ms / 3).unwrap_or(1000).max(200));
+                let every = (length / 3).max(Duration::from_millis(200));
                 loop {
                     tokio::time::sleep(every).await;
+                    let before = std::time::Instant::now();
                     match store.sweep_heartbeat(&id, token, lease_ms).await {
-                        Ok(true) => {}
-                        _ => break,
+                        Ok(true) => held.extend(before + length),
+                        _ => {
+                            held.lose();
+                            break;
+                        }
                     }
                 }
             })
@@ -257,7 +268,10 @@ impl Engine {
             cutoff_ms: run.cutoff_at,
             settings: &settings,
         };
-        let result = self.sweep_steps(&run, connector.as_ref(), &q).await;
+        let result = held
+            .clone()
+            .scope(self.sweep_steps(&run, connector.as_ref(), &q))
+            .await;
         beat.abort();
         let now = ms(Utc::now());
         let end = match result {
@@ -270,6 +284,7 @@ impl Engine {
                 _ if run.attempts >= MAX_SWEEP_ATTEMPTS => SweepEnd::Failed {
                     error: format!("{} (gave up after {} attempts)", e.message, run.attempts),
                 },
+                _ if held.is_lost() => return Ok(()),
                 _ => {
                     let backoff = e.retry_after.unwrap_or_else(|| {
                         Duration::from_secs(
@@ -277,7 +292,10 @@ impl Engine {
                         )
                     });
                     SweepEnd::Retry {
-                        run_at: now + i64::try_from(backoff.as_millis()).unwrap_or(3_600_000),
+                        run_at: now
+                            + i64::try_from(backoff.as_millis())
+                                .unwrap_or(3_600_000)
+                                .max(1000),
                         error: e.message,
                     }
                 }

@@ -420,6 +420,16 @@ async fn a_zendesk_sweep_deletes_old_closed_tickets_with_the_documented_calls_an
         .lethe(&["report", "--from", &today, "--to", &today])
         .await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("Retention sweeps"));
+
+    // Sweep events are in the audit chain, which still verifies.
+    let out = env.lethe(&["audit", "verify"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let events = env.store().await.events(0, 1000).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    for k in ["sweep.scheduled", "sweep.started", "sweep.finished"] {
+        assert!(kinds.contains(&k), "{k} in {kinds:?}");
+    }
+    assert!(events.iter().all(|e| !e.detail.to_string().contains("jane")));
 }
 
 async fn a_schedule_is_durable_and_runs_again_only_once_its_period_has_passed(backend: Backend) {
