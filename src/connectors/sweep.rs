@@ -11,7 +11,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// The sweeps HTTP connectors can name with `sweep = "…"` in their definition.
-pub const HTTP_SWEEPS: [&str; 1] = ["zendesk_tickets"];
+pub const HTTP_SWEEPS: [&str; 2] = ["zendesk_tickets", "dropbox_files"];
 
 /// What to sweep.
 #[derive(Debug, Clone)]

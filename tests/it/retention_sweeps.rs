@@ -429,7 +429,9 @@ async fn a_zendesk_sweep_deletes_old_closed_tickets_with_the_documented_calls_an
     for k in ["sweep.scheduled", "sweep.started", "sweep.finished"] {
         assert!(kinds.contains(&k), "{k} in {kinds:?}");
     }
-    assert!(events.iter().all(|e| !e.detail.to_string().contains("jane")));
+    assert!(events
+        .iter()
+        .all(|e| !e.detail.to_string().contains("jane")));
 }
 
 async fn a_schedule_is_durable_and_runs_again_only_once_its_period_has_passed(backend: Backend) {
@@ -555,11 +557,215 @@ async fn a_sweep_cut_short_by_a_crash_is_taken_over_and_counted_once(backend: Ba
     assert_eq!(store.sweep_run(&dead.id).await.unwrap().unwrap().removed, 2);
 }
 
+// ---------------------------------------------------------------- Dropbox
+
+#[derive(Default)]
+struct Box_ {
+    /// id → (path_lower, server_modified)
+    files: std::collections::BTreeMap<&'static str, (&'static str, String)>,
+    refused: BTreeSet<&'static str>,
+    jobs: std::collections::BTreeMap<String, (Vec<String>, u32)>,
+    delete_bodies: Vec<Value>,
+}
+
+struct BoxFake(Arc<Mutex<Box_>>);
+
+impl Respond for BoxFake {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let mut b = self.0.lock().unwrap();
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let entry = |id: &str, p: &str, m: &str| json!({".tag": "file", "id": id, "name": p.rsplit('/').next(), "path_lower": p, "path_display": p, "server_modified": m, "client_modified": m, "size": 1024, "rev": "015f1b2c3d4e5f6000000011"});
+        match req.url.path() {
+            "/2/files/list_folder" => {
+                if body["path"] != "/logs" || body["recursive"] != true {
+                    return ResponseTemplate::new(409).set_body_json(json!({"error_summary": "path/not_found/..", "error": {".tag": "path", "path": {".tag": "not_found"}}}));
+                }
+                let mut entries = vec![
+                    json!({".tag": "folder", "id": "id:F", "name": "sub", "path_lower": "/logs/sub", "path_display": "/logs/sub"}),
+                ];
+                for (id, (p, m)) in b
+                    .files
+                    .iter()
+                    .filter(|(_, (p, _))| !p.starts_with("/logs/sub/"))
+                {
+                    entries.push(entry(id, p, m));
+                }
+                ResponseTemplate::new(200).set_body_json(
+                    json!({"entries": entries, "cursor": "AAE_page2", "has_more": true}),
+                )
+            }
+            "/2/files/list_folder/continue" => {
+                if body["cursor"] != "AAE_page2" {
+                    return ResponseTemplate::new(409).set_body_json(
+                        json!({"error_summary": "reset/..", "error": {".tag": "reset"}}),
+                    );
+                }
+                let entries: Vec<Value> = b
+                    .files
+                    .iter()
+                    .filter(|(_, (p, _))| p.starts_with("/logs/sub/"))
+                    .map(|(id, (p, m))| entry(id, p, m))
+                    .collect();
+                ResponseTemplate::new(200).set_body_json(
+                    json!({"entries": entries, "cursor": "AAE_end", "has_more": false}),
+                )
+            }
+            "/2/files/delete_batch" => {
+                b.delete_bodies.push(body.clone());
+                let ids: Vec<String> = body["entries"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|e| e["path"].as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let job = format!("dbjid:{}", b.jobs.len() + 1);
+                b.jobs.insert(job.clone(), (ids, 0));
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({".tag": "async_job_id", "async_job_id": job}))
+            }
+            "/2/files/delete_batch/check" => {
+                let job = body["async_job_id"].as_str().unwrap_or("").to_string();
+                let Some((ids, polls)) = b.jobs.get(&job).cloned() else {
+                    return ResponseTemplate::new(409).set_body_json(json!({"error_summary": "invalid_async_job_id/..", "error": {".tag": "invalid_async_job_id"}}));
+                };
+                b.jobs.insert(job, (ids.clone(), polls + 1));
+                if polls == 0 {
+                    return ResponseTemplate::new(200)
+                        .set_body_json(json!({".tag": "in_progress"}));
+                }
+                let mut entries = vec![];
+                for id in ids {
+                    if b.refused.contains(id.as_str()) {
+                        entries.push(json!({".tag": "failure", "failure": {".tag": "path_write", "path_write": {".tag": "no_write_permission"}}}));
+                    } else if let Some((p, m)) = b.files.remove(id.as_str()) {
+                        entries.push(json!({".tag": "success", "metadata": entry(&id, p, &m)}));
+                    } else {
+                        entries.push(json!({".tag": "failure", "failure": {".tag": "path_lookup", "path_lookup": {".tag": "not_found"}}}));
+                    }
+                }
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({".tag": "complete", "entries": entries}))
+            }
+            _ => ResponseTemplate::new(404).set_body_string("Unknown API function"),
+        }
+    }
+}
+
+async fn a_dropbox_sweep_deletes_old_files_under_the_folder_by_id_and_a_refusal_is_recorded_as_failed(
+    backend: Backend,
+) {
+    let server = MockServer::start().await;
+    let now = recent();
+    let mut b = Box_::default();
+    for (id, p, m) in [
+        (
+            "id:A",
+            "/logs/jane.doe@example.com.txt",
+            "2020-01-05T10:00:00Z",
+        ),
+        ("id:B", "/logs/boot.txt", "2020-02-05T10:00:00Z"),
+        ("id:C", "/logs/locked.txt", "2020-03-05T10:00:00Z"),
+        ("id:D", "/logs/fresh.txt", now.as_str()),
+        ("id:E", "/logs/sub/old.txt", "2021-01-05T10:00:00Z"),
+    ] {
+        b.files.insert(id, (p, m.to_string()));
+    }
+    b.refused.insert("id:C");
+    let state = Arc::new(Mutex::new(b));
+    Mock::given(method("POST"))
+        .and(path_regex(r"^/2/files/"))
+        .and(wiremock::matchers::header(
+            "authorization",
+            "Bearer sl.BzZaFx4g0uRhJ7cVd9bT",
+        ))
+        .respond_with(BoxFake(Arc::clone(&state)))
+        .mount(&server)
+        .await;
+    let mut env = env_with(
+        backend,
+        &format!(
+            "[[processor]]\nname = \"files\"\nconnector = \"dropbox\"\nbase_url = \"{}\"\n\
+             settings = {{ path = \"/customers/{{{{ subject.customer_id }}}}\" }}\nsecrets = {{ access_token = \"DROPBOX_TOKEN\" }}\n",
+            server.uri()
+        ),
+        "[[schedule]]\nname = \"logs\"\nselect = [\"files\"]\npath = \"/logs\"\nolder_than = \"90d\"\nevery = \"1d\"\n",
+    )
+    .await;
+    env.set_env("DROPBOX_TOKEN", "sl.BzZaFx4g0uRhJ7cVd9bT");
+
+    let out = env
+        .lethe(&["schedule", "run", "logs", "--dry-run", "--json"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!text.contains("jane"), "{text}");
+    let dry: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(dry["processors"][0]["count"], 4, "{dry:#}");
+    assert_eq!(
+        state.lock().unwrap().files.len(),
+        5,
+        "a dry run deletes nothing"
+    );
+    assert!(state.lock().unwrap().delete_bodies.is_empty());
+
+    let out = env.lethe(&["schedule", "run", "logs", "--json"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs[0]["state"], "done", "{runs:#}");
+    assert_eq!(runs[0]["listed"], 4, "{runs:#}");
+    assert_eq!(runs[0]["removed"], 3, "{runs:#}");
+    assert_eq!(runs[0]["failed"], 1, "{runs:#}");
+    let left: Vec<&str> = state.lock().unwrap().files.keys().copied().collect();
+    assert_eq!(left, vec!["id:C", "id:D"]);
+    // Deleted by id: no file name is sent again.
+    let bodies = state.lock().unwrap().delete_bodies.clone();
+    assert_eq!(bodies.len(), 1);
+    assert!(!bodies[0].to_string().contains("jane"), "{}", bodies[0]);
+    let calls: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.url.path().to_string())
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "/2/files/list_folder",
+            "/2/files/list_folder/continue",
+            "/2/files/list_folder",
+            "/2/files/list_folder/continue",
+            "/2/files/delete_batch",
+            "/2/files/delete_batch/check",
+            "/2/files/delete_batch/check",
+        ]
+    );
+    let run_id = runs[0]["run_id"].as_str().unwrap();
+    let cert = env
+        .json(&["report", "sweep", run_id, "--format", "json"])
+        .await;
+    assert!(!cert.to_string().contains("jane"));
+    assert!(!cert.to_string().contains("boot.txt"));
+    assert_eq!(cert["removed_by_kind"]["file"], 3);
+    let failed: Vec<&Value> = cert["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["state"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["reference"], "id:C");
+    assert_eq!(failed[0]["evidence"]["failure"], "path_write");
+}
+
 on_both_backends!(
     an_s3_sweep_removes_only_old_versions_under_the_prefix_and_its_certificate_counts_them,
     a_zendesk_sweep_deletes_old_closed_tickets_with_the_documented_calls_and_a_refusal_is_recorded_as_failed,
     a_schedule_is_durable_and_runs_again_only_once_its_period_has_passed,
     a_sweep_cut_short_by_a_crash_is_taken_over_and_counted_once,
+    a_dropbox_sweep_deletes_old_files_under_the_folder_by_id_and_a_refusal_is_recorded_as_failed,
 );
 
 #[tokio::test]

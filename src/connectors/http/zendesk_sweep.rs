@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 const JOB_POLLS: u32 = 20;
 
 impl HttpConnector {
-    fn sweep_call(&self, method: &str, path: &str) -> Result<Call, ConnectorError> {
+    pub(super) fn sweep_call(&self, method: &str, path: &str) -> Result<Call, ConnectorError> {
         let mut call: Call = toml::from_str(&format!("path = {:?}", path)).map_err(|e| {
             ConnectorError::permanent(format!("internal: cannot build a sweep call: {e}"))
         })?;
@@ -52,6 +52,16 @@ impl HttpConnector {
         if (200..300).contains(&status) || pass.contains(&status) {
             return Ok((status, serde_json::from_str(&body).ok()));
         }
+        Err(self.sweep_status_error(status, &headers, what))
+    }
+
+    /// A non-2xx answer to a sweep call, classified.
+    pub(super) fn sweep_status_error(
+        &self,
+        status: u16,
+        headers: &reqwest::header::HeaderMap,
+        what: &str,
+    ) -> ConnectorError {
         let p = &self.spec.name;
         let (class, message) = match status {
             429 => (
@@ -74,12 +84,12 @@ impl HttpConnector {
                 format!("processor `{p}` refused {what} (HTTP {status})"),
             ),
         };
-        Err(ConnectorError {
+        ConnectorError {
             class,
             message,
             status: Some(status),
-            retry_after: super::retry_after(&headers),
-        })
+            retry_after: super::retry_after(headers),
+        }
     }
 
     pub(super) async fn zendesk_sweep_list(
