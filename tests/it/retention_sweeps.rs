@@ -153,6 +153,8 @@ struct Desk {
     refused: BTreeSet<u64>,
     jobs: std::collections::BTreeMap<String, (Vec<u64>, u32)>,
     searches: Vec<String>,
+    /// Answer this many searches with 503.
+    unavailable: u32,
 }
 
 struct DeskFake(Arc<Mutex<Desk>>);
@@ -167,6 +169,10 @@ impl Respond for DeskFake {
             // `type:ticket status:closed updated<2026-…Z`
             let query = q.get("query").cloned().unwrap_or_default();
             d.searches.push(query.clone());
+            if d.unavailable > 0 {
+                d.unavailable -= 1;
+                return ResponseTemplate::new(503).set_body_string("Service Unavailable");
+            }
             let mut parts = query.split(' ');
             let (ty, st, up) = (parts.next(), parts.next(), parts.next());
             if ty != Some("type:ticket") {
@@ -760,12 +766,46 @@ async fn a_dropbox_sweep_deletes_old_files_under_the_folder_by_id_and_a_refusal_
     assert_eq!(failed[0]["evidence"]["failure"], "path_write");
 }
 
+async fn a_sweep_the_processor_cannot_answer_is_deferred_and_claims_nothing(backend: Backend) {
+    let (server, state) = desk(&[(401, "closed", "2020-01-05T10:00:00Z")], &[]).await;
+    state.lock().unwrap().unavailable = 1;
+    let env = env_with(
+        backend,
+        &zendesk_processor(&server.uri()),
+        "[[schedule]]\nname = \"tickets\"\nselect = [\"helpdesk\"]\nolder_than = \"30d\"\nevery = \"1d\"\n",
+    )
+    .await;
+    let out = env.lethe(&["schedule", "run", "tickets", "--json"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs[0]["state"], "pending", "deferred, not done: {runs:#}");
+    assert_eq!(runs[0]["removed"], 0);
+    assert!(
+        runs[0]["error"].as_str().unwrap().contains("503"),
+        "{runs:#}"
+    );
+    let run_id = runs[0]["run_id"].as_str().unwrap().to_string();
+    assert_eq!(state.lock().unwrap().tickets.len(), 1);
+    // The certificate of a deferred run claims nothing.
+    let cert = env
+        .json(&["report", "sweep", &run_id, "--format", "json"])
+        .await;
+    assert_eq!(cert["state"], "pending");
+    assert_eq!(cert["removed"], 0);
+    // Due again after the back-off (30s after a first 503), not before.
+    let store = env.store().await;
+    let row = store.sweep_run(&run_id).await.unwrap().unwrap();
+    assert!(row.run_at > row.created_at, "deferred to a later run_at");
+    assert_eq!(row.attempts, 1);
+}
+
 on_both_backends!(
     an_s3_sweep_removes_only_old_versions_under_the_prefix_and_its_certificate_counts_them,
     a_zendesk_sweep_deletes_old_closed_tickets_with_the_documented_calls_and_a_refusal_is_recorded_as_failed,
     a_schedule_is_durable_and_runs_again_only_once_its_period_has_passed,
     a_sweep_cut_short_by_a_crash_is_taken_over_and_counted_once,
     a_dropbox_sweep_deletes_old_files_under_the_folder_by_id_and_a_refusal_is_recorded_as_failed,
+    a_sweep_the_processor_cannot_answer_is_deferred_and_claims_nothing,
 );
 
 #[tokio::test]

@@ -193,10 +193,12 @@ impl HttpConnector {
                 };
                 (r, Some(job))
             }
-            _ => return Err(ConnectorError::transient(format!(
+            _ => {
+                return Err(ConnectorError::transient(format!(
                 "processor `{}` answered delete_batch with neither `complete` nor `async_job_id`",
                 self.spec.name
-            ))),
+            )))
+            }
         };
         if done.get(".tag").and_then(Value::as_str) != Some("complete") {
             // `failed` (e.g. too_many_write_operations): nothing proven either way.
