@@ -486,6 +486,12 @@ async fn a_schedule_is_durable_and_runs_again_only_once_its_period_has_passed(ba
     assert_eq!(list[0]["last_run"]["state"], "done");
     assert_eq!(list[0]["last_run"]["listed"], 0);
     assert_eq!(list[0]["last_run"]["removed"], 0);
+
+    // `check` shows the schedule it validated.
+    let check = env.json(&["check", "--json"]).await;
+    assert_eq!(check["schedules"][0]["name"], "tickets", "{check:#}");
+    assert_eq!(check["schedules"][0]["processor"], "helpdesk");
+    assert_eq!(check["schedules"][0]["every_ms"], 4000);
 }
 
 /// A worker that dies mid-run (lease taken, items listed, no answer recorded):
