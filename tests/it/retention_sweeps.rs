@@ -805,6 +805,65 @@ async fn a_sweep_the_processor_cannot_answer_is_deferred_and_claims_nothing(back
     assert_eq!(row.attempts, 1);
 }
 
+async fn the_daemon_runs_due_schedules_and_wakes_for_the_next_period(backend: Backend) {
+    let (server, state) = desk(&[(501, "closed", "2020-01-05T10:00:00Z")], &[]).await;
+    let env = env_with(
+        backend,
+        &format!(
+            "[worker]\nidle_poll = \"200ms\"\n\n{}",
+            zendesk_processor(&server.uri())
+        ),
+        "[[schedule]]\nname = \"tickets\"\nselect = [\"helpdesk\"]\nolder_than = \"30d\"\nevery = \"1s\"\n",
+    )
+    .await;
+    let mut daemon = env
+        .command(&["daemon"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn daemon");
+    // Wait (up to 30s) for the first run and then for a later period's run.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (left, searches) = {
+            let d = state.lock().unwrap();
+            (d.tickets.len(), d.searches.len())
+        };
+        if left == 0 && searches >= 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not sweep: {left} ticket(s) left, {searches} search(es)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let pid = daemon.id().expect("pid").to_string();
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), daemon.wait())
+        .await
+        .expect("the daemon stops on SIGTERM")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+    let runs = env
+        .store()
+        .await
+        .sweep_runs_between(0, i64::MAX)
+        .await
+        .unwrap();
+    assert!(runs.len() >= 3, "{runs:?}");
+    assert!(runs.iter().all(|r| r.state == "done"), "{runs:?}");
+    assert_eq!(
+        runs.iter().map(|r| r.removed).sum::<i64>(),
+        1,
+        "removed once"
+    );
+}
+
 on_both_backends!(
     an_s3_sweep_removes_only_old_versions_under_the_prefix_and_its_certificate_counts_them,
     a_zendesk_sweep_deletes_old_closed_tickets_with_the_documented_calls_and_a_refusal_is_recorded_as_failed,
@@ -812,6 +871,7 @@ on_both_backends!(
     a_sweep_cut_short_by_a_crash_is_taken_over_and_counted_once,
     a_dropbox_sweep_deletes_old_files_under_the_folder_by_id_and_a_refusal_is_recorded_as_failed,
     a_sweep_the_processor_cannot_answer_is_deferred_and_claims_nothing,
+    the_daemon_runs_due_schedules_and_wakes_for_the_next_period,
 );
 
 #[tokio::test]
