@@ -313,7 +313,16 @@ impl Engine {
         q: &SweepQuery<'_>,
     ) -> Result<Option<()>, Failure> {
         let token = run.lease_token;
-        let items = connector.sweep_list(q).await.map_err(Failure::Connector)?;
+        // One slot of the processor's concurrency (and one rate token) per
+        // listing and per delete batch, shared with the steps of requests.
+        let limit = self.limits.get(&run.processor).cloned();
+        let items = {
+            let _permit = match &limit {
+                Some(l) => l.acquire().await,
+                None => None,
+            };
+            connector.sweep_list(q).await.map_err(Failure::Connector)?
+        };
         let hashes: Vec<String> = items
             .iter()
             .map(|c| self.item_hash(&run.processor, &c.name))
@@ -340,10 +349,16 @@ impl Engine {
         }
         let batch = connector.sweep_batch().max(1);
         for chunk in items.chunks(batch) {
-            let outcomes = connector
-                .sweep_delete(q, chunk)
-                .await
-                .map_err(Failure::Connector)?;
+            let outcomes = {
+                let _permit = match &limit {
+                    Some(l) => l.acquire().await,
+                    None => None,
+                };
+                connector
+                    .sweep_delete(q, chunk)
+                    .await
+                    .map_err(Failure::Connector)?
+            };
             let results: Vec<SweepItemResult> = outcomes
                 .into_iter()
                 .filter(|o| chunk.iter().any(|c| c.name == o.name))
