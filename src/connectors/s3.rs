@@ -907,13 +907,9 @@ impl S3Connector {
             })
             .collect();
         // Verbose mode: every deleted version is named in the answer (the proof).
-        let (body, md5) = delete_body(&entries)?;
+        let (body, _) = delete_body(&entries)?;
         let body = body.replacen("<Quiet>true</Quiet>", "<Quiet>false</Quiet>", 1);
-        let md5 = if body.contains("<Quiet>false</Quiet>") {
-            base64::engine::general_purpose::STANDARD.encode(Md5::digest(body.as_bytes()))
-        } else {
-            md5
-        };
+        let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(body.as_bytes()));
         let path = format!("/{}", self.bucket);
         let r = self
             .send(
