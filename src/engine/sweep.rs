@@ -67,7 +67,8 @@ fn masked(c: &SweepCandidate) -> String {
 }
 
 impl Engine {
-    /// Write the configured schedules into the store (new ones are due now).
+    /// Make the store's schedules the configured ones (new ones are due now;
+    /// removed ones stop).
     pub async fn sync_schedules(&self) -> Result<(), EngineError> {
         let specs: Vec<ScheduleSpec> = self
             .config
@@ -81,9 +82,6 @@ impl Engine {
                 every_ms: i64::try_from(sc.every.get().as_millis()).unwrap_or(i64::MAX),
             })
             .collect();
-        if specs.is_empty() {
-            return Ok(());
-        }
         self.store.sync_schedules(specs, ms(Utc::now())).await?;
         Ok(())
     }

@@ -169,8 +169,10 @@ pub enum SweepEnd {
 /// Sweep storage (every [`Store`](super::Store) has it).
 #[async_trait]
 pub trait SweepStore: Send + Sync {
-    /// Insert missing schedules (first run due at `now`) and refresh the
-    /// durations of existing ones; `next_run_at` of an existing one is kept.
+    /// Make the stored schedules the configured ones: insert missing ones
+    /// (first run due at `now`), refresh the durations of existing ones
+    /// (their `next_run_at` is kept), and drop those no longer configured
+    /// (their runs stay).
     async fn sync_schedules(&self, specs: Vec<ScheduleSpec>, now: Millis)
         -> Result<(), StoreError>;
     /// Every stored schedule, by name then processor.
@@ -329,6 +331,19 @@ macro_rules! impl_sweep_store {
             impl SweepStore for $store {
                 async fn sync_schedules(&self, specs: Vec<ScheduleSpec>, now: Millis) -> Result<(), StoreError> {
                     let mut tx = $begin(&self.pool).await?;
+                    // A schedule no longer in the config stops (its runs stay as evidence).
+                    let stored: Vec<(String, String)> = sqlx::query_as("SELECT name, processor FROM schedules")
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    for (name, processor) in stored {
+                        if !specs.iter().any(|s| s.name == name && s.processor == processor) {
+                            sqlx::query("DELETE FROM schedules WHERE name = $1 AND processor = $2")
+                                .bind(&name)
+                                .bind(&processor)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                    }
                     for s in specs {
                         sqlx::query(
                             "INSERT INTO schedules (name, processor, workflow, older_than_ms, every_ms, next_run_at, updated_at) \

@@ -492,6 +492,20 @@ async fn a_schedule_is_durable_and_runs_again_only_once_its_period_has_passed(ba
     assert_eq!(check["schedules"][0]["name"], "tickets", "{check:#}");
     assert_eq!(check["schedules"][0]["processor"], "helpdesk");
     assert_eq!(check["schedules"][0]["every_ms"], 4000);
+
+    // A schedule taken out of the config stops; its runs stay as evidence.
+    std::fs::write(env.dir.path().join("workflows/retention.toml"), ERASURE).unwrap();
+    let list = env.json(&["schedule", "list", "--json"]).await;
+    assert_eq!(list, json!([]));
+    let out = env.lethe(&["run", "--until-idle"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let store = env.store().await;
+    assert!(store.list_schedules().await.unwrap().is_empty());
+    assert_eq!(
+        store.sweep_runs_between(0, i64::MAX).await.unwrap().len(),
+        2
+    );
+    assert!(store.next_sweep_wake().await.unwrap().is_none());
 }
 
 /// A worker that dies mid-run (lease taken, items listed, no answer recorded):
