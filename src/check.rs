@@ -718,6 +718,7 @@ pub async fn run(config: Config, json: bool, timeout: Duration) -> anyhow::Resul
             "key": keys.as_ref().err(),
             "processors": probes.iter().map(probe_json).collect::<Vec<_>>(),
             "problems": problems,
+            "schedules": schedules_json(&e.config),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -732,6 +733,15 @@ pub async fn run(config: Config, json: bool, timeout: Duration) -> anyhow::Resul
         }
         for p in &probes {
             println!("{:<18} {}", p.processor, describe(p));
+        }
+        for (sc, p, wf) in e.config.schedules() {
+            println!(
+                "schedule {} @ {}: every {}, removes what is older than {} (workflow `{wf}`)",
+                sc.name,
+                p.name,
+                crate::report::human_ms(duration_ms(sc.every.get())),
+                crate::report::human_ms(duration_ms(sc.older_than.get())),
+            );
         }
         for p in &problems {
             println!("problem: {p}");
@@ -750,6 +760,27 @@ pub async fn run(config: Config, json: bool, timeout: Duration) -> anyhow::Resul
     } else {
         1
     })
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The retention schedules (already validated at load), for `check --json`.
+fn schedules_json(config: &Config) -> serde_json::Value {
+    config
+        .schedules()
+        .into_iter()
+        .map(|(sc, p, wf)| {
+            serde_json::json!({
+                "name": sc.name,
+                "processor": p.name,
+                "workflow": wf,
+                "older_than_ms": duration_ms(sc.older_than.get()),
+                "every_ms": duration_ms(sc.every.get()),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -703,6 +703,58 @@ impl Config {
             }
         }
 
+        // Retention schedules: names unique across workflow files, and each
+        // selects at least one processor whose connector can sweep (one it
+        // names must be able to).
+        let mut schedule_files: BTreeMap<String, String> = BTreeMap::new();
+        for (wname, wf) in &workflows.by_name {
+            let wfile = workflows
+                .files
+                .get(wname)
+                .cloned()
+                .unwrap_or_else(|| format!("workflow `{wname}`"));
+            for (i, sc) in wf.schedules.iter().enumerate() {
+                let serr = |k: String, reason: String| ConfigError {
+                    file: wfile.clone(),
+                    key: k,
+                    reason,
+                };
+                if let Some(other) = schedule_files.insert(sc.name.clone(), wfile.clone()) {
+                    return Err(serr(
+                        format!("schedule[{i}].name"),
+                        format!("schedule `{}` is also defined in {other}", sc.name),
+                    ));
+                }
+                let mut any = false;
+                for p in &raw.processors {
+                    let Some(def) = registry.get(&p.connector) else {
+                        continue;
+                    };
+                    let category = p.category.unwrap_or(def.category);
+                    if !sc.selects(&p.name, category) {
+                        continue;
+                    }
+                    if def.can_sweep() {
+                        any = true;
+                    } else if sc.select.iter().any(|s| s == &p.name) {
+                        return Err(serr(
+                            format!("schedule[{i}].select"),
+                            format!(
+                                "processor `{}` (connector `{}`) has no retention sweep (connectors that sweep: s3, and those with `sweep = …`)",
+                                p.name, p.connector
+                            ),
+                        ));
+                    }
+                }
+                if !any {
+                    return Err(serr(
+                        format!("schedule[{i}].select"),
+                        format!("selects no processor of {file} whose connector can sweep"),
+                    ));
+                }
+            }
+        }
+
         if auto_lease {
             raw.worker.lease = HumanDuration(MIN_AUTO_LEASE.max(longest_timeout * 2));
         }
@@ -779,6 +831,32 @@ impl Config {
             category: self.category(p),
             timeout: p.timeout.map(|t| t.get()),
         }
+    }
+
+    /// Every (schedule, processor) pair of the workflows' `[[schedule]]`s:
+    /// the processors each selects whose connector can sweep.
+    pub fn schedules(
+        &self,
+    ) -> Vec<(
+        &crate::domain::workflow::ScheduleDef,
+        &ProcessorConfig,
+        &str,
+    )> {
+        let mut out = Vec::new();
+        for (wname, wf) in &self.workflows.by_name {
+            for sc in &wf.schedules {
+                for p in &self.processors {
+                    let sweeps = self
+                        .registry
+                        .get(&p.connector)
+                        .is_some_and(|d| d.can_sweep());
+                    if sweeps && sc.selects(&p.name, self.category(p)) {
+                        out.push((sc, p, wname.as_str()));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// A processor's category.

@@ -89,6 +89,8 @@ pub(super) async fn daemon(config: Config) -> anyhow::Result<u8> {
         )
         .run(stopped()),
     );
+    e.sync_schedules().await?;
+    background.spawn(Arc::clone(&e).sweep_loop(stopped()));
     tracing::info!(worker = e.worker_id(), "daemon started");
     let summary = e.run(stopped()).await;
     // The worker stops on a signal, or on a store error: either way, stop the rest.

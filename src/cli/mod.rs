@@ -23,6 +23,7 @@ mod package;
 mod report;
 mod request;
 mod run;
+mod schedule;
 mod status;
 mod suppress;
 
@@ -33,6 +34,7 @@ pub use hold::HoldCmd;
 pub use intake::IntakeCmd;
 pub use key::KeyCmd;
 pub use request::{RequestArgs, RequestCmd};
+pub use schedule::ScheduleCmd;
 
 use crate::config::{Config, ConfigError};
 use crate::crypto::CryptoError;
@@ -202,10 +204,13 @@ pub enum Command {
         #[command(subcommand)]
         cmd: HoldCmd,
     },
-    /// A request's certificate (`report ID`), or a period report (`report --from D --to D`).
+    /// A request's certificate (`report ID`), a period report (`report --from D --to D`),
+    /// or a retention sweep run's certificate (`report sweep RUN_ID`).
     Report {
-        /// Request id: its certificate. Omit, and give --from and --to, for a period report.
+        /// Request id: its certificate (or `sweep`, then RUN_ID). Omit, and give --from and --to, for a period report.
         id: Option<String>,
+        /// With `sweep`: the sweep run's id (from `lethe schedule run` or `schedule list`).
+        run_id: Option<String>,
         /// Period start: YYYY-MM-DD (inclusive, 00:00 UTC) or RFC 3339.
         #[arg(long, conflicts_with = "id", requires = "to")]
         from: Option<String>,
@@ -238,6 +243,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         cmd: DashboardCmd,
+    },
+    /// Retention schedules (`[[schedule]]` in workflows): list them, or run one now.
+    Schedule {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: ScheduleCmd,
     },
     /// Master keys of the identities at rest.
     Key {
@@ -368,11 +379,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Report {
             id,
+            run_id,
             from,
             to,
             format,
             output,
-        } => report::report(config, id, from, to, format, output).await,
+        } => {
+            if id.as_deref() == Some("sweep") || run_id.is_some() {
+                return schedule::report_sweep(config, id, run_id, format, output).await;
+            }
+            report::report(config, id, from, to, format, output).await
+        }
+        Command::Schedule { cmd } => schedule::schedule(config, cmd).await,
         Command::Package {
             id,
             output,
@@ -443,6 +461,7 @@ fn reads_an_existing_store(c: &Command) -> bool {
             | Command::Check { .. }
             | Command::Request { .. }
             | Command::Run { .. }
+            | Command::Schedule { .. }
             | Command::Daemon
             | Command::Intake { .. }
             | Command::Audit {

@@ -19,12 +19,32 @@ pub(super) async fn run(
     let max_wait = max_wait.unwrap_or_default();
     let out = crate::progress::Output::detect(json);
     let progress = crate::progress::Progress::new(out, Arc::clone(&e), max_wait);
+    // Retention schedules: the config's `[[schedule]]`s into the store, then
+    // (until idle) every sweep run due now; otherwise a loop beside the worker.
+    e.sync_schedules().await?;
+    let mut sweep_failed = false;
     let summary = if until_idle {
+        for r in e.run_due_sweeps().await? {
+            sweep_failed |= r.state == "failed" || r.failed > 0;
+            eprintln!(
+                "retention sweep {} @ {}: run {} {}: removed {}, failed {}, unconfirmed {}",
+                r.schedule,
+                r.processor,
+                r.id,
+                r.state,
+                r.removed,
+                r.failed,
+                r.unconfirmed()
+            );
+        }
         let idle = crate::engine::worker::IdleRun { max_wait };
         e.run_bounded(idle, Some(&progress), shutdown_signal())
             .await?
     } else {
-        e.run(shutdown_signal()).await?
+        let sweeps = tokio::spawn(Arc::clone(&e).sweep_loop(std::future::pending::<()>()));
+        let summary = e.run(shutdown_signal()).await;
+        sweeps.abort();
+        summary?
     };
     // After the display has stopped drawing (stderr shares the terminal).
     let code = progress.finish(&summary).await;
@@ -52,7 +72,7 @@ pub(super) async fn run(
         "processed {} step(s); {} expired lease(s) released",
         summary.processed, summary.released
     );
-    Ok(code)
+    Ok(if sweep_failed { code.max(1) } else { code })
 }
 
 /// Parse `--max-wait` (a humantime duration: "90s", "5m", "1h 30m").

@@ -114,6 +114,11 @@ pub struct ConnectorDef {
     /// certificate of a step recorded `not_applicable`.
     #[serde(default)]
     pub not_applicable: BTreeMap<String, String>,
+    /// Retention sweeps (`[[schedule]]` in a workflow): which built-in sweep
+    /// this API supports (see `connectors::sweep::HTTP_SWEEPS`). Native
+    /// connectors that sweep (S3) need no key.
+    #[serde(default)]
+    pub sweep: Option<String>,
 }
 
 impl ConnectorDef {
@@ -170,6 +175,11 @@ impl ConnectorDef {
             )));
         }
         None
+    }
+
+    /// Whether processors of this connector can run a retention sweep.
+    pub fn can_sweep(&self) -> bool {
+        self.sweep.is_some() || self.native.as_deref() == Some("s3")
     }
 }
 
@@ -844,6 +854,17 @@ impl ConnectorDef {
         }
         if let Some(c) = &self.check {
             check_call(&env, c).map_err(|(k, r)| err(&format!("check.{k}"), r))?;
+        }
+        if let Some(sw) = &self.sweep {
+            if !crate::connectors::sweep::HTTP_SWEEPS.contains(&sw.as_str()) {
+                return Err(err(
+                    "sweep",
+                    format!(
+                        "`{sw}` is not a known sweep (known: {})",
+                        crate::connectors::sweep::HTTP_SWEEPS.join(", ")
+                    ),
+                ));
+            }
         }
         if let Some(n) = &self.native {
             if !crate::connectors::NATIVE.contains(&n.as_str()) {

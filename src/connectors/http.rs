@@ -23,6 +23,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+mod dropbox_sweep;
+mod zendesk_sweep;
+
 /// A configured processor, as connectors see it.
 #[derive(Debug, Clone)]
 pub struct ProcessorSpec {
@@ -1150,6 +1153,42 @@ impl HttpConnector {
 
 #[async_trait]
 impl Connector for HttpConnector {
+    fn can_sweep(&self) -> bool {
+        self.def.sweep.is_some()
+    }
+    fn sweep_batch(&self) -> usize {
+        match self.def.sweep.as_deref() {
+            Some("dropbox_files") => dropbox_sweep::DROPBOX_BATCH,
+            _ => 100,
+        }
+    }
+    async fn sweep_list(
+        &self,
+        q: &super::sweep::SweepQuery<'_>,
+    ) -> Result<Vec<super::sweep::SweepCandidate>, ConnectorError> {
+        match self.def.sweep.as_deref() {
+            Some("zendesk_tickets") => self.zendesk_sweep_list(q).await,
+            Some("dropbox_files") => self.dropbox_sweep_list(q).await,
+            _ => Err(ConnectorError::permanent(format!(
+                "processor `{}`: connector `{}` has no retention sweep",
+                self.spec.name, self.def.name
+            ))),
+        }
+    }
+    async fn sweep_delete(
+        &self,
+        _q: &super::sweep::SweepQuery<'_>,
+        items: &[super::sweep::SweepCandidate],
+    ) -> Result<Vec<super::sweep::SweepOutcome>, ConnectorError> {
+        match self.def.sweep.as_deref() {
+            Some("zendesk_tickets") => self.zendesk_sweep_delete(items).await,
+            Some("dropbox_files") => self.dropbox_sweep_delete(items).await,
+            _ => Err(ConnectorError::permanent(format!(
+                "processor `{}`: connector `{}` has no retention sweep",
+                self.spec.name, self.def.name
+            ))),
+        }
+    }
     fn processor(&self) -> &str {
         &self.spec.name
     }

@@ -13,6 +13,7 @@ pub mod redirect;
 pub mod registry;
 pub mod s3;
 pub mod scrubber;
+pub mod sweep;
 pub mod template;
 
 use crate::domain::Subject;
@@ -235,6 +236,39 @@ pub trait Connector: Send + Sync {
     /// waits for `lethe confirm` instead of calling erase/export.
     fn as_manual(&self) -> Option<&manual::ManualConnector> {
         None
+    }
+    /// Whether this processor can run a retention sweep.
+    fn can_sweep(&self) -> bool {
+        false
+    }
+    /// How many items one [`sweep_delete`](Connector::sweep_delete) takes at most.
+    fn sweep_batch(&self) -> usize {
+        100
+    }
+    /// A retention sweep, step 1: every item last modified before the cutoff
+    /// (following every page).
+    async fn sweep_list(
+        &self,
+        _q: &sweep::SweepQuery<'_>,
+    ) -> Result<Vec<sweep::SweepCandidate>, ConnectorError> {
+        Err(ConnectorError::permanent(format!(
+            "processor `{}`: its connector has no retention sweep",
+            self.processor()
+        )))
+    }
+    /// A retention sweep, step 2: delete one batch (at most
+    /// [`sweep_batch`](Connector::sweep_batch) items). Returns an outcome for
+    /// each item the answer speaks about; an item it does not mention stays
+    /// unconfirmed.
+    async fn sweep_delete(
+        &self,
+        _q: &sweep::SweepQuery<'_>,
+        _items: &[sweep::SweepCandidate],
+    ) -> Result<Vec<sweep::SweepOutcome>, ConnectorError> {
+        Err(ConnectorError::permanent(format!(
+            "processor `{}`: its connector has no retention sweep",
+            self.processor()
+        )))
     }
 }
 

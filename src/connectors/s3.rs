@@ -790,8 +790,203 @@ impl S3Connector {
     }
 }
 
+/// `DeleteObjects` in verbose mode: `<Deleted>` proves a version gone,
+/// `<Error>` names one that was not.
+#[derive(Debug, Deserialize, Default)]
+struct VerboseDeleteResult {
+    #[serde(rename = "Deleted", default)]
+    deleted: Vec<XmlDeleted>,
+    #[serde(rename = "Error", default)]
+    errors: Vec<XmlKeyError>,
+}
+
+#[derive(Debug, Deserialize)]
+struct XmlDeleted {
+    #[serde(rename = "Key")]
+    key: String,
+    #[serde(rename = "VersionId", default)]
+    version_id: Option<String>,
+    #[serde(rename = "DeleteMarkerVersionId", default)]
+    delete_marker_version_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct XmlKeyError {
+    #[serde(rename = "Key", default)]
+    key: String,
+    #[serde(rename = "VersionId", default)]
+    version_id: Option<String>,
+    #[serde(rename = "Code", default)]
+    code: String,
+}
+
+/// A sweep candidate's name: the key and the version id (the key may be personal).
+fn sweep_name(key: &str, version_id: &str) -> String {
+    format!("{key}\n{version_id}")
+}
+
+/// The key and version id back from a sweep candidate's name.
+fn split_sweep_name(name: &str) -> (&str, &str) {
+    match name.rfind('\n') {
+        Some(i) => (&name[..i], &name[i + 1..]),
+        None => (name, ""),
+    }
+}
+
+impl S3Connector {
+    /// A sweep's failure: the status and S3's error code, never its message
+    /// (it can quote a key).
+    fn sweep_error(&self, r: &Response, operation: &str) -> ConnectorError {
+        let mut e = self.error(r, None);
+        let text = String::from_utf8_lossy(&r.body);
+        let err: XmlError = quick_xml::de::from_str(&text).unwrap_or_default();
+        e.message = format!(
+            "processor `{}` answered {operation} with HTTP {}{}",
+            self.spec.name,
+            r.status,
+            if err.code.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", err.code)
+            }
+        );
+        e
+    }
+
+    async fn sweep_list_versions(
+        &self,
+        q: &super::sweep::SweepQuery<'_>,
+    ) -> Result<Vec<super::sweep::SweepCandidate>, ConnectorError> {
+        let prefix = q.settings.get("prefix").map(String::as_str).unwrap_or("");
+        let all = self.list_versions(prefix, None).await?;
+        let mut out = Vec::new();
+        for v in all {
+            let modified = chrono::DateTime::parse_from_rfc3339(&v.last_modified)
+                .map_err(|_| {
+                    ConnectorError::transient(format!(
+                        "processor `{}`: ListObjectVersions gave a LastModified that is not a time; nothing deleted",
+                        self.spec.name
+                    ))
+                })?
+                .timestamp_millis();
+            if modified >= q.cutoff_ms {
+                continue;
+            }
+            out.push(super::sweep::SweepCandidate {
+                name: sweep_name(&v.key, &v.version_id),
+                kind: if v.delete_marker {
+                    "delete_marker"
+                } else {
+                    "version"
+                },
+                reference: None,
+                size: i64::try_from(v.size).ok(),
+                modified_ms: Some(modified),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn sweep_delete_batch(
+        &self,
+        items: &[super::sweep::SweepCandidate],
+    ) -> Result<Vec<super::sweep::SweepOutcome>, ConnectorError> {
+        let entries: Vec<VersionEntry> = items
+            .iter()
+            .map(|c| {
+                let (key, version) = split_sweep_name(&c.name);
+                VersionEntry {
+                    key: key.to_string(),
+                    version_id: version.to_string(),
+                    is_latest: false,
+                    delete_marker: c.kind == "delete_marker",
+                    size: 0,
+                    last_modified: String::new(),
+                    etag: None,
+                }
+            })
+            .collect();
+        // Verbose mode: every deleted version is named in the answer (the proof).
+        let (body, _) = delete_body(&entries)?;
+        let body = body.replacen("<Quiet>true</Quiet>", "<Quiet>false</Quiet>", 1);
+        let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(body.as_bytes()));
+        let path = format!("/{}", self.bucket);
+        let r = self
+            .send(
+                "POST",
+                &path,
+                "delete=",
+                body.into_bytes(),
+                &[
+                    ("content-md5", md5),
+                    ("content-type", "application/xml".to_string()),
+                ],
+            )
+            .await?;
+        if r.status != 200 {
+            return Err(self.sweep_error(&r, "DeleteObjects"));
+        }
+        self.expect_xml(&r, "DeleteObjects", &["DeleteResult"], false)?;
+        let text = String::from_utf8_lossy(&r.body);
+        let result: VerboseDeleteResult = quick_xml::de::from_str(&text).map_err(|_| {
+            ConnectorError::transient(format!(
+                "processor `{}` answered DeleteObjects with XML lethe cannot read",
+                self.spec.name
+            ))
+        })?;
+        let mut out = Vec::new();
+        for d in result.deleted {
+            let version = d.version_id.unwrap_or_default();
+            out.push(super::sweep::SweepOutcome {
+                name: sweep_name(&d.key, &version),
+                removed: true,
+                evidence: json!({
+                    "status": r.status,
+                    "operation": "DeleteObjects",
+                    "deleted": true,
+                    "version_id": version,
+                    "delete_marker_version_id": d.delete_marker_version_id,
+                }),
+            });
+        }
+        for e in result.errors {
+            let version = e.version_id.unwrap_or_default();
+            out.push(super::sweep::SweepOutcome {
+                name: sweep_name(&e.key, &version),
+                removed: false,
+                evidence: json!({
+                    "status": r.status,
+                    "operation": "DeleteObjects",
+                    "error": e.code,
+                    "version_id": version,
+                }),
+            });
+        }
+        Ok(out)
+    }
+}
+
 #[async_trait]
 impl Connector for S3Connector {
+    fn can_sweep(&self) -> bool {
+        true
+    }
+    fn sweep_batch(&self) -> usize {
+        MAX_DELETE_BATCH
+    }
+    async fn sweep_list(
+        &self,
+        q: &super::sweep::SweepQuery<'_>,
+    ) -> Result<Vec<super::sweep::SweepCandidate>, ConnectorError> {
+        self.sweep_list_versions(q).await
+    }
+    async fn sweep_delete(
+        &self,
+        _q: &super::sweep::SweepQuery<'_>,
+        items: &[super::sweep::SweepCandidate],
+    ) -> Result<Vec<super::sweep::SweepOutcome>, ConnectorError> {
+        self.sweep_delete_batch(items).await
+    }
     fn processor(&self) -> &str {
         &self.spec.name
     }

@@ -48,6 +48,58 @@ pub struct WorkflowDef {
     /// Legal holds applied at planning time.
     #[serde(default, rename = "hold")]
     pub holds: Vec<HoldRule>,
+    /// Retention schedules: periodic sweeps of old data at processors.
+    #[serde(default, rename = "schedule")]
+    pub schedules: Vec<ScheduleDef>,
+}
+
+/// A retention schedule (`[[schedule]]`): every `every`, the selected
+/// processors remove what is older than `older_than` (the connector's
+/// `sweep`), and a period certificate records what the processor confirmed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleDef {
+    /// Unique across all workflow files (`lethe schedule run NAME`).
+    pub name: String,
+    /// Processors or categories, like a phase's `select`.
+    pub select: Vec<String>,
+    /// Items last modified longer ago than this are removed.
+    pub older_than: HumanDuration,
+    /// How often the sweep runs.
+    pub every: HumanDuration,
+    /// Object storage: only keys under this prefix (S3).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// File storage: only files under this folder (Dropbox).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Ticketing: the ticket status to sweep (`closed`, the default, or `solved`).
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+impl ScheduleDef {
+    /// Does this schedule take this processor?
+    pub fn selects(&self, processor: &str, category: Category) -> bool {
+        self.select
+            .iter()
+            .any(|s| Selector::parse(s).is_ok_and(|s| s.matches(processor, category)))
+    }
+
+    /// The settings passed to the connector's sweep.
+    pub fn sweep_settings(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        for (k, v) in [
+            ("prefix", &self.prefix),
+            ("path", &self.path),
+            ("status", &self.status),
+        ] {
+            if let Some(v) = v {
+                m.insert(k.to_string(), v.clone());
+            }
+        }
+        m
+    }
 }
 
 /// One phase.
@@ -176,6 +228,68 @@ impl WorkflowDef {
                 ));
             }
         }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, sc) in wf.schedules.iter().enumerate() {
+            let key = |k: &str| format!("schedule[{i}].{k}");
+            if sc.name.is_empty()
+                || !sc
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            {
+                return Err(err(
+                    key("name"),
+                    format!(
+                        "`{}` is not a schedule name (letters, digits, `_`, `-`, `.`)",
+                        sc.name
+                    ),
+                ));
+            }
+            if !names.insert(sc.name.clone()) {
+                return Err(err(
+                    key("name"),
+                    format!("a second schedule named `{}`", sc.name),
+                ));
+            }
+            if sc.select.is_empty() {
+                return Err(err(key("select"), "selects nothing".into()));
+            }
+            for (j, s) in sc.select.iter().enumerate() {
+                Selector::parse(s).map_err(|r| err(format!("schedule[{i}].select[{j}]"), r))?;
+            }
+            if sc.older_than.get().is_zero() {
+                return Err(err(
+                    key("older_than"),
+                    "must be longer than 0 (everything would go)".into(),
+                ));
+            }
+            if sc.every.get() < std::time::Duration::from_secs(1) {
+                return Err(err(key("every"), "must be at least 1s".into()));
+            }
+            if let Some(st) = &sc.status {
+                if !matches!(st.as_str(), "closed" | "solved") {
+                    return Err(err(
+                        key("status"),
+                        format!(
+                            "`{st}`: expected `closed` or `solved` (open tickets are never swept)"
+                        ),
+                    ));
+                }
+            }
+            if let Some(p) = &sc.prefix {
+                if p.is_empty() {
+                    return Err(err(
+                        key("prefix"),
+                        "empty: omit it to sweep the whole bucket".into(),
+                    ));
+                }
+            }
+            if let Some(p) = &sc.path {
+                if !p.starts_with('/') {
+                    return Err(err(key("path"), format!("`{p}` must start with `/`")));
+                }
+            }
+        }
         Ok(wf)
     }
 
@@ -211,6 +325,13 @@ impl WorkflowDef {
             for (j, s) in h.select.iter().enumerate() {
                 if let Ok(Selector::Processor(name)) = Selector::parse(s) {
                     out.push((format!("hold[{i}].select[{j}]"), name));
+                }
+            }
+        }
+        for (i, h) in self.schedules.iter().enumerate() {
+            for (j, s) in h.select.iter().enumerate() {
+                if let Ok(Selector::Processor(name)) = Selector::parse(s) {
+                    out.push((format!("schedule[{i}].select[{j}]"), name));
                 }
             }
         }

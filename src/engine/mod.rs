@@ -18,6 +18,7 @@ pub mod retention;
 pub mod sla;
 pub mod suppression;
 pub mod verify;
+pub mod sweep;
 pub mod worker;
 /// Workflow files now live in `domain` (config needs them, and config must not
 /// depend on the engine); this path is kept so existing imports still resolve.

@@ -65,6 +65,19 @@ pub fn period(r: &PeriodReport) -> String {
         }
         row("processor", &p.processor, "median_ms", opt(p.median_ms));
     }
+    for st in &r.retention_sweeps {
+        let scope = format!("sweep:{}", st.schedule);
+        for (m, v) in [
+            ("runs", st.runs as i64),
+            ("done", st.done as i64),
+            ("failed_runs", st.failed_runs as i64),
+            ("items_removed", st.items_removed),
+            ("items_failed", st.items_failed),
+            ("items_unconfirmed", st.items_unconfirmed),
+        ] {
+            row(&scope, &st.processor, m, v.to_string());
+        }
+    }
     let mut out = String::from("scope,processor,metric,value\r\n");
     for r in rows {
         let f: Vec<String> = r.iter().map(|s| field(s)).collect();

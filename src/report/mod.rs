@@ -17,6 +17,7 @@ pub mod html;
 pub mod manifest;
 pub mod package;
 pub mod period;
+pub mod sweep;
 
 pub use certificate::Certificate;
 pub use manifest::Manifest;

@@ -28,6 +28,8 @@ pub struct PeriodReport {
     pub time_to_complete: Percentiles,
     /// One entry per processor, by name.
     pub processors: Vec<ProcessorStats>,
+    /// Retention sweeps run in the period, per schedule and processor.
+    pub retention_sweeps: Vec<super::sweep::SweepStats>,
 }
 
 /// Request counts.
@@ -126,7 +128,9 @@ pub async fn build(
         })
         .await?;
     let steps = store.steps_received_between(from, to).await?;
-    Ok(assemble(&requests, &steps, from, to, now))
+    let mut r = assemble(&requests, &steps, from, to, now);
+    r.retention_sweeps = super::sweep::period(store, from, to).await?;
+    Ok(r)
 }
 
 fn percentiles(mut v: Vec<i64>) -> Percentiles {
@@ -243,6 +247,7 @@ pub fn assemble(
         requests: c,
         time_to_complete: percentiles(ttc),
         processors,
+        retention_sweeps: Vec::new(),
     }
 }
 
@@ -297,6 +302,7 @@ pub fn to_text(r: &PeriodReport) -> String {
             outcomes.join(", ")
         ));
     }
+    out.push_str(&super::sweep::period_text(&r.retention_sweeps));
     out.push_str(&format!("\ngenerated {}\n", r.generated_at));
     out
 }

@@ -16,6 +16,7 @@ pub mod checkpoints;
 mod common;
 pub mod postgres;
 pub mod sqlite;
+pub mod sweep;
 
 use crate::domain::{Action, Outcome, Phase, RequestKind, RequestStatus, StepState};
 use async_trait::async_trait;
@@ -522,9 +523,9 @@ pub struct Health {
     pub last_error: Option<String>,
 }
 
-/// The store.
+/// The store (with its retention-sweep part, [`sweep::SweepStore`]).
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: sweep::SweepStore + Send + Sync {
     /// Bring the schema up to date.
     async fn migrate(&self) -> Result<(), StoreError>;
     /// Is the database reachable?

@@ -101,3 +101,5 @@ super::common::impl_store!(
     after_shred,
     sqlx::migrate!("./migrations/postgres")
 );
+
+super::sweep::impl_sweep_store!(PgStore, sqlx::PgConnection, begin, shared, DB_NOW);

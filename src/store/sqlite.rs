@@ -104,3 +104,5 @@ super::common::impl_store!(
     after_shred,
     sqlx::migrate!("./migrations/sqlite")
 );
+
+super::sweep::impl_sweep_store!(SqliteStore, sqlx::SqliteConnection, begin, shared, DB_NOW);

@@ -32,6 +32,7 @@ mod phones;
 mod policies;
 mod processor_semantics;
 mod rectification;
+mod retention_sweeps;
 mod s3;
 mod s3_server;
 mod scrubbing;
