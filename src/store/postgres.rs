@@ -5,7 +5,7 @@
 //! serialised by a transaction-scoped advisory lock taken last, just before the
 //! events are written, so it is held for microseconds.
 
-use super::common::{CLAIMABLE, NOT_BLOCKED};
+use super::common::{claim_pick, CLAIMABLE};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use std::str::FromStr;
@@ -69,12 +69,17 @@ async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgre
 
 fn claim_sql() -> String {
     format!(
-        "WITH due AS (SELECT s.id FROM steps s WHERE s.state IN {CLAIMABLE} AND s.run_at <= $5 AND {NOT_BLOCKED} \
-         ORDER BY s.run_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
-         UPDATE steps SET state = 'running', lease_owner = $1, lease_expires_at = {DB_NOW} + $2, attempts = steps.attempts + 1, \
-         lease_token = steps.lease_token + 1, started_at = COALESCE(steps.started_at, $3), updated_at = $3 FROM due WHERE steps.id = due.id RETURNING steps.*"
+        "{} UPDATE steps SET state = 'running', lease_owner = $1, lease_expires_at = {DB_NOW} + $2, attempts = steps.attempts + 1, \
+         lease_token = steps.lease_token + 1, started_at = COALESCE(steps.started_at, $3), updated_at = $3 FROM due \
+         WHERE steps.id = due.id AND steps.state IN {CLAIMABLE} RETURNING steps.*",
+        claim_pick("FOR UPDATE OF s SKIP LOCKED")
     )
 }
+
+/// Which limit rows a claim locks before it counts free slots: all of them,
+/// in name order (the same order in every claim, so claims cannot deadlock).
+const LIMITS_LOCK: &str =
+    "processor IN (SELECT processor FROM processor_limits ORDER BY processor FOR UPDATE)";
 
 fn claim_outbox_sql() -> String {
     format!(

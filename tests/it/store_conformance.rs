@@ -150,6 +150,7 @@ async fn a_batch_commits_each_change_set_on_its_own_and_skips_a_conflicting_one(
         ])
         .await
         .unwrap();
+    let out: Vec<Applied> = out.into_iter().map(|a| a.unwrap()).collect();
     assert!(
         matches!(
             out[0],
