@@ -1122,10 +1122,12 @@ fn spawn_writer(
                     // The batch failed as a whole (the connection): every
                     // result is retried; an internal error stays one.
                     let unavailable = e.is_unavailable();
-                    let msg = e.to_string();
+                    let msg = error_chain(&e);
                     for reply in replies {
                         let err = if unavailable {
-                            crate::store::StoreError::Unavailable(msg.clone())
+                            crate::store::StoreError::Unavailable(format!(
+                                "the result batch failed: {msg}"
+                            ))
                         } else {
                             crate::store::StoreError::Failed(format!(
                                 "the result batch failed: {msg}"
@@ -1213,6 +1215,18 @@ fn store_error(
     what: &str,
 ) -> tokio::time::Instant {
     let wait = backoff.next();
-    tracing::warn!(error = %e, sqlstate = e.sqlstate().as_deref().unwrap_or(""), retry_in_ms = wait.as_millis() as u64, "store error while {what}; backing off, calls in flight go on");
+    tracing::warn!(error = %error_chain(e), sqlstate = e.sqlstate().as_deref().unwrap_or(""), retry_in_ms = wait.as_millis() as u64, "store error while {what}; backing off, calls in flight go on");
     tokio::time::Instant::now() + wait
+}
+
+/// An error and its sources, as one line.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
 }

@@ -4,6 +4,9 @@
 mod bad_input;
 mod browser;
 mod cluster;
+mod cluster_limits;
+mod outage;
+mod proxy;
 mod connectors_all;
 mod connectors_fakes;
 mod connectors_specific;
