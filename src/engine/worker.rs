@@ -234,7 +234,8 @@ impl Engine {
                     match self.store.release_expired_leases(ms(now)).await {
                         Ok(n) => summary.released += n,
                         Err(e) => {
-                            store_down_until = Some(store_error(&mut backoff, &e, "releasing expired leases"));
+                            store_down_until =
+                                Some(store_error(&mut backoff, &e, "releasing expired leases"));
                             continue;
                         }
                     }
@@ -293,8 +294,10 @@ impl Engine {
                             let req = match req {
                                 Some(r) => r,
                                 None => Arc::new(
-                                    me.with_store_retry(&held, "reading the request", || me.request(&step.request_id))
-                                        .await?,
+                                    me.with_store_retry(&held, "reading the request", || {
+                                        me.request(&step.request_id)
+                                    })
+                                    .await?,
                                 ),
                             };
                             me.process(step, req, results, held).await
@@ -318,9 +321,17 @@ impl Engine {
                 let next = match self.store.next_wake().await {
                     Ok(n) => n,
                     Err(e) => {
-                        store_down_until = Some(store_error(&mut backoff, &e, "looking for the next due step"));
+                        store_down_until = Some(store_error(
+                            &mut backoff,
+                            &e,
+                            "looking for the next due step",
+                        ));
                         // Still bounded: keep trying until the bound.
-                        if now < bound { Some(now) } else { None }
+                        if now < bound {
+                            Some(now)
+                        } else {
+                            None
+                        }
                     }
                 };
                 match next {
@@ -344,7 +355,11 @@ impl Engine {
                     None => match self.store.next_wake().await {
                         Ok(n) => n,
                         Err(e) => {
-                            store_down_until = Some(store_error(&mut backoff, &e, "looking for the next due step"));
+                            store_down_until = Some(store_error(
+                                &mut backoff,
+                                &e,
+                                "looking for the next due step",
+                            ));
                             continue;
                         }
                     },

@@ -83,7 +83,10 @@ fn unavailable_code(code: &str) -> bool {
     code.starts_with("08")
         || code.starts_with("57P")
         || code.starts_with("53")
-        || matches!(code, "40001" | "40P01" | "25006" | "5" | "6" | "10" | "261" | "517")
+        || matches!(
+            code,
+            "40001" | "40P01" | "25006" | "5" | "6" | "10" | "261" | "517"
+        )
 }
 
 fn sql_summary(e: &sqlx::Error) -> String {

@@ -109,7 +109,10 @@ async fn a_killed_daemons_slots_come_back_after_its_leases_expire(b: Backend) {
     let mut first = env.command(&["daemon"]).spawn().expect("daemon");
     let deadline = Instant::now() + Duration::from_secs(30);
     while rec.in_flight.load(Ordering::SeqCst) < 2 {
-        assert!(Instant::now() < deadline, "the daemon never took both slots");
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never took both slots"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     first.start_kill().expect("kill -9");

@@ -3,7 +3,9 @@
 //! daemons and the server (cut: every connection dropped and new ones refused),
 //! so other tests sharing the server are not disturbed.
 
-use crate::cluster::{assert_no_overlaps, file_requests, recorder_server, wait_all_completed, Recorder};
+use crate::cluster::{
+    assert_no_overlaps, file_requests, recorder_server, wait_all_completed, Recorder,
+};
 use crate::fakes::{API_KEY, LIST};
 use crate::helpers::{pg_admin_url, Backend, TestEnv};
 use crate::proxy::Proxy;
@@ -18,9 +20,14 @@ pub(crate) fn pg_addr() -> SocketAddr {
     let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
     let host = rest.split('/').next().unwrap_or(rest);
     let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-    let host = if host.contains(':') { host.to_string() } else { format!("{host}:5432") };
+    let host = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:5432")
+    };
     let host = host.replace("localhost", "127.0.0.1");
-    host.parse().unwrap_or_else(|e| panic!("PostgreSQL address `{host}`: {e}"))
+    host.parse()
+        .unwrap_or_else(|e| panic!("PostgreSQL address `{host}`: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -37,7 +44,11 @@ async fn two_daemons_ride_out_a_postgresql_outage_and_complete_every_request_onc
     let (engine, ids) = file_requests(&env, 40).await;
     let proxy = Proxy::start(pg_addr(), Duration::ZERO).await;
     let text = std::fs::read_to_string(&env.config).unwrap();
-    std::fs::write(&env.config, text.replace(&env.db_url, &proxy.url(&env.db_url))).unwrap();
+    std::fs::write(
+        &env.config,
+        text.replace(&env.db_url, &proxy.url(&env.db_url)),
+    )
+    .unwrap();
 
     let mut daemons: Vec<_> = (0..2)
         .map(|_| env.command(&["daemon"]).spawn().expect("daemon"))
@@ -63,11 +74,17 @@ async fn two_daemons_ride_out_a_postgresql_outage_and_complete_every_request_onc
         let _ = d.start_kill();
         let _ = d.wait().await;
     }
-    assert!(proxy.accepted() > 2, "the daemons reconnected after the outage");
+    assert!(
+        proxy.accepted() > 2,
+        "the daemons reconnected after the outage"
+    );
     assert_eq!(rec.deleted.lock().unwrap().len(), 40, "every member erased");
     assert_no_overlaps(&rec);
     assert!(rec.max_in_flight.load(Ordering::SeqCst) <= 6);
-    assert!(erased_during >= 8, "calls in flight at the cut ({in_flight_at_cut}) went on");
+    assert!(
+        erased_during >= 8,
+        "calls in flight at the cut ({in_flight_at_cut}) went on"
+    );
     for id in &ids {
         let steps = engine.store.steps(id).await.unwrap();
         assert!(
@@ -87,7 +104,11 @@ async fn a_command_that_cannot_reach_the_store_exits_3_naming_the_store_not_the_
     let out = env.lethe(&["run", "--until-idle"]).await;
     assert!(out.status.success(), "{}", crate::helpers::show(&out));
     let text = std::fs::read_to_string(&env.config).unwrap();
-    std::fs::write(&env.config, text.replace(&env.db_url, &proxy.url(&env.db_url))).unwrap();
+    std::fs::write(
+        &env.config,
+        text.replace(&env.db_url, &proxy.url(&env.db_url)),
+    )
+    .unwrap();
     proxy.cut();
     let out = env.lethe(&["list", "--json"]).await;
     assert_eq!(out.status.code(), Some(3), "{}", crate::helpers::show(&out));
