@@ -1,7 +1,9 @@
 //! The PostgreSQL backend: for more than one machine; any number of daemons share it.
 //!
 //! Claiming uses `FOR UPDATE SKIP LOCKED`, so concurrent workers never wait on
-//! each other's rows and never take the same step. Audit appends are
+//! each other's rows and never take the same step. A claim first locks the
+//! `processor_limits` rows (in name order) and refills their token buckets, so
+//! two claims never count the same free slot of a processor's cluster-wide limit. Audit appends are
 //! serialised by a transaction-scoped advisory lock taken last, just before the
 //! events are written, so it is held for microseconds.
 
