@@ -278,15 +278,15 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         {
             return 2;
         }
+        // A store error is never the input's fault: 3 when the store is
+        // unreachable (try again later), else 1 — never 2.
         if let Some(s) = cause.downcast_ref::<StoreError>() {
-            return match s {
-                StoreError::Unavailable(_) | StoreError::Migrate(_) | StoreError::Contended(_) => 3,
-                _ => 1,
-            };
+            return if s.is_unavailable() { 3 } else { 1 };
         }
         if let Some(en) = cause.downcast_ref::<EngineError>() {
             return match en {
-                EngineError::Store(StoreError::Unavailable(_) | StoreError::Contended(_)) => 3,
+                EngineError::Store(s) if s.is_unavailable() => 3,
+                EngineError::Store(_) | EngineError::Internal(_) => 1,
                 EngineError::Invalid(_)
                 | EngineError::NoRequest(_)
                 | EngineError::ExternalIdConflict(_) => 2,

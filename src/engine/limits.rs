@@ -1,56 +1,53 @@
 //! Per-processor limits that hold for the whole cluster.
 //!
 //! A processor's documented limit (Mailchimp: 10 connections per user, shared
-//! by every app) applies to all of lethe, not to each daemon. Every worker
-//! registers and heart-beats in the store; each takes `limit / live workers`
-//! (at least 1) of the concurrency and of the rate. When a worker dies its
-//! heartbeat stops and the others grow into its share. This needs no extra
-//! write per call; the price is that with more live workers than the limit,
-//! each still makes one call at a time (documented in the README).
+//! by every app) applies to all of lethe, not to each daemon. The store is the
+//! authority: every worker writes the configured limits into
+//! `processor_limits` when it starts ([`Store::set_limits`]), and a claim takes
+//! a step only while fewer than `concurrency` steps of its processor are
+//! running anywhere in the cluster and, for a rated processor, a token is in
+//! the processor's bucket (refilled by the database's clock). The slot is the
+//! running step itself: writing its result, or the expiry of its lease (a
+//! crashed worker), gives it back. So a limit of 6 over 4 workers keeps 6
+//! calls in flight, and 4 workers with a limit of 2 make at most 2.
+//!
+//! This module only counts the calls in flight in this process, for the
+//! dashboard; it never holds a call back.
+//!
+//! [`Store::set_limits`]: crate::store::Store::set_limits
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, RwLock};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use std::sync::Arc;
 
-/// One processor's limits, as this worker's share.
+/// One processor's configured limits and this process's calls in flight.
 pub struct ProcessorLimit {
     total: u32,
     rate: Option<f64>,
-    sem: Arc<Semaphore>,
-    capacity: AtomicU32,
-    limiter: RwLock<Option<Arc<DefaultDirectRateLimiter>>>,
+    in_flight: Arc<AtomicU32>,
 }
 
-fn limiter(rate: f64) -> Option<Arc<DefaultDirectRateLimiter>> {
-    let period = std::time::Duration::from_secs_f64(1.0 / rate.max(1e-6));
-    let burst = NonZeroU32::new(rate.ceil().max(1.0) as u32).unwrap_or(NonZeroU32::MIN);
-    Quota::with_period(period).map(|q| Arc::new(RateLimiter::direct(q.allow_burst(burst))))
+/// A call in flight in this process; dropping it ends the count.
+pub struct InFlight(Arc<AtomicU32>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl ProcessorLimit {
     /// Limits for a processor: `concurrency` calls in flight, `rate` calls per second.
     pub fn new(concurrency: u32, rate: Option<f64>) -> ProcessorLimit {
-        let total = concurrency.max(1);
         ProcessorLimit {
-            total,
+            total: concurrency.max(1),
             rate,
-            sem: Arc::new(Semaphore::new(total as usize)),
-            capacity: AtomicU32::new(total),
-            limiter: RwLock::new(rate.and_then(limiter)),
+            in_flight: Arc::new(AtomicU32::new(0)),
         }
     }
 
-    /// This worker's current share of the concurrency.
-    pub fn share(&self) -> u32 {
-        self.capacity.load(Ordering::Relaxed)
-    }
-
-    /// Calls in flight in this worker now (an estimate while a share shrinks).
+    /// Calls in flight in this process now.
     pub fn in_flight(&self) -> u32 {
-        let free = u32::try_from(self.sem.available_permits()).unwrap_or(u32::MAX);
-        self.share().saturating_sub(free)
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// The cluster-wide limit on calls in flight.
@@ -58,37 +55,16 @@ impl ProcessorLimit {
         self.total
     }
 
-    /// Take this worker's share for `live` workers.
-    pub fn rescale(&self, live: u32) {
-        let live = live.max(1);
-        let share = (self.total / live).max(1);
-        let cap = self.capacity.swap(share, Ordering::SeqCst);
-        if share > cap {
-            self.sem.add_permits((share - cap) as usize);
-        } else if share < cap {
-            // Shrink as calls finish: take the surplus permits and drop them for good.
-            let sem = Arc::clone(&self.sem);
-            tokio::spawn(async move {
-                if let Ok(p) = sem.acquire_many_owned(cap - share).await {
-                    p.forget();
-                }
-            });
-        }
-        if let Some(rate) = self.rate {
-            if let Ok(mut l) = self.limiter.write() {
-                *l = limiter(rate / live as f64);
-            }
-        }
+    /// The cluster-wide rate limit (calls per second).
+    pub fn rate(&self) -> Option<f64> {
+        self.rate
     }
 
-    /// Wait for a slot (concurrency) and a token (rate).
-    pub async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
-        let permit = Arc::clone(&self.sem).acquire_owned().await.ok()?;
-        let l = self.limiter.read().ok().and_then(|l| l.clone());
-        if let Some(l) = l {
-            l.until_ready().await;
-        }
-        Some(permit)
+    /// Count a call in flight until the guard is dropped. The slot itself was
+    /// granted by the store when the step was claimed.
+    pub fn enter(&self) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(&self.in_flight))
     }
 }
 
@@ -96,22 +72,16 @@ impl ProcessorLimit {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn the_share_is_the_limit_divided_by_live_workers_and_at_least_one() {
-        let l = ProcessorLimit::new(6, None);
-        assert_eq!(l.share(), 6);
-        l.rescale(3);
-        assert_eq!(l.share(), 2);
-        l.rescale(10);
-        assert_eq!(l.share(), 1);
-        l.rescale(1);
-        assert_eq!(l.share(), 6);
-        // After shrinking tasks ran, exactly `share` permits can be held at once.
-        tokio::task::yield_now().await;
-        let mut held = vec![];
-        for _ in 0..6 {
-            held.push(l.acquire().await.unwrap());
-        }
-        assert_eq!(l.sem.available_permits(), 0);
+    #[test]
+    fn calls_in_flight_are_counted_until_their_guard_drops() {
+        let l = ProcessorLimit::new(0, None);
+        assert_eq!(l.total(), 1);
+        let a = l.enter();
+        let b = l.enter();
+        assert_eq!(l.in_flight(), 2);
+        drop(a);
+        assert_eq!(l.in_flight(), 1);
+        drop(b);
+        assert_eq!(l.in_flight(), 0);
     }
 }

@@ -17,8 +17,8 @@ pub mod planner;
 pub mod retention;
 pub mod sla;
 pub mod suppression;
-pub mod verify;
 pub mod sweep;
+pub mod verify;
 pub mod worker;
 /// Workflow files now live in `domain` (config needs them, and config must not
 /// depend on the engine); this path is kept so existing imports still resolve.
@@ -45,6 +45,9 @@ pub enum EngineError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Something inside lethe failed (not the input's fault).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// No such request.
     #[error("no request with id `{0}`")]
     NoRequest(String),
@@ -132,7 +135,6 @@ pub struct Engine {
     pub keys: Keys,
     connectors: HashMap<String, Arc<dyn Connector>>,
     limits: HashMap<String, Arc<limits::ProcessorLimit>>,
-    live_workers: std::sync::atomic::AtomicU32,
     /// Processor health as last read or written here, and when (read at most once a second).
     health_cache: std::sync::Mutex<HashMap<String, (std::time::Instant, crate::store::Health)>>,
     worker_id: String,
@@ -192,7 +194,6 @@ impl Engine {
             connectors,
             limits,
             worker_id,
-            live_workers: std::sync::atomic::AtomicU32::new(1),
             health_cache: std::sync::Mutex::new(HashMap::new()),
             wake: Notify::new(),
         }))
@@ -203,12 +204,28 @@ impl Engine {
         &self.worker_id
     }
 
-    /// A processor's calls in flight in this worker, this worker's share of
-    /// its limit, and the cluster-wide limit (for the dashboard).
+    /// A processor's calls in flight in this worker, and its cluster-wide
+    /// limit twice (the second was this worker's share before the store
+    /// granted slots; the limit is now exact for the whole cluster).
     pub fn calls_in_flight(&self, processor: &str) -> Option<(u32, u32, u32)> {
         self.limits
             .get(processor)
-            .map(|l| (l.in_flight(), l.share(), l.total()))
+            .map(|l| (l.in_flight(), l.total(), l.total()))
+    }
+
+    /// The configured limits of every processor, as the store grants them.
+    pub fn limit_specs(&self) -> Vec<crate::store::LimitSpec> {
+        let mut v: Vec<crate::store::LimitSpec> = self
+            .limits
+            .iter()
+            .map(|(p, l)| crate::store::LimitSpec {
+                processor: p.clone(),
+                concurrency: l.total(),
+                rate_per_second: l.rate(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.processor.cmp(&b.processor));
+        v
     }
 
     /// The connector for a processor.

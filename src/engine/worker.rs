@@ -148,8 +148,23 @@ impl Engine {
         observer: Option<&dyn RunObserver>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<RunSummary, EngineError> {
-        // Register as a live worker, so per-processor limits are shared by the cluster.
-        self.heartbeat_worker().await?;
+        // The store grants every processor's limits cluster-wide: write ours.
+        // Register as a live worker (the dashboard and `status` count them).
+        let mut backoff = StoreBackoff::default();
+        loop {
+            match self.store.set_limits(&self.limit_specs()).await {
+                Ok(()) => break,
+                Err(e) if until.is_some() && !e.is_unavailable() => return Err(e.into()),
+                Err(e) => {
+                    let wait = backoff.next();
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "could not write the processor limits to the store; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        if let Err(e) = self.heartbeat_worker().await {
+            tracing::warn!(error = %e, "worker registration failed; retrying with the heartbeat");
+        }
         let registration = {
             let me = Arc::clone(self);
             tokio::spawn(async move {
@@ -174,27 +189,13 @@ impl Engine {
             .clamp(Duration::from_millis(200), Duration::from_secs(5))
     }
 
-    /// Refresh this worker's registration and take its share of every processor's limits.
+    /// Refresh this worker's registration.
     async fn heartbeat_worker(&self) -> Result<(), EngineError> {
         let now = ms(Utc::now());
         let every = self.worker_heartbeat_every().as_millis() as i64;
-        let live = self
-            .store
+        self.store
             .worker_heartbeat(&self.worker_id, now, now - 3 * every)
             .await?;
-        let live = live.clamp(1, u32::MAX as i64) as u32;
-        let before = self
-            .live_workers
-            .swap(live, std::sync::atomic::Ordering::SeqCst);
-        if before != live {
-            tracing::info!(
-                live_workers = live,
-                "live workers changed; rescaling per-processor limits"
-            );
-            for l in self.limits.values() {
-                l.rescale(live);
-            }
-        }
         Ok(())
     }
 
@@ -216,23 +217,36 @@ impl Engine {
         let release_every = (lease / 2).min(Duration::from_secs(1));
         let mut last_release: Option<std::time::Instant> = None;
         let mut retention = super::retention::RetentionPass::default();
+        // A store error (failover, restart, a dropped connection) never ends
+        // the loop: it backs off and goes on; calls in flight keep running and
+        // retry writing their results.
+        let mut backoff = StoreBackoff::default();
+        let mut store_down_until: Option<tokio::time::Instant> = None;
         loop {
             // Reap finished tasks without waiting.
             while let Some(r) = tasks.try_join_next() {
                 summary.processed += 1;
                 record(&mut summary, observer, log_task_result(r)).await;
             }
-            if !stopping && tasks.len() < cap {
+            let store_up = store_down_until.is_none_or(|t| tokio::time::Instant::now() >= t);
+            if !stopping && tasks.len() < cap && store_up {
                 let now = Utc::now();
                 // Expired leases are rare: look for them about once a second, not on every claim.
                 if last_release.is_none_or(|t| t.elapsed() >= release_every) {
-                    summary.released += self.store.release_expired_leases(ms(now)).await?;
+                    match self.store.release_expired_leases(ms(now)).await {
+                        Ok(n) => summary.released += n,
+                        Err(e) => {
+                            store_down_until =
+                                Some(store_error(&mut backoff, &e, "releasing expired leases"));
+                            continue;
+                        }
+                    }
                     last_release = Some(std::time::Instant::now());
                 }
                 // The lease is stamped by the database's clock after this
                 // instant, so `before_claim + lease` is a safe local deadline.
                 let before_claim = std::time::Instant::now();
-                let claimed = self
+                let claimed = match self
                     .store
                     .claim_due_by(
                         &self.worker_id,
@@ -241,7 +255,18 @@ impl Engine {
                         lease.as_millis() as i64,
                         (cap - tasks.len()) as i64,
                     )
-                    .await?;
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        store_down_until = Some(store_error(&mut backoff, &e, "claiming steps"));
+                        continue;
+                    }
+                };
+                if store_down_until.take().is_some() {
+                    tracing::info!("the store answers again");
+                }
+                backoff = StoreBackoff::default();
                 if !claimed.is_empty() {
                     if let Some(o) = observer {
                         o.claimed(&claimed).await;
@@ -254,22 +279,37 @@ impl Engine {
                     for step in claimed {
                         let me = Arc::clone(self);
                         let results = results.clone();
+                        // A failed read is retried by the step's own task.
                         let req = match requests.get(&step.request_id) {
-                            Some(r) => Arc::clone(r),
-                            None => {
-                                let r = Arc::new(self.request(&step.request_id).await?);
-                                requests.insert(step.request_id.clone(), Arc::clone(&r));
-                                r
-                            }
+                            Some(r) => Some(Arc::clone(r)),
+                            None => match self.request(&step.request_id).await {
+                                Ok(r) => {
+                                    let r = Arc::new(r);
+                                    requests.insert(step.request_id.clone(), Arc::clone(&r));
+                                    Some(r)
+                                }
+                                Err(_) => None,
+                            },
                         };
                         let held = Lease::until(before_claim + lease);
-                        tasks.spawn(async move { me.process(step, req, results, held).await });
+                        tasks.spawn(async move {
+                            let req = match req {
+                                Some(r) => r,
+                                None => Arc::new(
+                                    me.with_store_retry(&held, "reading the request", || {
+                                        me.request(&step.request_id)
+                                    })
+                                    .await?,
+                                ),
+                            };
+                            me.process(step, req, results, held).await
+                        });
                     }
                     continue;
                 }
             }
             // Retention is not a shutdown's business: stopping waits only for in-flight steps.
-            if !stopping {
+            if !stopping && store_up {
                 retention.tick(self, tasks.is_empty()).await;
             }
             if tasks.is_empty() && stopping {
@@ -280,7 +320,23 @@ impl Engine {
                 // Idle: go on only for a step that falls due within the bound.
                 let now = ms(Utc::now());
                 let bound = until.unwrap_or(now);
-                match self.store.next_wake().await? {
+                let next = match self.store.next_wake().await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        store_down_until = Some(store_error(
+                            &mut backoff,
+                            &e,
+                            "looking for the next due step",
+                        ));
+                        // Still bounded: keep trying until the bound.
+                        if now < bound {
+                            Some(now)
+                        } else {
+                            None
+                        }
+                    }
+                };
+                match next {
                     Some(at) if now < bound && at <= bound => {
                         if let Some(o) = observer {
                             o.sleeping(at).await;
@@ -293,10 +349,22 @@ impl Engine {
             // Sleep until something can change: a task finishes, the next run_at, a notify, or shutdown.
             let sleep_for = if stopping {
                 Duration::from_secs(3600)
+            } else if let Some(t) = store_down_until.filter(|t| *t > tokio::time::Instant::now()) {
+                t - tokio::time::Instant::now()
             } else {
                 let next = match next_wake {
                     Some(n) => n,
-                    None => self.store.next_wake().await?,
+                    None => match self.store.next_wake().await {
+                        Ok(n) => n,
+                        Err(e) => {
+                            store_down_until = Some(store_error(
+                                &mut backoff,
+                                &e,
+                                "looking for the next due step",
+                            ));
+                            continue;
+                        }
+                    },
                 };
                 match next {
                     Some(at) => Duration::from_millis(
@@ -363,8 +431,8 @@ impl Engine {
             _ = lost.cancelled() => None,
             d = lease.clone().scope(self.decide(&step, &req)) => Some(d),
         };
-        heartbeat.abort();
         let Some(decision) = decision.filter(|_| !lease.is_lost()) else {
+            heartbeat.abort();
             tracing::warn!(
                 step = step.id,
                 processor = %step.processor,
@@ -376,14 +444,19 @@ impl Engine {
         let decision = match decision {
             Ok(d) => d,
             Err(e) => {
+                heartbeat.abort();
                 tracing::error!(step = step.id, processor = %step.processor, error = %e, "step could not be run");
                 return Err(e);
             }
         };
         let now = ms(Utc::now()).max(now0);
-        let to = StepState::Running
-            .apply(decision.event)
-            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let to = match StepState::Running.apply(decision.event) {
+            Ok(to) => to,
+            Err(e) => {
+                heartbeat.abort();
+                return Err(EngineError::Internal(e.to_string()));
+            }
+        };
         let phase = Engine::phase_after(to, step.phase);
         let phase = if decision.event == StepEvent::Transient {
             step.phase
@@ -446,14 +519,13 @@ impl Engine {
             request: RequestPatch::default(),
             events: vec![],
         };
-        let (reply, written) = tokio::sync::oneshot::channel();
-        results
-            .send((cs, reply))
-            .map_err(|_| EngineError::Invalid("the result writer stopped".into()))?;
-        let applied = written
-            .await
-            .map_err(|_| EngineError::Invalid("the result writer stopped".into()))??;
-        match applied {
+        // The heartbeat keeps the lease while the result is written: a store
+        // outage delays the write, and the write is retried with back-off.
+        // Fencing makes a late write safe: if another claim took the step
+        // over meanwhile, the write is refused (a conflict), never doubled.
+        let applied = self.write_result(&results, cs).await;
+        heartbeat.abort();
+        match applied? {
             Applied::Done { status, previous } => {
                 tracing::info!(step = step.id, processor = %step.processor, state = %to, request_status = %status, "step recorded");
                 Ok(Some(Recorded {
@@ -473,6 +545,63 @@ impl Engine {
             other => {
                 tracing::warn!(step = step.id, ?other, "result not written");
                 Ok(None)
+            }
+        }
+    }
+
+    /// Send a result to the writer and wait for it; a store error (an
+    /// outage) is retried with capped back-off for up to ten minutes.
+    async fn write_result(
+        &self,
+        results: &ResultSender,
+        cs: ChangeSet,
+    ) -> Result<Applied, EngineError> {
+        let mut backoff = StoreBackoff::default();
+        let give_up = std::time::Instant::now() + Duration::from_secs(600);
+        loop {
+            let (reply, written) = tokio::sync::oneshot::channel();
+            results
+                .send((cs.clone(), reply))
+                .map_err(|_| EngineError::Internal("the result writer stopped".into()))?;
+            let outcome = written
+                .await
+                .map_err(|_| EngineError::Internal("the result writer stopped".into()))?;
+            match outcome {
+                Ok(a) => return Ok(a),
+                Err(e) if e.is_unavailable() && std::time::Instant::now() < give_up => {
+                    let wait = backoff.next();
+                    tracing::warn!(error = %e, request = %cs.request_id, retry_in_ms = wait.as_millis() as u64, "could not write a step result; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Run a store read for a claimed step, retrying an outage with back-off
+    /// while the step's lease lasts.
+    pub(super) async fn with_store_retry<T, F, Fut>(
+        &self,
+        lease: &Lease,
+        what: &str,
+        mut f: F,
+    ) -> Result<T, EngineError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, EngineError>>,
+    {
+        let mut backoff = StoreBackoff::default();
+        loop {
+            match f().await {
+                Err(EngineError::Store(e))
+                    if e.is_unavailable()
+                        && std::time::Instant::now() + backoff.peek() < lease.deadline() =>
+                {
+                    let wait = backoff.next();
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "store error while {what}; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
             }
         }
     }
@@ -632,10 +761,8 @@ impl Engine {
                 extra: json!({"paused_until": until}),
             });
         }
-        let _permit = match self.limits.get(&step.processor) {
-            Some(limit) => limit.acquire().await,
-            None => None,
-        };
+        // The slot (and token) was granted by the store with the claim.
+        let _in_flight = self.limits.get(&step.processor).map(|l| l.enter());
         // Stable per step and action, never per attempt: a retry after a
         // takeover carries the same key, so the processor can deduplicate it.
         let key = format!(
@@ -770,7 +897,8 @@ impl Engine {
         };
         if failure.is_some() || health.consecutive_failures > 0 {
             let w = &self.config.worker;
-            let h = self
+            // The call was made: a store error here must not lose its result.
+            match self
                 .store
                 .record_call(
                     &step.processor,
@@ -779,9 +907,16 @@ impl Engine {
                     w.pause_after as i64,
                     w.pause_for.get().as_millis() as i64,
                 )
-                .await?;
-            if let Ok(mut c) = self.health_cache.lock() {
-                c.insert(step.processor.clone(), (std::time::Instant::now(), h));
+                .await
+            {
+                Ok(h) => {
+                    if let Ok(mut c) = self.health_cache.lock() {
+                        c.insert(step.processor.clone(), (std::time::Instant::now(), h));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(processor = %step.processor, error = %e, "could not record the processor's health")
+                }
             }
         }
         Ok(match result {
@@ -1058,13 +1193,25 @@ fn spawn_writer(
             match store.apply_batch(sets).await {
                 Ok(applied) => {
                     for (a, reply) in applied.into_iter().zip(replies) {
-                        let _ = reply.send(Ok(a));
+                        let _ = reply.send(a);
                     }
                 }
                 Err(e) => {
-                    let msg = e.to_string();
+                    // The batch failed as a whole (the connection): every
+                    // result is retried; an internal error stays one.
+                    let unavailable = e.is_unavailable();
+                    let msg = error_chain(&e);
                     for reply in replies {
-                        let _ = reply.send(Err(crate::store::StoreError::Unavailable(msg.clone())));
+                        let err = if unavailable {
+                            crate::store::StoreError::Unavailable(format!(
+                                "the result batch failed: {msg}"
+                            ))
+                        } else {
+                            crate::store::StoreError::Failed(format!(
+                                "the result batch failed: {msg}"
+                            ))
+                        };
+                        let _ = reply.send(Err(err));
                     }
                 }
             }
@@ -1102,4 +1249,62 @@ async fn record(
     if let Some(o) = observer {
         o.recorded(&rec).await;
     }
+}
+
+/// Capped exponential back-off with jitter (from `backon`) for store outages:
+/// 100 ms doubling up to 5 s.
+struct StoreBackoff {
+    inner: backon::ExponentialBackoff,
+    last: Duration,
+}
+
+impl Default for StoreBackoff {
+    fn default() -> Self {
+        use backon::BackoffBuilder;
+        StoreBackoff {
+            inner: backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(5))
+                .with_jitter()
+                .without_max_times()
+                .build(),
+            last: Duration::from_millis(100),
+        }
+    }
+}
+
+impl StoreBackoff {
+    /// The next wait.
+    fn next(&mut self) -> Duration {
+        self.last = self.inner.next().unwrap_or(Duration::from_secs(5));
+        self.last
+    }
+
+    /// About the next wait (the last one), without advancing.
+    fn peek(&self) -> Duration {
+        self.last
+    }
+}
+
+/// Log a store error of the worker loop and say until when to leave the store alone.
+fn store_error(
+    backoff: &mut StoreBackoff,
+    e: &crate::store::StoreError,
+    what: &str,
+) -> tokio::time::Instant {
+    let wait = backoff.next();
+    tracing::warn!(error = %error_chain(e), sqlstate = e.sqlstate().as_deref().unwrap_or(""), retry_in_ms = wait.as_millis() as u64, "store error while {what}; backing off, calls in flight go on");
+    tokio::time::Instant::now() + wait
+}
+
+/// An error and its sources, as one line.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
 }

@@ -100,6 +100,11 @@ impl From<crate::engine::EngineError> for ApiError {
                 ..ApiError::new(StatusCode::CONFLICT, "external_id", c.to_string())
             },
             E::Store(s) => ApiError::unavailable(s.to_string()),
+            E::Internal(m) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "",
+                format!("internal error: {m}"),
+            ),
         }
     }
 }

@@ -57,6 +57,33 @@ pub(super) fn suppression_row(
     }
 }
 
+/// The steps a claim may take, as CTEs ending in `due (id)`: due, not
+/// blocked, and within their processor's cluster-wide limits — fewer than
+/// `concurrency` steps of the processor running (the running step is the
+/// slot) and, if rated, a whole token per step in its bucket. Processors
+/// without a `processor_limits` row are not limited. `lock` ends the
+/// candidate scan (`FOR UPDATE SKIP LOCKED` in PostgreSQL). Binds: `$4` the
+/// claim's size, `$5` due by, `$6` how many candidates to look at.
+///
+/// The claim must run after [`refill`](shared_store_fns) in the same
+/// transaction: that statement locks the limit rows, so no two claims count
+/// the same free slot.
+pub(super) fn claim_pick(lock: &str) -> String {
+    format!(
+        "WITH full_p AS (SELECT l.processor FROM processor_limits l WHERE \
+         l.concurrency <= (SELECT COUNT(*) FROM steps x WHERE x.processor = l.processor AND x.state = 'running') \
+         OR (l.rate_milli IS NOT NULL AND l.tokens < 1000000)), \
+         cand AS (SELECT s.id, s.processor, s.run_at FROM steps s WHERE s.state IN {CLAIMABLE} AND s.run_at <= $5 \
+         AND {NOT_BLOCKED} AND s.processor NOT IN (SELECT f.processor FROM full_p f) \
+         ORDER BY s.run_at LIMIT $6 {lock}), \
+         ranked AS (SELECT c.id, c.processor, c.run_at, \
+         ROW_NUMBER() OVER (PARTITION BY c.processor ORDER BY c.run_at, c.id) AS rn FROM cand c), \
+         due AS (SELECT r.id FROM ranked r LEFT JOIN processor_limits l ON l.processor = r.processor \
+         WHERE l.processor IS NULL OR (r.rn + (SELECT COUNT(*) FROM steps x WHERE x.processor = r.processor AND x.state = 'running') <= l.concurrency \
+         AND (l.rate_milli IS NULL OR r.rn * 1000000 <= l.tokens)) ORDER BY r.run_at, r.id LIMIT $4) "
+    )
+}
+
 #[derive(sqlx::FromRow)]
 pub(super) struct RawRequest {
     id: String,
@@ -572,6 +599,79 @@ macro_rules! shared_store_fns {
             let sql = format!("SELECT {STEP_COLS} FROM steps WHERE request_id = $1 ORDER BY wave, processor");
             let raw: Vec<RawStep> = sqlx::query_as(&sql).bind(request_id).fetch_all(pool).await?;
             raw.into_iter().map(RawStep::into_row).collect()
+        }
+
+        /// Lock every processor's limit row (in name order, so two claims
+        /// cannot deadlock) and refill the rated ones' buckets by the
+        /// database's clock. Returns the rated processors.
+        pub(super) async fn refill(conn: &mut $conn) -> Result<Vec<String>, StoreError> {
+            let now = $dbnow;
+            let sql = format!(
+                "UPDATE processor_limits SET tokens = CASE WHEN rate_milli IS NULL THEN tokens \
+                 WHEN {now} <= refilled_at THEN tokens \
+                 WHEN tokens + ({now} - refilled_at) * rate_milli >= burst * 1000000 THEN burst * 1000000 \
+                 ELSE tokens + ({now} - refilled_at) * rate_milli END, \
+                 refilled_at = CASE WHEN {now} > refilled_at THEN {now} ELSE refilled_at END \
+                 WHERE {} RETURNING processor, rate_milli",
+                super::LIMITS_LOCK
+            );
+            let rows: Vec<(String, Option<i64>)> = sqlx::query_as(&sql).fetch_all(&mut *conn).await?;
+            Ok(rows.into_iter().filter(|(_, r)| r.is_some()).map(|(p, _)| p).collect())
+        }
+
+        /// Take one token per claimed step of a rated processor.
+        pub(super) async fn spend_tokens(conn: &mut $conn, rated: &[String], claimed: &[StepRow]) -> Result<(), StoreError> {
+            for p in rated {
+                let n = claimed.iter().filter(|s| &s.processor == p).count() as i64;
+                if n > 0 {
+                    sqlx::query("UPDATE processor_limits SET tokens = tokens - $1 WHERE processor = $2")
+                        .bind(n * 1_000_000)
+                        .bind(p)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+            }
+            Ok(())
+        }
+
+        pub(super) async fn set_limits(pool: &$pool, limits: &[$crate::store::LimitSpec]) -> Result<(), StoreError> {
+            let mut sorted: Vec<&$crate::store::LimitSpec> = limits.iter().collect();
+            sorted.sort_by(|a, b| a.processor.cmp(&b.processor));
+            let sql = format!(
+                "INSERT INTO processor_limits (processor, concurrency, rate_milli, burst, tokens, refilled_at) \
+                 VALUES ($1, $2, $3, $4, $5, {}) ON CONFLICT (processor) DO UPDATE SET \
+                 concurrency = excluded.concurrency, rate_milli = excluded.rate_milli, burst = excluded.burst, \
+                 tokens = CASE WHEN processor_limits.tokens > excluded.tokens THEN excluded.tokens ELSE processor_limits.tokens END",
+                $dbnow
+            );
+            let mut tx = pool.begin().await?;
+            for l in sorted {
+                let rate_milli = l.rate_per_second.map(|r| ((r * 1000.0).round() as i64).max(1));
+                let burst = l.rate_per_second.map_or(1, |r| (r.ceil() as i64).max(1));
+                sqlx::query(&sql)
+                    .bind(&l.processor)
+                    .bind(i64::from(l.concurrency.max(1)))
+                    .bind(rate_milli)
+                    .bind(burst)
+                    .bind(burst * 1_000_000)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+
+        pub(super) async fn limit_usage(pool: &$pool) -> Result<Vec<$crate::store::LimitUsage>, StoreError> {
+            let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+                "SELECT l.processor, l.concurrency, (SELECT COUNT(*) FROM steps x WHERE x.processor = l.processor AND x.state = 'running') \
+                 FROM processor_limits l ORDER BY l.processor",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(processor, concurrency, running)| $crate::store::LimitUsage { processor, concurrency, running })
+                .collect())
         }
 
         pub(super) async fn release_expired(conn: &mut $conn, now: i64) -> Result<u64, StoreError> {
@@ -1527,18 +1627,22 @@ macro_rules! impl_store {
                 let pool = &self.pool;
                 $crate::store::common::retrying(|| async {
                     let mut tx = $begin(pool).await?;
+                    // Limits first: this locks the limit rows until the commit.
+                    let rated = shared::refill(&mut tx).await?;
                     let raw: Vec<$crate::store::common::RawStep> = sqlx::query_as(&sql)
                         .bind(worker)
                         .bind(lease_ms)
                         .bind(now)
                         .bind(limit)
                         .bind(due_by.min(now))
+                        .bind(limit.saturating_mul(4).saturating_add(16))
                         .fetch_all(&mut *tx)
                         .await?;
                     let rows = raw
                         .into_iter()
                         .map($crate::store::common::RawStep::into_row)
                         .collect::<Result<Vec<_>, _>>()?;
+                    shared::spend_tokens(&mut tx, &rated, &rows).await?;
                     shared::enqueue_started(&mut tx, &rows, now).await?;
                     tx.commit().await?;
                     Ok(rows)
@@ -1897,7 +2001,10 @@ macro_rules! impl_store {
             async fn apply_batch(
                 &self,
                 batch: Vec<$crate::store::ChangeSet>,
-            ) -> Result<Vec<$crate::store::Applied>, $crate::store::StoreError> {
+            ) -> Result<
+                Vec<Result<$crate::store::Applied, $crate::store::StoreError>>,
+                $crate::store::StoreError,
+            > {
                 // Lock order: change sets by request id (stable, so two of one
                 // request keep their order); results in the caller's order.
                 let mut order: Vec<usize> = (0..batch.len()).collect();
@@ -1905,21 +2012,51 @@ macro_rules! impl_store {
                 let pool = &self.pool;
                 $crate::store::common::retrying(|| async {
                     let mut tx = $begin(pool).await?;
-                    let mut out: Vec<Option<$crate::store::Applied>> = vec![None; batch.len()];
+                    let mut out: Vec<
+                        Option<Result<$crate::store::Applied, $crate::store::StoreError>>,
+                    > = (0..batch.len()).map(|_| None).collect();
                     for &i in &order {
                         let mut sp = sqlx::Acquire::begin(&mut *tx).await?;
-                        let (applied, commit) = shared::apply_in(&mut sp, batch[i].clone()).await?;
-                        if commit {
-                            sp.commit().await?;
-                        } else {
-                            sp.rollback().await?;
+                        match shared::apply_in(&mut sp, batch[i].clone()).await {
+                            Ok((applied, commit)) => {
+                                if commit {
+                                    sp.commit().await?;
+                                } else {
+                                    sp.rollback().await?;
+                                }
+                                out[i] = Some(Ok(applied));
+                            }
+                            // A deadlock or serialization failure: the whole
+                            // transaction is run again (by `retrying`).
+                            Err(e) if e.is_contended() => return Err(e),
+                            Err(e) => {
+                                // Only this change set fails: back to its savepoint.
+                                // If even that fails, the connection is gone: the
+                                // whole batch fails (nothing was committed).
+                                if sp.rollback().await.is_err() {
+                                    return Err(e);
+                                }
+                                out[i] = Some(Err(e));
+                            }
                         }
-                        out[i] = Some(applied);
                     }
                     tx.commit().await?;
                     Ok(out.into_iter().flatten().collect())
                 })
                 .await
+            }
+
+            async fn set_limits(
+                &self,
+                limits: &[$crate::store::LimitSpec],
+            ) -> Result<(), $crate::store::StoreError> {
+                shared::set_limits(&self.pool, limits).await
+            }
+
+            async fn limit_usage(
+                &self,
+            ) -> Result<Vec<$crate::store::LimitUsage>, $crate::store::StoreError> {
+                shared::limit_usage(&self.pool).await
             }
 
             async fn steps_received_between(

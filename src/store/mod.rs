@@ -50,9 +50,18 @@ pub fn from_ms(m: Millis) -> DateTime<Utc> {
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database could not be reached or answered with an error.
+    /// The database could not be reached (a message of ours, e.g. a bad URL).
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The database driver failed: the connection (refused, dropped, a
+    /// failover, a pool timeout) or the statement (an SQLSTATE). The driver's
+    /// error is kept as the source; [`StoreError::sqlstate`] exposes the code.
+    #[error("{}", sql_summary(.source))]
+    Sql {
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
     /// A row held a value lethe does not understand (a newer schema, or a hand edit).
     #[error("corrupt row in `{table}`: {reason}")]
     Corrupt {
@@ -72,9 +81,69 @@ pub enum StoreError {
     /// before this reaches a caller.
     #[error("store contended: {0}")]
     Contended(String),
+    /// A statement failed for a reason other than the database being
+    /// unreachable (its message; the driver's error was logged where it happened).
+    #[error("store error: {0}")]
+    Failed(String),
+}
+
+/// SQLSTATE classes (and SQLite result codes) that mean "the database is not
+/// there right now", as opposed to a statement it refused.
+fn unavailable_code(code: &str) -> bool {
+    // 08: connection exception; 57P: operator intervention (admin shutdown,
+    // crash shutdown, cannot connect now); 53: insufficient resources;
+    // 40001/40P01: serialization failure / deadlock (retry); 25006 read-only
+    // transaction (a replica during failover). SQLite: 5 BUSY, 6 LOCKED, 10 IOERR.
+    code.starts_with("08")
+        || code.starts_with("57P")
+        || code.starts_with("53")
+        || matches!(
+            code,
+            "40001" | "40P01" | "25006" | "5" | "6" | "10" | "261" | "517"
+        )
+}
+
+fn sql_summary(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => match d.code() {
+            Some(c) if unavailable_code(&c) => format!("store unavailable (SQLSTATE {c})"),
+            Some(c) => format!("store error (SQLSTATE {c})"),
+            None => "store error".into(),
+        },
+        _ => "store unavailable".into(),
+    }
 }
 
 impl StoreError {
+    /// The SQLSTATE (PostgreSQL) or result code (SQLite) of a database error.
+    pub fn sqlstate(&self) -> Option<String> {
+        match self {
+            StoreError::Sql {
+                source: sqlx::Error::Database(d),
+            } => d.code().map(|c| c.into_owned()),
+            _ => None,
+        }
+    }
+
+    /// The database could not be reached or is failing over: try again later
+    /// (exit code 3), as opposed to a statement it refused or a corrupt row.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) | StoreError::Migrate(_) | StoreError::Contended(_) => true,
+            StoreError::Sql { source } => match source {
+                sqlx::Error::Database(d) => d.code().is_some_and(|c| unavailable_code(&c)),
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Protocol(_) => true,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// Worth running the transaction again (deadlock or serialization failure).
     pub fn is_contended(&self) -> bool {
         matches!(self, StoreError::Contended(_))
@@ -92,9 +161,33 @@ impl From<sqlx::Error> for StoreError {
             {
                 StoreError::Contended(d.message().to_string())
             }
-            _ => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Sql { source: e },
         }
     }
+}
+
+/// A processor's cluster-wide limits, as configured (`concurrency`,
+/// `rate_per_second`). The store grants slots and tokens against them when it
+/// claims steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitSpec {
+    /// Processor name.
+    pub processor: String,
+    /// Calls in flight, cluster-wide.
+    pub concurrency: u32,
+    /// Calls per second, cluster-wide (a token bucket with a burst of `ceil(rate)`).
+    pub rate_per_second: Option<f64>,
+}
+
+/// A processor's limit and the steps of it running now (its taken slots).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitUsage {
+    /// Processor name.
+    pub processor: String,
+    /// The cluster-wide concurrency limit.
+    pub concurrency: i64,
+    /// Steps running now, in every worker.
+    pub running: i64,
 }
 
 /// A request to insert.
@@ -756,7 +849,17 @@ pub trait Store: sweep::SweepStore + Send + Sync {
     ) -> Result<Vec<String>, StoreError>;
     /// Apply several change sets in one transaction (group commit): each is
     /// all-or-nothing on its own (a savepoint), and the batch commits once.
-    async fn apply_batch(&self, batch: Vec<ChangeSet>) -> Result<Vec<Applied>, StoreError>;
+    /// A change set that fails (a constraint, a bad value) fails only itself;
+    /// the outer error is for the batch (the connection, the commit).
+    async fn apply_batch(
+        &self,
+        batch: Vec<ChangeSet>,
+    ) -> Result<Vec<Result<Applied, StoreError>>, StoreError>;
+    /// Record the processors' cluster-wide limits (from the config; the last
+    /// writer wins). Claims grant slots and tokens against them.
+    async fn set_limits(&self, limits: &[LimitSpec]) -> Result<(), StoreError>;
+    /// Every limited processor with its limit and its running steps.
+    async fn limit_usage(&self) -> Result<Vec<LimitUsage>, StoreError>;
     /// Active suppression rows whose hash is one of `hashes`.
     async fn suppressed(&self, hashes: &[String]) -> Result<Vec<SuppressionRow>, StoreError>;
     /// The whole suppression list (active and pending), newest first.

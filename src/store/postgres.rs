@@ -1,14 +1,17 @@
 //! The PostgreSQL backend: for more than one machine; any number of daemons share it.
 //!
 //! Claiming uses `FOR UPDATE SKIP LOCKED`, so concurrent workers never wait on
-//! each other's rows and never take the same step. There is no global lock:
+//! each other's rows and never take the same step. A claim first locks the
+//! `processor_limits` rows (in name order) and refills their token buckets, so
+//! two claims never count the same free slot of a processor's cluster-wide limit.
+//! There is no global lock:
 //! audit appends are serialised per chain, by the request row that `apply`
 //! locks first and by the chain's `chain_heads` row. Row locks are taken in a
 //! fixed order (requests by id, chain heads by name), and a transaction the
 //! server aborts on a deadlock (40P01) or serialization failure (40001) is
 //! retried with a jittered backoff.
 
-use super::common::{CLAIMABLE, NOT_BLOCKED};
+use super::common::{claim_pick, CLAIMABLE};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use std::str::FromStr;
@@ -68,12 +71,17 @@ async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgre
 
 fn claim_sql() -> String {
     format!(
-        "WITH due AS (SELECT s.id FROM steps s WHERE s.state IN {CLAIMABLE} AND s.run_at <= $5 AND {NOT_BLOCKED} \
-         ORDER BY s.run_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
-         UPDATE steps SET state = 'running', lease_owner = $1, lease_expires_at = {DB_NOW} + $2, attempts = steps.attempts + 1, \
-         lease_token = steps.lease_token + 1, started_at = COALESCE(steps.started_at, $3), updated_at = $3 FROM due WHERE steps.id = due.id RETURNING steps.*"
+        "{} UPDATE steps SET state = 'running', lease_owner = $1, lease_expires_at = {DB_NOW} + $2, attempts = steps.attempts + 1, \
+         lease_token = steps.lease_token + 1, started_at = COALESCE(steps.started_at, $3), updated_at = $3 FROM due \
+         WHERE steps.id = due.id AND steps.state IN {CLAIMABLE} RETURNING steps.*",
+        claim_pick("FOR UPDATE OF s SKIP LOCKED")
     )
 }
+
+/// Which limit rows a claim locks before it counts free slots: all of them,
+/// in name order (the same order in every claim, so claims cannot deadlock).
+const LIMITS_LOCK: &str =
+    "processor IN (SELECT processor FROM processor_limits ORDER BY processor FOR UPDATE)";
 
 fn claim_outbox_sql() -> String {
     format!(

@@ -5,7 +5,7 @@
 //! audit chain is appended by one writer at a time. Claiming is a single
 //! `UPDATE … RETURNING`, atomic under that lock.
 
-use super::common::{CLAIMABLE, NOT_BLOCKED, STEP_COLS};
+use super::common::{claim_pick, STEP_COLS};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 use std::str::FromStr;
@@ -69,12 +69,16 @@ async fn begin(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, sqlx::Sql
 
 fn claim_sql() -> String {
     format!(
-        "UPDATE steps SET state = 'running', lease_owner = $1, lease_expires_at = {DB_NOW} + $2, attempts = attempts + 1, \
+        "{} UPDATE steps SET state = 'running', lease_owner = $1, lease_expires_at = {DB_NOW} + $2, attempts = attempts + 1, \
          lease_token = lease_token + 1, started_at = COALESCE(started_at, $3), updated_at = $3 \
-         WHERE id IN (SELECT s.id FROM steps s WHERE s.state IN {CLAIMABLE} AND s.run_at <= $5 AND {NOT_BLOCKED} \
-         ORDER BY s.run_at LIMIT $4) RETURNING {STEP_COLS}"
+         WHERE id IN (SELECT id FROM due) RETURNING {STEP_COLS}",
+        claim_pick("")
     )
 }
+
+/// Which limit rows a claim locks: none need locking, `BEGIN IMMEDIATE`
+/// already made the claim the only writer.
+const LIMITS_LOCK: &str = "1 = 1";
 
 fn claim_outbox_sql() -> String {
     format!(

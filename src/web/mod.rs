@@ -190,6 +190,10 @@ impl From<EngineError> for WebError {
             }
             EngineError::ExternalIdConflict(c) => WebError::Refused(c.to_string()),
             EngineError::Store(s) => s.into(),
+            EngineError::Internal(m) => {
+                tracing::error!(error = %m, "dashboard: internal error");
+                WebError::Internal
+            }
         }
     }
 }

@@ -215,7 +215,7 @@ async fn batches_touching_the_same_requests_in_opposite_orders_both_commit(b: Ba
     let r2 = t2.await.unwrap().expect("backward batch commits");
     assert_eq!(r2.len(), want_order.len(), "one result per change set");
     for r in r1.iter().chain(r2.iter()) {
-        assert!(matches!(r, Applied::Done { .. }), "{r:?}");
+        assert!(matches!(r, Ok(Applied::Done { .. })), "{r:?}");
     }
     for id in &want_order {
         let req = f.store.get_request(id).await.unwrap().unwrap();

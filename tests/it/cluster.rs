@@ -15,14 +15,16 @@ use std::time::{Duration, Instant};
 /// A Mailchimp stand-in that records every erase call: when it started and
 /// ended per member, how many were in flight at once, which members are gone.
 /// Per member: each erase call's start and (once finished) end.
-type Calls = HashMap<String, Vec<(Instant, Option<Instant>)>>;
+pub(crate) type Calls = HashMap<String, Vec<(Instant, Option<Instant>)>>;
 
 #[derive(Default)]
-struct Recorder {
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
-    calls: Mutex<Calls>,
-    deleted: Mutex<HashSet<String>>,
+pub(crate) struct Recorder {
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) max_in_flight: AtomicUsize,
+    pub(crate) calls: Mutex<Calls>,
+    pub(crate) deleted: Mutex<HashSet<String>>,
+    /// Added to the latency of every call (set while a test runs).
+    pub(crate) extra_ms: std::sync::atomic::AtomicU64,
 }
 
 /// Marks a call's end even when the handler is dropped (the client died).
@@ -41,7 +43,7 @@ impl Drop for CallGuard {
     }
 }
 
-async fn recorder_server(
+pub(crate) async fn recorder_server(
     rec: Arc<Recorder>,
     latency: Duration,
 ) -> (String, tokio::task::JoinHandle<()>) {
@@ -61,7 +63,8 @@ async fn recorder_server(
                     v.len() - 1
                 };
                 let _guard = CallGuard { rec: rec.clone(), hash: hash.clone(), idx };
-                tokio::time::sleep(latency).await;
+                let extra = Duration::from_millis(rec.extra_ms.load(Ordering::SeqCst));
+                tokio::time::sleep(latency + extra).await;
                 let fresh = rec.deleted.lock().unwrap().insert(hash);
                 if fresh {
                     axum::http::StatusCode::NO_CONTENT.into_response()
@@ -85,7 +88,7 @@ async fn recorder_server(
     )
 }
 
-fn key_of(env: &TestEnv) -> String {
+pub(crate) fn key_of(env: &TestEnv) -> String {
     env.env
         .iter()
         .find(|(k, _)| k == "LETHE_KEY")
@@ -94,7 +97,7 @@ fn key_of(env: &TestEnv) -> String {
 }
 
 /// File `n` erasures in-process (through the real engine and store).
-async fn file_requests(env: &TestEnv, n: usize) -> (Arc<Engine>, Vec<String>) {
+pub(crate) async fn file_requests(env: &TestEnv, n: usize) -> (Arc<Engine>, Vec<String>) {
     let config = Config::load(&env.config).unwrap();
     let store = lethe::store::open(&config.store.url).await.unwrap();
     store.migrate().await.unwrap();
@@ -115,7 +118,7 @@ async fn file_requests(env: &TestEnv, n: usize) -> (Arc<Engine>, Vec<String>) {
     (engine, ids)
 }
 
-async fn wait_all_completed(engine: &Engine, ids: &[String], secs: u64) {
+pub(crate) async fn wait_all_completed(engine: &Engine, ids: &[String], secs: u64) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let mut open = 0;
@@ -136,7 +139,7 @@ async fn wait_all_completed(engine: &Engine, ids: &[String], secs: u64) {
     }
 }
 
-fn assert_no_overlaps(rec: &Recorder) {
+pub(crate) fn assert_no_overlaps(rec: &Recorder) {
     for (hash, calls) in rec.calls.lock().unwrap().iter() {
         let mut c = calls.clone();
         c.sort_by_key(|(s, _)| *s);
@@ -152,7 +155,7 @@ fn assert_no_overlaps(rec: &Recorder) {
     }
 }
 
-async fn wait_deleted(rec: &Recorder, n: usize, secs: u64) {
+pub(crate) async fn wait_deleted(rec: &Recorder, n: usize, secs: u64) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while rec.deleted.lock().unwrap().len() < n {
         assert!(
@@ -163,7 +166,7 @@ async fn wait_deleted(rec: &Recorder, n: usize, secs: u64) {
     }
 }
 
-fn processor(url: &str, concurrency: u32) -> String {
+pub(crate) fn processor(url: &str, concurrency: u32) -> String {
     format!(
         "[worker]\nlease = \"2s\"\nidle_poll = \"100ms\"\nconcurrency = 16\n\n[[processor]]\nname = \"newsletter\"\nconnector = \"mailchimp\"\nbase_url = \"{url}/3.0\"\nconcurrency = {concurrency}\ntimeout = \"1s\"\nsettings = {{ list_id = \"{LIST}\" }}\nsecrets = {{ api_key = \"MAILCHIMP_API_KEY\" }}\n"
     )
@@ -180,7 +183,7 @@ async fn three_daemons_on_postgresql_survive_a_kill_9_with_every_request_complet
     let mut daemons: Vec<_> = (0..3)
         .map(|_| env.command(&["daemon"]).spawn().expect("daemon"))
         .collect();
-    // Let them register, so each takes its share of the processor's limit of 6.
+    // Let them start (each writes the processor's limits into the store).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (engine, ids) = file_requests(&env, 200).await;
 

@@ -120,7 +120,97 @@ on_both_backends!(
     a_batch_commits_each_change_set_on_its_own_and_skips_a_conflicting_one,
     data_keys_are_stored_with_the_request_rewrapped_only_from_their_kid_and_destroyed_by_shredding,
     a_legacy_row_is_upgraded_once_and_closed_exports_are_due_for_deletion_once,
+    claims_grant_a_processors_slots_and_tokens_cluster_wide_and_a_finished_step_gives_its_slot_back,
 );
+
+async fn claims_grant_a_processors_slots_and_tokens_cluster_wide_and_a_finished_step_gives_its_slot_back(
+    b: Backend,
+) {
+    let f = fresh(b).await;
+    for r in 0..6 {
+        f.store
+            .create_request(
+                new_request(&format!("r{r}"), 1000),
+                vec![
+                    step("limited", 0, 1000),
+                    step("rated", 0, 1000),
+                    step("free", 0, 1000),
+                ],
+                1000,
+            )
+            .await
+            .unwrap();
+    }
+    f.store
+        .set_limits(&[
+            store::LimitSpec {
+                processor: "limited".into(),
+                concurrency: 2,
+                rate_per_second: None,
+            },
+            // A rate of 0.001/s: the bucket starts full (burst 1) and does not refill during the test.
+            store::LimitSpec {
+                processor: "rated".into(),
+                concurrency: 10,
+                rate_per_second: Some(0.001),
+            },
+        ])
+        .await
+        .unwrap();
+    // Two claimers, as two daemons: together they get 2 "limited", 1 "rated", every "free".
+    let a = f.store.claim_due("w1", 2000, 60000, 4).await.unwrap();
+    let b2 = f.store.claim_due("w2", 2000, 60000, 100).await.unwrap();
+    let count = |p: &str| {
+        a.iter()
+            .chain(b2.iter())
+            .filter(|s| s.processor == p)
+            .count()
+    };
+    assert_eq!(count("limited"), 2, "{a:?} {b2:?}");
+    assert_eq!(count("rated"), 1, "one token");
+    assert_eq!(count("free"), 6, "no limit row: not limited");
+    assert!(f
+        .store
+        .claim_due("w3", 2000, 60000, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    let usage = f.store.limit_usage().await.unwrap();
+    let limited = usage.iter().find(|u| u.processor == "limited").unwrap();
+    assert_eq!((limited.concurrency, limited.running), (2, 2));
+    // A written result gives its slot back; the next claim takes exactly one more.
+    let done = a
+        .iter()
+        .chain(b2.iter())
+        .find(|s| s.processor == "limited")
+        .unwrap();
+    let out = f
+        .store
+        .apply(cs(
+            &done.request_id,
+            3000,
+            vec![finish(done.id, done.lease_token, Outcome::Erased, 3000)],
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(out, Applied::Done { .. }), "{out:?}");
+    let c = f.store.claim_due("w3", 3000, 60000, 100).await.unwrap();
+    assert_eq!(
+        c.iter().map(|s| s.processor.as_str()).collect::<Vec<_>>(),
+        vec!["limited"]
+    );
+    // Raising the limit (a new config) frees more slots at once.
+    f.store
+        .set_limits(&[store::LimitSpec {
+            processor: "limited".into(),
+            concurrency: 4,
+            rate_per_second: None,
+        }])
+        .await
+        .unwrap();
+    let c = f.store.claim_due("w4", 3000, 60000, 100).await.unwrap();
+    assert_eq!(c.len(), 2, "{c:?}");
+}
 
 async fn a_batch_commits_each_change_set_on_its_own_and_skips_a_conflicting_one(b: Backend) {
     let f = fresh(b).await;
@@ -156,6 +246,7 @@ async fn a_batch_commits_each_change_set_on_its_own_and_skips_a_conflicting_one(
         ])
         .await
         .unwrap();
+    let out: Vec<Applied> = out.into_iter().map(|a| a.unwrap()).collect();
     assert!(
         matches!(
             out[0],
