@@ -317,10 +317,7 @@ impl Engine {
         // granted to steps at claim time (a known gap, see the README).
         let limit = self.limits.get(&run.processor).cloned();
         let items = {
-            let _permit = match &limit {
-                Some(l) => Some(l.enter()),
-                None => None,
-            };
+            let _permit = limit.as_ref().map(|l| l.enter());
             connector.sweep_list(q).await.map_err(Failure::Connector)?
         };
         let hashes: Vec<String> = items
@@ -350,10 +347,7 @@ impl Engine {
         let batch = connector.sweep_batch().max(1);
         for chunk in items.chunks(batch) {
             let outcomes = {
-                let _permit = match &limit {
-                    Some(l) => Some(l.enter()),
-                    None => None,
-                };
+                let _permit = limit.as_ref().map(|l| l.enter());
                 connector
                     .sweep_delete(q, chunk)
                     .await
