@@ -127,6 +127,7 @@ select = ["category:mailing_list"]
     // The master key is used for this run only and never shown: the demo's
     // identities stay sealed under a key that no longer exists once it exits.
     let keys = Keys::from_base64("LETHE_KEY", &Keys::generate_base64())?;
+    let signing = keys.audit_signing_key();
     let store = crate::store::open(&config.store.url).await?;
     store.migrate().await?;
     let engine = Engine::new(Arc::new(config), store, keys)?;
@@ -153,6 +154,19 @@ select = ["category:mailing_list"]
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let elapsed = started.elapsed();
+    // Sign a checkpoint over what the run appended, as `lethe run
+    // --until-idle` does, so the certificate carries its inclusion proof.
+    let checkpointer = crate::audit::checkpointer::Checkpointer::new(
+        Arc::clone(&engine.store),
+        signing,
+        engine.worker_id().to_string(),
+        Duration::from_secs(5),
+    );
+    checkpointer
+        .tick()
+        .await
+        .context("writing the demo's audit checkpoint")?;
+    checkpointer.resign().await;
     let steps = engine.store.steps(&id).await?;
     let events = engine.store.request_events(&id).await?;
     let audit = crate::audit::verify(engine.store.as_ref()).await?;

@@ -171,6 +171,12 @@ fn the_demo_writes_its_certificate_as_html_at_the_absolute_path_it_prints() {
     assert!(html.contains("j***@example.com"));
     assert!(!html.contains("jane.doe@example.com"));
     assert!(html.contains("event-invites") && html.contains("erased"));
+    // The demo signs a checkpoint before it writes the certificate, so the
+    // certificate carries a signed checkpoint, not "pending".
+    assert!(
+        html.contains("the head is leaf") && !html.contains("no signed checkpoint covers"),
+        "the demo's certificate is covered by a signed checkpoint"
+    );
 }
 
 #[test]
