@@ -3,7 +3,7 @@
 //! A processor's documented limit (Mailchimp: 10 connections per user, shared
 //! by every app) applies to all of lethe, not to each daemon. The store is the
 //! authority: every worker writes the configured limits into
-//! `processor_limits` when it starts ([`Store::set_limits`]), and a claim takes
+//! `processor_limits` when it starts ([`QueueStore::set_limits`]), and a claim takes
 //! a step only while fewer than `concurrency` steps of its processor are
 //! running anywhere in the cluster and, for a rated processor, a token is in
 //! the processor's bucket (refilled by the database's clock). The slot is the
@@ -14,7 +14,7 @@
 //! This module only counts the calls in flight in this process, for the
 //! dashboard; it never holds a call back.
 //!
-//! [`Store::set_limits`]: crate::store::Store::set_limits
+//! [`QueueStore::set_limits`]: crate::store::QueueStore::set_limits
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;

@@ -4,7 +4,8 @@
 //! caller signs (see `audit::checkpoint`), the store writes what it is given
 //! in one transaction and marks exactly the heads it covered.
 
-use super::Millis;
+use super::{Millis, StoreError};
+use async_trait::async_trait;
 
 /// One chain head covered by a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +58,7 @@ pub struct CheckpointRow {
 /// What signing a draft gives back.
 pub type CheckpointSigner<'a> = &'a (dyn Fn(&CheckpointDraft) -> CheckpointRow + Send + Sync);
 
-/// The outcome of [`Store::write_checkpoint`](super::Store::write_checkpoint).
+/// The outcome of [`CheckpointStore::write_checkpoint`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckpointWrite {
     /// The caller does not hold the live lease: nothing written.
@@ -90,7 +91,7 @@ pub const CHECKPOINTER: &str = "checkpointer";
 
 /// Stamp out the checkpoint statements for one backend (`$dbnow`: the
 /// database clock in ms, as SQL).
-macro_rules! checkpoint_store_fns {
+macro_rules! checkpoint_sql_fns {
     ($conn:ty, $pool:ty, $dbnow:expr) => {
         use $crate::store::checkpoints::{
             CheckpointDraft, CheckpointLeaf, CheckpointRow, CheckpointSigner, CheckpointWrite, LeafMismatch,
@@ -277,4 +278,126 @@ macro_rules! checkpoint_store_fns {
     };
 }
 
-pub(super) use checkpoint_store_fns;
+pub(super) use checkpoint_sql_fns;
+
+/// The checkpoint writer's election and the signed checkpoints of the audit chains.
+#[async_trait]
+pub trait CheckpointStore: Send + Sync {
+    /// Take or renew the leader lease `name` for `ttl_ms` (database clock):
+    /// true if `holder` now holds it (it held it, or the lease had expired).
+    async fn take_leader_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Give up the lease `name` if `holder` holds it.
+    async fn drop_leader_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// In one transaction, if `holder` holds the live [`CHECKPOINTER`] lease:
+    /// take at most `batch` chain heads not yet checkpointed, have `sign`
+    /// turn them into the next checkpoint, write it with its leaves, and mark
+    /// exactly the heads still at those positions as checkpointed.
+    async fn write_checkpoint(
+        &self,
+        holder: &str,
+        batch: i64,
+        sign: CheckpointSigner<'_>,
+    ) -> Result<CheckpointWrite, StoreError>;
+
+    /// Checkpoints with id above `after`, by id, at most `limit`.
+    async fn checkpoints(&self, after: i64, limit: i64) -> Result<Vec<CheckpointRow>, StoreError>;
+
+    /// The leaves of checkpoints `from_id..=to_id`, by checkpoint then chain.
+    async fn checkpoint_leaves(
+        &self,
+        from_id: i64,
+        to_id: i64,
+    ) -> Result<Vec<(i64, CheckpointLeaf)>, StoreError>;
+
+    /// The first checkpoint covering position `chain_seq` of `chain`.
+    async fn checkpoint_covering(
+        &self,
+        chain: &str,
+        chain_seq: i64,
+    ) -> Result<Option<CheckpointRow>, StoreError>;
+
+    /// How many leaves all checkpoints hold, and (at most `limit`) those
+    /// whose event is gone or has another hash now.
+    async fn checkpoint_leaf_mismatches(
+        &self,
+        limit: i64,
+    ) -> Result<(i64, Vec<LeafMismatch>), StoreError>;
+}
+
+/// Implement [`CheckpointStore`] for a backend struct with a `pool` field
+/// (the module `checkpoint_sql`, from [`checkpoint_sql_fns!`], in scope).
+macro_rules! impl_checkpoints_store {
+    ($store:ty, $begin:path) => {
+        #[async_trait::async_trait]
+        impl $crate::store::checkpoints::CheckpointStore for $store {
+            async fn take_leader_lease(
+                &self,
+                name: &str,
+                holder: &str,
+                ttl_ms: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                checkpoint_sql::take_lease(&self.pool, name, holder, ttl_ms).await
+            }
+
+            async fn drop_leader_lease(
+                &self,
+                name: &str,
+                holder: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                checkpoint_sql::drop_lease(&self.pool, name, holder).await
+            }
+
+            async fn write_checkpoint(
+                &self,
+                holder: &str,
+                batch: i64,
+                sign: $crate::store::CheckpointSigner<'_>,
+            ) -> Result<$crate::store::CheckpointWrite, $crate::store::StoreError> {
+                let mut tx = $begin(&self.pool).await?;
+                let out = checkpoint_sql::write_checkpoint(&mut tx, holder, batch, sign).await?;
+                tx.commit().await?;
+                Ok(out)
+            }
+
+            async fn checkpoints(
+                &self,
+                after: i64,
+                limit: i64,
+            ) -> Result<Vec<$crate::store::CheckpointRow>, $crate::store::StoreError> {
+                checkpoint_sql::checkpoints(&self.pool, after, limit).await
+            }
+
+            async fn checkpoint_leaves(
+                &self,
+                from_id: i64,
+                to_id: i64,
+            ) -> Result<Vec<(i64, $crate::store::CheckpointLeaf)>, $crate::store::StoreError> {
+                checkpoint_sql::checkpoint_leaves(&self.pool, from_id, to_id).await
+            }
+
+            async fn checkpoint_covering(
+                &self,
+                chain: &str,
+                chain_seq: i64,
+            ) -> Result<Option<$crate::store::CheckpointRow>, $crate::store::StoreError> {
+                checkpoint_sql::checkpoint_covering(&self.pool, chain, chain_seq).await
+            }
+
+            async fn checkpoint_leaf_mismatches(
+                &self,
+                limit: i64,
+            ) -> Result<(i64, Vec<$crate::store::LeafMismatch>), $crate::store::StoreError> {
+                checkpoint_sql::leaf_mismatches(&self.pool, limit).await
+            }
+        }
+    };
+}
+
+pub(super) use impl_checkpoints_store;

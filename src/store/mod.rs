@@ -1,33 +1,67 @@
 //! The store: requests, steps and the audit chain, in SQLite or PostgreSQL.
 //!
-//! One [`Store`] trait, two backends. The store keeps rows and decides nothing:
-//! the engine computes every state change with the pure saga in `domain` and
-//! hands the store a [`ChangeSet`], which it applies in one transaction —
-//! compare-and-set on each step's expected state (and lease owner), the
-//! request's derived status, and the audit events, all or nothing. Audit
-//! events go to their own chain (one per request, hold and processor) whose
-//! head ([`ChainHead`]) moves in the same transaction; there is no global lock.
+//! The store keeps rows and decides nothing: the engine computes every state
+//! change with the pure saga in `domain` and hands the store a [`ChangeSet`],
+//! which it applies in one transaction — compare-and-set on each step's
+//! expected state (and lease owner), the request's derived status, and the
+//! audit events, all or nothing. Audit events go to their own chain (one per
+//! request, hold and processor) whose head ([`ChainHead`]) moves in the same
+//! transaction; there is no global lock.
 //!
-//! All SQL lives in this module. Both backends share the statements in
-//! `common.rs` (`$N` placeholders work in both); only claiming, locking and
-//! migrations differ.
+//! The store is split by concern, one trait per file, each with its SQL:
+//!
+//! | trait | file | owns |
+//! |---|---|---|
+//! | [`SchemaStore`] | `schema.rs` | migrations, reachability |
+//! | [`RequestStore`] | `requests.rs` | creating and reading requests, steps, free texts |
+//! | [`QueueStore`] | `queue.rs` | claims, leases, change sets, limits, health, workers, timers |
+//! | [`AuditStore`] | `audit.rs` | appending to and reading the hash chains |
+//! | [`CheckpointStore`] | `checkpoints.rs` | the checkpointer's lease, signed checkpoints |
+//! | [`HoldStore`] | `holds.rs` | legal holds |
+//! | [`OutboxStore`] | `outbox.rs` | status callbacks (transactional outbox) |
+//! | [`ReportStore`] | `reports.rs` | counts and period views (read only) |
+//! | [`KeyStore`] | `keys.rs` | data keys, crypto-shredding, export retention |
+//! | [`SweepStore`] | `sweep.rs` | retention sweeps |
+//!
+//! [`Store`] is all of them (a blanket impl), for callers holding one
+//! `Arc<dyn Store>`. Each file's `*_sql_fns!` macro stamps out its statements
+//! for one backend (`$N` placeholders work in both) as the module `<concern>_sql`
+//! of `sqlite.rs` and `postgres.rs`, and its `impl_*_store!` macro implements
+//! its trait; only claiming, locking and migrations differ per backend. All
+//! SQL lives in this module.
 
+pub mod audit;
 pub mod checkpoints;
 mod common;
+pub mod holds;
+pub mod keys;
+pub mod outbox;
 pub mod postgres;
+pub mod queue;
+pub mod reports;
+pub mod requests;
+pub mod schema;
 pub mod sqlite;
 pub mod sweep;
 
 use crate::domain::{Action, Outcome, Phase, RequestKind, RequestStatus, StepState};
-use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
 use std::sync::Arc;
 
+pub use audit::AuditStore;
 pub use checkpoints::{
-    CheckpointDraft, CheckpointLeaf, CheckpointRow, CheckpointSigner, CheckpointWrite,
-    LeafMismatch, CHECKPOINTER,
+    CheckpointDraft, CheckpointLeaf, CheckpointRow, CheckpointSigner, CheckpointStore,
+    CheckpointWrite, LeafMismatch, CHECKPOINTER,
 };
+pub use holds::HoldStore;
+pub use keys::KeyStore;
+pub use outbox::OutboxStore;
+pub use queue::QueueStore;
+pub use reports::ReportStore;
+pub use requests::RequestStore;
+pub use schema::SchemaStore;
+pub use sweep::SweepStore;
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
@@ -588,7 +622,7 @@ pub struct HoldRow {
     pub released_at: Option<Millis>,
 }
 
-/// Steps that are not final, grouped (see [`Store::waiting_summary`]).
+/// Steps that are not final, grouped (see [`QueueStore::waiting_summary`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitGroup {
     /// Processor name.
@@ -616,309 +650,39 @@ pub struct Health {
     pub last_error: Option<String>,
 }
 
-/// The store (with its retention-sweep part, [`sweep::SweepStore`]).
-#[async_trait]
-pub trait Store: sweep::SweepStore + Send + Sync {
-    /// Bring the schema up to date.
-    async fn migrate(&self) -> Result<(), StoreError>;
-    /// Is the database reachable?
-    async fn ping(&self) -> Result<(), StoreError>;
-    /// Insert a request with its steps and a `request.created` event.
-    async fn create_request(
-        &self,
-        req: NewRequest,
-        steps: Vec<NewStep>,
-        now: Millis,
-    ) -> Result<RequestRow, StoreError>;
-    /// A request by id.
-    async fn get_request(&self, id: &str) -> Result<Option<RequestRow>, StoreError>;
-    /// A request by its intake form id.
-    async fn find_by_external_id(
-        &self,
-        external_id: &str,
-    ) -> Result<Option<RequestRow>, StoreError>;
-    /// Requests, newest first.
-    async fn list_requests(&self, filter: &RequestFilter) -> Result<Vec<RequestRow>, StoreError>;
-    /// A request's steps, by wave then processor.
-    async fn steps(&self, request_id: &str) -> Result<Vec<StepRow>, StoreError>;
-    /// Lease up to `limit` steps due at `now` to `worker` for `lease_ms`,
-    /// measured by the database's clock. Each claimed step gets a new lease
-    /// token (fencing), returned in its row.
-    async fn claim_due(
-        &self,
-        worker: &str,
-        now: Millis,
-        lease_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<StepRow>, StoreError> {
-        self.claim_due_by(worker, now, now, lease_ms, limit).await
-    }
-    /// [`claim_due`](Store::claim_due), claiming only steps due at or before
-    /// `due_by` (at most `now`): a bounded run (`run --until-idle`) does not
-    /// take up steps that fell due after its end, so a processor answering
-    /// `Retry-After: 0` forever cannot keep it going.
-    async fn claim_due_by(
-        &self,
-        worker: &str,
-        now: Millis,
-        due_by: Millis,
-        lease_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<StepRow>, StoreError>;
-    /// Every step that is not final (neither done, skipped nor cancelled),
-    /// grouped by processor, state, error class and whether an earlier phase
-    /// blocks it, with the count and the earliest `run_at` of each group.
-    async fn waiting_summary(&self) -> Result<Vec<WaitGroup>, StoreError>;
-    /// Return steps whose lease expired by the database's clock to `pending`,
-    /// with an event each (`now` only stamps the event). An erase among them
-    /// is marked `maybe_acted`: its call may have reached the processor.
-    async fn release_expired_leases(&self, now: Millis) -> Result<u64, StoreError>;
-    /// Extend a lease to the database's clock + `lease_ms`; false if the
-    /// lease token is no longer the step's (another claim took it over).
-    async fn heartbeat(
-        &self,
-        step_id: i64,
-        lease_token: i64,
-        lease_ms: i64,
-    ) -> Result<bool, StoreError>;
-    /// Processor free text of a request's events, by SHA-256 (the chain holds
-    /// the hash; the text is destroyed with the identities).
-    async fn texts(&self, request_id: &str) -> Result<Vec<(String, String)>, StoreError>;
-    /// The earliest `run_at` (or lease expiry) of anything claimable, if any.
-    async fn next_wake(&self) -> Result<Option<Millis>, StoreError>;
-    /// Apply a change set atomically.
-    async fn apply(&self, changes: ChangeSet) -> Result<Applied, StoreError>;
-    /// Audit events from `after_seq` (exclusive), at most `limit`.
-    async fn events(&self, after_seq: i64, limit: i64) -> Result<Vec<EventRow>, StoreError>;
-    /// A request's audit events (its own chain, and any legacy rows), by `seq`.
-    async fn request_events(&self, request_id: &str) -> Result<Vec<EventRow>, StoreError>;
-    /// Events of one chain with `chain_seq > after`, in chain order, at most `limit`.
-    async fn chain_events(
-        &self,
-        chain: &str,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<EventRow>, StoreError>;
-    /// The head of one chain, if it has one.
-    async fn chain_head(&self, chain: &str) -> Result<Option<ChainHead>, StoreError>;
-    /// Chain heads with names after `after`, by name, at most `limit`.
-    async fn chain_heads(&self, after: &str, limit: i64) -> Result<Vec<ChainHead>, StoreError>;
-    /// Events in chain order — by `(chain, chain_seq)`, after the position
-    /// `after` — at most `limit`: one pass over every chain for `audit verify`.
-    async fn events_in_chain_order(
-        &self,
-        after: (&str, i64),
-        limit: i64,
-    ) -> Result<Vec<EventRow>, StoreError>;
-    /// Events without a chain or position (written outside lethe), by `seq`, at most `limit`.
-    async fn unchained_events(&self, limit: i64) -> Result<Vec<EventRow>, StoreError>;
-    /// Counts of steps by (processor, state), for metrics and reports.
-    async fn step_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
-    /// Record an ad-hoc hold, with a `hold.added` event.
-    async fn add_hold(&self, hold: HoldRow) -> Result<(), StoreError>;
-    /// Release a hold; returns it (None if unknown or already released), with a `hold.released` event.
-    async fn release_hold(&self, id: &str, now: Millis) -> Result<Option<HoldRow>, StoreError>;
-    /// Holds, newest first; released ones too if asked.
-    async fn list_holds(&self, include_released: bool) -> Result<Vec<HoldRow>, StoreError>;
-    /// Holds on a subject that are in force at `now`.
-    async fn active_holds(
-        &self,
-        subject_hash: &str,
-        now: Millis,
-    ) -> Result<Vec<HoldRow>, StoreError>;
-    /// Make a subject's held steps due now, so a worker re-checks their holds.
-    async fn wake_held_steps(&self, subject_hash: &str, now: Millis) -> Result<u64, StoreError>;
-    /// A processor's health.
-    async fn health(&self, processor: &str) -> Result<Health, StoreError>;
-    /// Record a call's result: success resets; a failure counts, and after
-    /// `pause_after` failures in a row the processor is paused until `now + pause_ms`
-    /// (with a `processor.paused` event). Returns the new health.
-    async fn record_call(
-        &self,
-        processor: &str,
-        failure: Option<&str>,
-        now: Millis,
-        pause_after: i64,
-        pause_ms: i64,
-    ) -> Result<Health, StoreError>;
-    /// Register or refresh a live worker; returns how many workers heart-beat
-    /// at or after `live_since` (this one included).
-    async fn worker_heartbeat(
-        &self,
-        worker: &str,
-        now: Millis,
-        live_since: Millis,
-    ) -> Result<i64, StoreError>;
-    /// Remove a worker that stops cleanly.
-    async fn worker_gone(&self, worker: &str) -> Result<(), StoreError>;
-    /// Insert a request, its steps, its status-callback destinations and a
-    /// `created` callback to each, in one transaction.
-    async fn create_request_with_callbacks(
-        &self,
-        req: NewRequest,
-        steps: Vec<NewStep>,
-        callbacks: Vec<Callback>,
-        now: Millis,
-    ) -> Result<RequestRow, StoreError>;
-    /// Lease up to `limit` due callbacks (the oldest undelivered one per
-    /// destination) until `visible_at`, counting an attempt each.
-    async fn claim_outbox(
-        &self,
-        now: Millis,
-        visible_at: Millis,
-        limit: i64,
-    ) -> Result<Vec<OutboxRow>, StoreError>;
-    /// A callback was delivered.
-    async fn outbox_delivered(&self, id: i64, now: Millis) -> Result<(), StoreError>;
-    /// A delivery failed: try again at `retry_at`, or give up (`None`).
-    async fn outbox_failed(
-        &self,
-        id: i64,
-        retry_at: Option<Millis>,
-        error: &str,
-    ) -> Result<(), StoreError>;
-    /// The earliest `run_at` of an undelivered callback.
-    async fn next_outbox_wake(&self) -> Result<Option<Millis>, StoreError>;
-    /// Requests by status.
-    async fn request_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
-    /// Attempts made, summed per processor.
-    async fn attempt_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
-    /// Callbacks by outbox state (`pending`, `delivered`, `dead`).
-    async fn outbox_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
-    /// Steps of the requests received in `[from, to)`, by processor (period reports).
-    async fn steps_received_between(
-        &self,
-        from: Millis,
-        to: Millis,
-    ) -> Result<Vec<StepRow>, StoreError>;
-    /// Crypto-shredding: set the sealed identities of every closed request to
-    /// NULL, and destroy its wrapped data key, once no step can still need them (nothing held, in grace, awaiting
-    /// confirmation or runnable) and it last changed at least `retention_ms`
-    /// before `now`. Writes a `request.identities_destroyed` event for each and
-    /// returns their ids. The keyed hash and the masked form remain.
-    async fn shred_identities(
-        &self,
-        now: Millis,
-        retention_ms: i64,
-    ) -> Result<Vec<String>, StoreError>;
-    /// A data key (also a destroyed one), by request id or reserved name.
-    async fn data_key(&self, request_id: &str) -> Result<Option<DataKeyRow>, StoreError>;
-    /// Insert a data key unless one exists under that id; returns the stored one.
-    async fn put_data_key_if_absent(
-        &self,
-        request_id: &str,
-        key: WrappedKey,
-        now: Millis,
-    ) -> Result<DataKeyRow, StoreError>;
-    /// Live (not destroyed) data keys not wrapped by `kid`, ordered by id,
-    /// with ids after `after`, at most `limit`.
-    async fn data_keys_not_under(
-        &self,
-        kid: &str,
-        after: &str,
-        limit: i64,
-    ) -> Result<Vec<DataKeyRow>, StoreError>;
-    /// Re-wrap data keys in one transaction; each only if it is still wrapped
-    /// by its `old_kid` and not destroyed. Returns how many were re-wrapped.
-    async fn rewrap_data_keys(&self, batch: Vec<Rewrap>) -> Result<u64, StoreError>;
-    /// Requests whose live identities are sealed directly under a master key
-    /// (no data key): (id, sealed), ids after `after`, at most `limit`.
-    async fn legacy_identities(
-        &self,
-        after: &str,
-        limit: i64,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
-    /// Move a legacy request onto a data key: replace its sealed identities
-    /// (only if they are still `old_sealed`) and insert its data key, in one
-    /// transaction. False if the row changed meanwhile (shredded, or done).
-    async fn upgrade_identities(
-        &self,
-        request_id: &str,
-        old_sealed: &[u8],
-        new_sealed: &[u8],
-        key: WrappedKey,
-        now: Millis,
-    ) -> Result<bool, StoreError>;
-    /// Closed export requests whose export files are due for deletion: closed
-    /// (completed, or cancelled) at or before `now - retention_ms`, and no
-    /// `request.exports_deleted` event yet.
-    async fn exports_due_for_deletion(
-        &self,
-        now: Millis,
-        retention_ms: i64,
-    ) -> Result<Vec<String>, StoreError>;
-    /// Apply several change sets in one transaction (group commit): each is
-    /// all-or-nothing on its own (a savepoint), and the batch commits once.
-    /// A change set that fails (a constraint, a bad value) fails only itself;
-    /// the outer error is for the batch (the connection, the commit).
-    async fn apply_batch(
-        &self,
-        batch: Vec<ChangeSet>,
-    ) -> Result<Vec<Result<Applied, StoreError>>, StoreError>;
-    /// Record the processors' cluster-wide limits (from the config; the last
-    /// writer wins). Claims grant slots and tokens against them.
-    async fn set_limits(&self, limits: &[LimitSpec]) -> Result<(), StoreError>;
-    /// Every limited processor with its limit and its running steps.
-    async fn limit_usage(&self) -> Result<Vec<LimitUsage>, StoreError>;
-    /// Active suppression rows whose hash is one of `hashes`.
-    async fn suppressed(&self, hashes: &[String]) -> Result<Vec<SuppressionRow>, StoreError>;
-    /// The whole suppression list (active and pending), newest first.
-    async fn suppression_list(&self) -> Result<Vec<SuppressionRow>, StoreError>;
-    /// Requests that follow up `request_id`, newest first.
-    async fn follow_ups(&self, request_id: &str) -> Result<Vec<RequestRow>, StoreError>;
-    /// Open requests due at or before `by` that have not been reported as near their deadline.
-    async fn deadline_unwarned(&self, by: Millis) -> Result<Vec<RequestRow>, StoreError>;
-    /// Open requests due in `[from, to)`.
-    async fn count_due_between(&self, from: Millis, to: Millis) -> Result<i64, StoreError>;
-    /// A durable schedule: true (and the next run set to `next`) if `name`
-    /// is due at `now` or has never run; false otherwise. One caller wins.
-    async fn take_schedule(
-        &self,
-        name: &str,
-        now: Millis,
-        next: Millis,
-    ) -> Result<bool, StoreError>;
+/// The whole store: every focused part, for callers that hold one handle
+/// (`Arc<dyn Store>`). Implemented for anything that implements all the parts;
+/// a module that needs only one part names that trait.
+pub trait Store:
+    SchemaStore
+    + RequestStore
+    + QueueStore
+    + AuditStore
+    + CheckpointStore
+    + HoldStore
+    + OutboxStore
+    + ReportStore
+    + KeyStore
+    + SweepStore
+    + Send
+    + Sync
+{
+}
 
-    /// Take or renew the leader lease `name` for `ttl_ms` (database clock):
-    /// true if `holder` now holds it (it held it, or the lease had expired).
-    async fn take_leader_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        ttl_ms: i64,
-    ) -> Result<bool, StoreError>;
-    /// Give up the lease `name` if `holder` holds it.
-    async fn drop_leader_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
-    /// In one transaction, if `holder` holds the live [`CHECKPOINTER`] lease:
-    /// take at most `batch` chain heads not yet checkpointed, have `sign`
-    /// turn them into the next checkpoint, write it with its leaves, and mark
-    /// exactly the heads still at those positions as checkpointed.
-    async fn write_checkpoint(
-        &self,
-        holder: &str,
-        batch: i64,
-        sign: CheckpointSigner<'_>,
-    ) -> Result<CheckpointWrite, StoreError>;
-    /// Checkpoints with id above `after`, by id, at most `limit`.
-    async fn checkpoints(&self, after: i64, limit: i64) -> Result<Vec<CheckpointRow>, StoreError>;
-    /// The leaves of checkpoints `from_id..=to_id`, by checkpoint then chain.
-    async fn checkpoint_leaves(
-        &self,
-        from_id: i64,
-        to_id: i64,
-    ) -> Result<Vec<(i64, CheckpointLeaf)>, StoreError>;
-    /// The first checkpoint covering position `chain_seq` of `chain`.
-    async fn checkpoint_covering(
-        &self,
-        chain: &str,
-        chain_seq: i64,
-    ) -> Result<Option<CheckpointRow>, StoreError>;
-    /// How many leaves all checkpoints hold, and (at most `limit`) those
-    /// whose event is gone or has another hash now.
-    async fn checkpoint_leaf_mismatches(
-        &self,
-        limit: i64,
-    ) -> Result<(i64, Vec<LeafMismatch>), StoreError>;
+impl<T> Store for T where
+    T: SchemaStore
+        + RequestStore
+        + QueueStore
+        + AuditStore
+        + CheckpointStore
+        + HoldStore
+        + OutboxStore
+        + ReportStore
+        + KeyStore
+        + SweepStore
+        + Send
+        + Sync
+{
 }
 
 /// A status-callback destination of a request.

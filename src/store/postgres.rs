@@ -17,16 +17,36 @@ use sqlx::PgPool;
 use std::str::FromStr;
 use std::time::Duration;
 
-mod shared {
-    crate::store::common::shared_store_fns!(sqlx::PgConnection, sqlx::PgPool, super::DB_NOW);
+mod audit_sql {
+    crate::store::audit::audit_sql_fns!(sqlx::PgConnection, sqlx::PgPool, super::DB_NOW);
 }
 
-mod ckpt {
-    crate::store::checkpoints::checkpoint_store_fns!(
-        sqlx::PgConnection,
-        sqlx::PgPool,
-        super::DB_NOW
-    );
+mod request_sql {
+    crate::store::requests::request_sql_fns!(sqlx::PgConnection, sqlx::PgPool, super::DB_NOW);
+}
+
+mod queue_sql {
+    crate::store::queue::queue_sql_fns!(sqlx::PgConnection, sqlx::PgPool, super::DB_NOW);
+}
+
+mod hold_sql {
+    crate::store::holds::hold_sql_fns!(sqlx::PgConnection, sqlx::PgPool, super::DB_NOW);
+}
+
+mod outbox_sql {
+    crate::store::outbox::outbox_sql_fns!(sqlx::PgConnection, sqlx::PgPool, super::DB_NOW);
+}
+
+mod report_sql {
+    crate::store::reports::report_sql_fns!(sqlx::PgConnection, sqlx::PgPool, super::DB_NOW);
+}
+
+mod key_sql {
+    crate::store::keys::key_sql_fns!(sqlx::PgConnection, sqlx::PgPool, super::DB_NOW);
+}
+
+mod checkpoint_sql {
+    crate::store::checkpoints::checkpoint_sql_fns!(sqlx::PgConnection, sqlx::PgPool, super::DB_NOW);
 }
 
 /// The database server's clock in milliseconds: leases are stamped and
@@ -101,13 +121,14 @@ async fn after_shred(_pool: &PgPool) -> Result<(), super::StoreError> {
     Ok(())
 }
 
-super::common::impl_store!(
-    PgStore,
-    begin,
-    claim_sql,
-    claim_outbox_sql,
-    after_shred,
-    sqlx::migrate!("./migrations/postgres")
-);
+super::schema::impl_schema_store!(PgStore, sqlx::migrate!("./migrations/postgres"));
+super::requests::impl_requests_store!(PgStore, begin);
+super::queue::impl_queue_store!(PgStore, begin, claim_sql);
+super::audit::impl_audit_store!(PgStore);
+super::checkpoints::impl_checkpoints_store!(PgStore, begin);
+super::holds::impl_holds_store!(PgStore, begin);
+super::outbox::impl_outbox_store!(PgStore, begin, claim_outbox_sql);
+super::reports::impl_reports_store!(PgStore);
+super::keys::impl_keys_store!(PgStore, begin, after_shred);
 
-super::sweep::impl_sweep_store!(PgStore, sqlx::PgConnection, begin, shared, DB_NOW);
+super::sweep::impl_sweep_store!(PgStore, sqlx::PgConnection, begin, audit_sql, DB_NOW);

@@ -11,16 +11,40 @@ use sqlx::SqlitePool;
 use std::str::FromStr;
 use std::time::Duration;
 
-mod shared {
-    crate::store::common::shared_store_fns!(
+mod audit_sql {
+    crate::store::audit::audit_sql_fns!(sqlx::SqliteConnection, sqlx::SqlitePool, super::DB_NOW);
+}
+
+mod request_sql {
+    crate::store::requests::request_sql_fns!(
         sqlx::SqliteConnection,
         sqlx::SqlitePool,
         super::DB_NOW
     );
 }
 
-mod ckpt {
-    crate::store::checkpoints::checkpoint_store_fns!(
+mod queue_sql {
+    crate::store::queue::queue_sql_fns!(sqlx::SqliteConnection, sqlx::SqlitePool, super::DB_NOW);
+}
+
+mod hold_sql {
+    crate::store::holds::hold_sql_fns!(sqlx::SqliteConnection, sqlx::SqlitePool, super::DB_NOW);
+}
+
+mod outbox_sql {
+    crate::store::outbox::outbox_sql_fns!(sqlx::SqliteConnection, sqlx::SqlitePool, super::DB_NOW);
+}
+
+mod report_sql {
+    crate::store::reports::report_sql_fns!(sqlx::SqliteConnection, sqlx::SqlitePool, super::DB_NOW);
+}
+
+mod key_sql {
+    crate::store::keys::key_sql_fns!(sqlx::SqliteConnection, sqlx::SqlitePool, super::DB_NOW);
+}
+
+mod checkpoint_sql {
+    crate::store::checkpoints::checkpoint_sql_fns!(
         sqlx::SqliteConnection,
         sqlx::SqlitePool,
         super::DB_NOW
@@ -100,13 +124,20 @@ async fn after_shred(pool: &SqlitePool) -> Result<(), super::StoreError> {
     Ok(())
 }
 
-super::common::impl_store!(
-    SqliteStore,
-    begin,
-    claim_sql,
-    claim_outbox_sql,
-    after_shred,
-    sqlx::migrate!("./migrations/sqlite")
-);
+super::schema::impl_schema_store!(SqliteStore, sqlx::migrate!("./migrations/sqlite"));
+super::requests::impl_requests_store!(SqliteStore, begin);
+super::queue::impl_queue_store!(SqliteStore, begin, claim_sql);
+super::audit::impl_audit_store!(SqliteStore);
+super::checkpoints::impl_checkpoints_store!(SqliteStore, begin);
+super::holds::impl_holds_store!(SqliteStore, begin);
+super::outbox::impl_outbox_store!(SqliteStore, begin, claim_outbox_sql);
+super::reports::impl_reports_store!(SqliteStore);
+super::keys::impl_keys_store!(SqliteStore, begin, after_shred);
 
-super::sweep::impl_sweep_store!(SqliteStore, sqlx::SqliteConnection, begin, shared, DB_NOW);
+super::sweep::impl_sweep_store!(
+    SqliteStore,
+    sqlx::SqliteConnection,
+    begin,
+    audit_sql,
+    DB_NOW
+);

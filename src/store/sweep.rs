@@ -263,16 +263,16 @@ pub(super) const RUN_SELECT: &str = "SELECT r.id, r.schedule, r.processor, r.sta
 
 /// Stamp out [`SweepStore`] for one backend: `$store` has a `pool`, `$conn` is
 /// its connection type, `$begin`
-/// opens a write transaction, `$shared` is the module of its shared store
-/// functions (for the audit append), `$dbnow` the database clock.
+/// opens a write transaction, `$audit` is its `audit_sql` module (from
+/// [`audit_sql_fns!`](super::audit::audit_sql_fns), for the audit append), `$dbnow` the database clock.
 macro_rules! impl_sweep_store {
-    ($store:ty, $conn:ty, $begin:path, $shared:path, $dbnow:expr) => {
+    ($store:ty, $conn:ty, $begin:path, $audit:path, $dbnow:expr) => {
         mod sweep_impl {
             use super::*;
             use $crate::store::common::PendingEvent;
             use $crate::store::sweep::*;
             use $crate::store::{Millis, StoreError};
-            use $shared as shared;
+            use $audit as audit_sql;
 
             async fn fenced(
                 conn: &mut $conn,
@@ -307,7 +307,7 @@ macro_rules! impl_sweep_store {
                 .bind(now)
                 .execute(&mut *conn)
                 .await?;
-                shared::append_events(
+                audit_sql::append_events(
                     conn,
                     now,
                     vec![PendingEvent {
@@ -483,7 +483,7 @@ macro_rules! impl_sweep_store {
                             continue;
                         }
                         let kind = if state == "running" { "sweep.lease_expired" } else { "sweep.started" };
-                        shared::append_events(
+                        audit_sql::append_events(
                             &mut *tx,
                             now,
                             vec![PendingEvent {
@@ -619,7 +619,7 @@ macro_rules! impl_sweep_store {
                     if let (Some(e), Some(obj)) = (error, detail.as_object_mut()) {
                         obj.insert("reason".into(), serde_json::Value::String(e));
                     }
-                    shared::append_events(
+                    audit_sql::append_events(
                         &mut *tx,
                         now,
                         vec![PendingEvent { request_id: None, step_id: None, kind: kind.into(), detail }],
