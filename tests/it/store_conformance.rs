@@ -121,6 +121,7 @@ on_both_backends!(
     data_keys_are_stored_with_the_request_rewrapped_only_from_their_kid_and_destroyed_by_shredding,
     a_legacy_row_is_upgraded_once_and_closed_exports_are_due_for_deletion_once,
     claims_grant_a_processors_slots_and_tokens_cluster_wide_and_a_finished_step_gives_its_slot_back,
+    every_value_the_code_writes_is_accepted_and_an_unknown_one_refused_or_named_corrupt,
 );
 
 async fn claims_grant_a_processors_slots_and_tokens_cluster_wide_and_a_finished_step_gives_its_slot_back(
@@ -1065,4 +1066,103 @@ async fn a_legacy_row_is_upgraded_once_and_closed_exports_are_due_for_deletion_o
         .await
         .unwrap()
         .is_empty());
+}
+
+/// Run statements against the test database directly (past the store).
+async fn raw(b: Backend, url: &str, sql: &str) -> Result<u64, sqlx::Error> {
+    match b {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+            Ok(sqlx::query(sql).execute(&pool).await?.rows_affected())
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            Ok(sqlx::query(sql).execute(&pool).await?.rows_affected())
+        }
+    }
+}
+
+/// PostgreSQL's CHECK constraints (0017) accept every value of the domain
+/// enums and refuse anything else with SQLSTATE 23514; SQLite, which cannot
+/// add them to existing tables, keeps such a row and the store names it as
+/// corrupt when it reads it.
+async fn every_value_the_code_writes_is_accepted_and_an_unknown_one_refused_or_named_corrupt(
+    b: Backend,
+) {
+    let f = fresh(b).await;
+    f.store
+        .create_request(new_request("r1", 1000), vec![step("a", 0, 1000)], 1000)
+        .await
+        .unwrap();
+    for s in StepState::ALL {
+        if s == StepState::Running {
+            continue; // needs a lease: below
+        }
+        let sql = format!(
+            "UPDATE steps SET state = '{}' WHERE request_id = 'r1'",
+            s.as_str()
+        );
+        assert_eq!(raw(b, &f.url, &sql).await.unwrap(), 1, "{s}");
+    }
+    for o in Outcome::ALL {
+        let sql = format!(
+            "UPDATE steps SET state = 'done', outcome = '{}' WHERE request_id = 'r1'",
+            o.as_str()
+        );
+        assert_eq!(raw(b, &f.url, &sql).await.unwrap(), 1, "{o}");
+    }
+    for st in RequestStatus::ALL {
+        let sql = format!(
+            "UPDATE requests SET status = '{}' WHERE id = 'r1'",
+            st.as_str()
+        );
+        assert_eq!(raw(b, &f.url, &sql).await.unwrap(), 1, "{st}");
+    }
+    for k in RequestKind::ALL {
+        let sql = format!(
+            "UPDATE requests SET kind = '{}' WHERE id = 'r1'",
+            k.as_str()
+        );
+        assert_eq!(raw(b, &f.url, &sql).await.unwrap(), 1, "{k}");
+    }
+    raw(
+        b,
+        &f.url,
+        "UPDATE steps SET state = 'running', lease_owner = 'w', lease_expires_at = 5000 WHERE request_id = 'r1'",
+    )
+    .await
+    .unwrap();
+    let invalid = [
+        "UPDATE steps SET state = 'exploded' WHERE request_id = 'r1'",
+        "UPDATE steps SET state = 'done', lease_owner = NULL, lease_expires_at = NULL, outcome = 'vanished' WHERE request_id = 'r1'",
+        "UPDATE steps SET phase = 'dance' WHERE request_id = 'r1'",
+        "UPDATE steps SET attempts = -1 WHERE request_id = 'r1'",
+        "UPDATE steps SET lease_owner = NULL WHERE request_id = 'r1'",
+        "UPDATE steps SET state = 'pending' WHERE request_id = 'r1'",
+        "UPDATE requests SET status = 'finished' WHERE id = 'r1'",
+        "UPDATE requests SET kind = 'erase' WHERE id = 'r1'",
+    ];
+    match b {
+        Backend::Postgres => {
+            for sql in invalid {
+                let e = raw(b, &f.url, sql).await.expect_err(sql);
+                let code = match &e {
+                    sqlx::Error::Database(d) => d.code().map(|c| c.into_owned()),
+                    _ => None,
+                };
+                assert_eq!(code.as_deref(), Some("23514"), "{sql}: {e}");
+            }
+            // Nothing was written: the step is still as the store left it.
+            let steps = f.store.steps("r1").await.unwrap();
+            assert_eq!(steps[0].state, StepState::Running);
+            assert_eq!(steps[0].lease_owner.as_deref(), Some("w"));
+        }
+        Backend::Sqlite => {
+            raw(b, &f.url, invalid[0]).await.unwrap();
+            match f.store.steps("r1").await {
+                Err(StoreError::Corrupt { table, .. }) => assert_eq!(table, "steps"),
+                other => panic!("expected a corrupt row, got {other:?}"),
+            }
+        }
+    }
 }
