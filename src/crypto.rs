@@ -21,7 +21,7 @@
 //! open, are shredded the same way, and are moved onto data keys by rotation.
 
 use crate::domain::Subject;
-use crate::store::{DataKeyRow, Millis, Rewrap, Store, StoreError, WrappedKey};
+use crate::store::{DataKeyRow, KeyStore, Millis, Rewrap, StoreError, WrappedKey};
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
@@ -290,7 +290,10 @@ impl Keys {
     /// Load the matching key from the store (creating it, wrapped, from the
     /// current master key the first time, which is the value used before
     /// envelope encryption existed).
-    pub async fn bind_store(mut self, store: &dyn Store) -> Result<Keys, KeyStoreError> {
+    pub async fn bind_store<S: KeyStore + ?Sized>(
+        mut self,
+        store: &S,
+    ) -> Result<Keys, KeyStoreError> {
         let row = match store.data_key(SUBJECT_HASH_KEY_ID).await? {
             Some(r) => r,
             None => {
@@ -416,7 +419,11 @@ impl Keys {
     /// under a master key onto data keys of their own. One transaction per
     /// batch; idempotent. Refuses before writing anything when a data key (or
     /// legacy row) needs a master key that is not configured.
-    pub async fn rotate(&self, store: &dyn Store, batch: i64) -> Result<Rotated, KeyStoreError> {
+    pub async fn rotate<S: KeyStore + ?Sized>(
+        &self,
+        store: &S,
+        batch: i64,
+    ) -> Result<Rotated, KeyStoreError> {
         // 1. Check: every key this needs is at hand.
         let mut missing: Vec<(String, usize)> = vec![];
         let mut after = String::new();

@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::domain::event::{
     chain_hash, event_hash, ChainedEvent, EventBody, GENESIS_HASH, LEGACY_CHAIN,
 };
-use crate::store::{ChainHead, EventRow, Store, StoreError};
+use crate::store::{AuditStore, ChainHead, EventRow, StoreError};
 
 /// Rows read per query while walking a chain.
 const PAGE: i64 = 1000;
@@ -193,7 +193,10 @@ impl Walk {
 }
 
 /// Verify one chain, in O(its length).
-pub async fn verify_chain(store: &dyn Store, chain: &str) -> Result<ChainVerification, StoreError> {
+pub async fn verify_chain<S: AuditStore + ?Sized>(
+    store: &S,
+    chain: &str,
+) -> Result<ChainVerification, StoreError> {
     let mut walk = Walk::new(chain, store.chain_head(chain).await?);
     loop {
         let batch = store.chain_events(chain, walk.pos, PAGE).await?;
@@ -239,14 +242,14 @@ fn recompute(prev: &str, ev: &EventRow, legacy: bool) -> String {
 }
 
 /// The chain heads, in name order, read a page at a time.
-struct Heads<'a> {
-    store: &'a dyn Store,
+struct Heads<'a, S: AuditStore + ?Sized> {
+    store: &'a S,
     buf: std::collections::VecDeque<ChainHead>,
     after: String,
     done: bool,
 }
 
-impl Heads<'_> {
+impl<S: AuditStore + ?Sized> Heads<'_, S> {
     /// The next head, without taking it.
     async fn peek(&mut self) -> Result<Option<&ChainHead>, StoreError> {
         if self.buf.is_empty() && !self.done {
@@ -265,7 +268,7 @@ impl Heads<'_> {
 /// rows per query, one chain in memory at a time), merged with the chain
 /// heads: a chain without a head, or a head without rows, is broken. Rows
 /// without a chain are reported too. O(all events).
-pub async fn verify(store: &dyn Store) -> Result<Verification, StoreError> {
+pub async fn verify<S: AuditStore + ?Sized>(store: &S) -> Result<Verification, StoreError> {
     let mut v = Verification {
         checked: 0,
         head: None,

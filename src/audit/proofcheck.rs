@@ -23,7 +23,7 @@
 use super::checkpoint::{ChainBreak, Checkpoint};
 use super::merkle::{Leaf, Proof, Tree};
 use crate::domain::event::{event_hash, ChainedEvent, GENESIS_HASH};
-use crate::store::{CheckpointRow, Store, StoreError};
+use crate::store::{CheckpointRow, CheckpointStore, StoreError};
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -88,8 +88,8 @@ pub fn to_checkpoint(r: &CheckpointRow) -> Checkpoint {
 /// Check every checkpoint in the store with `keys` (see the module doc);
 /// `None`: no public key is at hand, signatures are not checked (and the
 /// result says so), everything else is.
-pub async fn check_store(
-    store: &dyn Store,
+pub async fn check_store<S: CheckpointStore + ?Sized>(
+    store: &S,
     keys: Option<&[VerifyingKey]>,
 ) -> Result<CheckpointCheck, StoreError> {
     let mut out = CheckpointCheck {

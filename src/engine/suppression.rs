@@ -9,7 +9,7 @@
 
 use crate::crypto::Keys;
 use crate::domain::Subject;
-use crate::store::{Store, StoreError, SuppressionEntry};
+use crate::store::{ReportStore, StoreError, SuppressionEntry};
 
 /// The suppression entries of a subject: one per identity (the name is not an identifier).
 pub fn entries(keys: &Keys, subject: &Subject) -> Vec<SuppressionEntry> {
@@ -40,8 +40,8 @@ fn entry(keys: &Keys, kind: &str, value: &str, masked: String) -> SuppressionEnt
 }
 
 /// The warnings for a new request whose identities are suppressed (one per earlier erasure).
-pub async fn warnings(
-    store: &dyn Store,
+pub async fn warnings<S: ReportStore + ?Sized>(
+    store: &S,
     entries: &[SuppressionEntry],
 ) -> Result<Vec<String>, StoreError> {
     let hashes: Vec<String> = entries.iter().map(|e| e.hash.clone()).collect();

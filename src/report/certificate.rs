@@ -10,7 +10,9 @@
 
 use super::{human_ms, ts};
 use crate::audit::{ChainVerification, Verification};
-use crate::store::{EventRow, Millis, RequestRow, StepRow, Store, StoreError};
+use crate::store::{
+    AuditStore, CheckpointStore, EventRow, Millis, RequestRow, RequestStore, StepRow, StoreError,
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -259,8 +261,8 @@ pub struct AuditPart {
 }
 
 /// Build the certificate of request `id`; `None` if there is no such request.
-pub async fn build(
-    store: &dyn Store,
+pub async fn build<S: RequestStore + AuditStore + CheckpointStore + ?Sized>(
+    store: &S,
     id: &str,
     now: Millis,
 ) -> Result<Option<Certificate>, StoreError> {
@@ -277,8 +279,8 @@ pub async fn build(
 
 /// Fill in the request chain's events, the checkpoint covering its last
 /// event and the inclusion proof (or say honestly that none covers it yet).
-pub async fn attach_checkpoint(
-    store: &dyn Store,
+pub async fn attach_checkpoint<S: CheckpointStore + ?Sized>(
+    store: &S,
     audit: &mut AuditPart,
     events: &[EventRow],
 ) -> Result<(), StoreError> {
@@ -341,8 +343,8 @@ pub async fn attach_checkpoint(
 /// Verify what a request's certificate cites: its own chain, plus the legacy
 /// chain if some of its events predate per-chain hashing. As a [`Verification`]
 /// whose `head` is the request chain's head.
-pub async fn verify_request_chain(
-    store: &dyn Store,
+pub async fn verify_request_chain<S: AuditStore + ?Sized>(
+    store: &S,
     request_id: &str,
     events: &[EventRow],
 ) -> Result<Verification, StoreError> {

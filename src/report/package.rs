@@ -27,7 +27,7 @@ pub use super::manifest::{
 };
 use super::ts;
 use crate::domain::RequestKind;
-use crate::store::{Millis, Store, StoreError};
+use crate::store::{AuditStore, CheckpointStore, Millis, RequestStore, StoreError};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::Path;
@@ -173,8 +173,8 @@ fn sha256_hex(b: &[u8]) -> String {
 }
 
 /// Gather request `id`'s export files from `export_dir` into a package.
-pub async fn build(
-    store: &dyn Store,
+pub async fn build<S: RequestStore + AuditStore + CheckpointStore + ?Sized>(
+    store: &S,
     export_dir: &Path,
     id: &str,
     now: Millis,

@@ -9,7 +9,9 @@
 
 use super::{human_ms, percentile, ts};
 use crate::domain::RequestStatus;
-use crate::store::{Millis, RequestFilter, RequestRow, StepRow, Store, StoreError};
+use crate::store::{
+    Millis, ReportStore, RequestFilter, RequestRow, RequestStore, StepRow, StoreError, SweepStore,
+};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -114,8 +116,8 @@ pub struct ProcessorStats {
 }
 
 /// Build the report for requests received in `[from, to)`.
-pub async fn build(
-    store: &dyn Store,
+pub async fn build<S: RequestStore + ReportStore + SweepStore + ?Sized>(
+    store: &S,
     from: Millis,
     to: Millis,
     now: Millis,

@@ -9,7 +9,7 @@
 
 use super::{escape, ts};
 use crate::store::sweep::{SweepItemRow, SweepRunRow};
-use crate::store::{Millis, Store, StoreError};
+use crate::store::{Millis, StoreError, SweepStore};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -74,8 +74,8 @@ pub struct CertItem {
 }
 
 /// Build a run's certificate; None if there is no such run.
-pub async fn build(
-    store: &dyn Store,
+pub async fn build<S: SweepStore + ?Sized>(
+    store: &S,
     run_id: &str,
     now: Millis,
 ) -> Result<Option<SweepCertificate>, StoreError> {
@@ -234,8 +234,8 @@ pub struct SweepStats {
 }
 
 /// The period report's retention-sweep section for runs created in `[from, to)`.
-pub async fn period(
-    store: &dyn Store,
+pub async fn period<S: SweepStore + ?Sized>(
+    store: &S,
     from: Millis,
     to: Millis,
 ) -> Result<Vec<SweepStats>, StoreError> {

@@ -30,6 +30,26 @@
 //! its trait; only claiming, locking and migrations differ per backend. All
 //! SQL lives in this module.
 
+//! ## Types on PostgreSQL
+//!
+//! Enumerated text columns carry CHECK constraints on PostgreSQL (0017); SQLite
+//! cannot add them to existing tables, and a value lethe does not know is
+//! read there as [`StoreError::Corrupt`]. JSON and times stay as they are, on
+//! purpose:
+//!
+//! - `events.detail` stays TEXT, not `jsonb`: the hash covers the canonical
+//!   serialisation of the parsed value, and a `jsonb` round trip can change
+//!   it (`1e18`, a float `serde_json` writes in exponent form, comes back as
+//!   the integer `1000000000000000000`), and `jsonb` refuses strings holding
+//!   `\u0000` or a lone surrogate, which `serde_json` writes and TEXT keeps.
+//!   The same refusal would make a step's result unwritable if a processor's
+//!   answer held one, so `steps.evidence` and `sweep_items.evidence` stay
+//!   TEXT too.
+//! - Times stay BIGINT milliseconds on both backends: `timestamptz` would touch
+//!   every statement with a time (binds, comparisons, `DB_NOW`, the claim's
+//!   token arithmetic) and every row mapping, behind per-backend column
+//!   expressions.
+
 pub mod audit;
 pub mod checkpoints;
 mod common;
