@@ -1166,3 +1166,48 @@ async fn every_value_the_code_writes_is_accepted_and_an_unknown_one_refused_or_n
         }
     }
 }
+
+/// `events.detail` (and the evidence columns) stay TEXT on PostgreSQL: the
+/// chain hashes the canonical form of the parsed detail, and a `jsonb` round
+/// trip can change it (a float `serde_json` writes as `1e18` comes back as an
+/// integer), and `jsonb` refuses a string holding NUL, which TEXT keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_columns_stay_text_on_postgres_because_jsonb_would_change_what_a_hash_covers() {
+    let f = fresh(Backend::Postgres).await;
+    let pool = sqlx::PgPool::connect(&f.url).await.unwrap();
+    for (table, col) in [
+        ("events", "detail"),
+        ("steps", "evidence"),
+        ("sweep_items", "evidence"),
+    ] {
+        let (t,): (String,) = sqlx::query_as(
+            "SELECT data_type::text FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2",
+        )
+        .bind(table)
+        .bind(col)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(t, "text", "{table}.{col}");
+    }
+    let canon = |v: &serde_json::Value| {
+        let mut s = String::new();
+        lethe::domain::event::canonical_json(v, &mut s);
+        s
+    };
+    let detail = json!({"rate": 1e18});
+    let (back,): (String,) = sqlx::query_as("SELECT CAST(CAST($1 AS TEXT) AS jsonb)::text")
+        .bind(detail.to_string())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let back: serde_json::Value = serde_json::from_str(&back).unwrap();
+    assert_ne!(canon(&detail), canon(&back), "{back}");
+    let nul = json!({"answer": "a\u{0}b"}).to_string();
+    assert!(sqlx::query("SELECT CAST(CAST($1 AS TEXT) AS jsonb)")
+        .bind(&nul)
+        .execute(&pool)
+        .await
+        .is_err());
+}
