@@ -271,26 +271,25 @@ impl Engine {
                     if let Some(o) = observer {
                         o.claimed(&claimed).await;
                     }
-                    // Steps of one request claimed together share one read of it.
-                    let mut requests: std::collections::HashMap<
-                        String,
-                        Arc<crate::store::RequestRow>,
-                    > = std::collections::HashMap::new();
+                    // The claimed batch's requests are read in one statement,
+                    // shared by steps of the same request. A failed read
+                    // (or a request not found) is retried by each step's own task.
+                    let mut ids: Vec<String> =
+                        claimed.iter().map(|s| s.request_id.clone()).collect();
+                    ids.sort_unstable();
+                    ids.dedup();
+                    let requests: std::collections::HashMap<String, Arc<crate::store::RequestRow>> =
+                        match self.store.get_requests(&ids).await {
+                            Ok(rows) => rows
+                                .into_iter()
+                                .map(|r| (r.id.clone(), Arc::new(r)))
+                                .collect(),
+                            Err(_) => std::collections::HashMap::new(),
+                        };
                     for step in claimed {
                         let me = Arc::clone(self);
                         let results = results.clone();
-                        // A failed read is retried by the step's own task.
-                        let req = match requests.get(&step.request_id) {
-                            Some(r) => Some(Arc::clone(r)),
-                            None => match self.request(&step.request_id).await {
-                                Ok(r) => {
-                                    let r = Arc::new(r);
-                                    requests.insert(step.request_id.clone(), Arc::clone(&r));
-                                    Some(r)
-                                }
-                                Err(_) => None,
-                            },
-                        };
+                        let req = requests.get(&step.request_id).cloned();
                         let held = Lease::until(before_claim + lease);
                         tasks.spawn(async move {
                             let req = match req {
@@ -1172,7 +1171,11 @@ type ResultSender = tokio::sync::mpsc::UnboundedSender<(
 /// The result writer: group commit. Results that arrive while a batch is being
 /// written go out together in the next transaction, so under load the store
 /// commits once per batch instead of once per step; a lone result is written at
-/// once. Each change set keeps its own compare-and-set (a savepoint).
+/// once. Each change set keeps its own compare-and-set. On PostgreSQL several
+/// batches are written at once ([`write_concurrency`]), so a slow round trip
+/// to the server does not put every result in one queue.
+///
+/// [`write_concurrency`]: crate::store::QueueStore::write_concurrency
 fn spawn_writer(
     store: Arc<dyn crate::store::Store>,
 ) -> (ResultSender, tokio::task::JoinHandle<()>) {
@@ -1181,43 +1184,74 @@ fn spawn_writer(
         tokio::sync::oneshot::Sender<Result<Applied, crate::store::StoreError>>,
     )>();
     let handle = tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
+        // Up to `write_concurrency` batches in the store at once (1 on
+        // SQLite); results that arrive meanwhile form the next batch.
+        let writers = store.write_concurrency().max(1);
+        let slots = Arc::new(tokio::sync::Semaphore::new(writers));
+        let max_batch = if writers > 1 { BATCH_MAX_PARALLEL } else { 256 };
+        let mut writing = JoinSet::new();
+        loop {
+            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                break;
+            };
+            // Reap finished writes so the set does not grow.
+            while writing.try_join_next().is_some() {}
+            let Some(first) = rx.recv().await else { break };
             let mut batch = vec![first];
-            while batch.len() < 256 {
+            while batch.len() < max_batch {
                 match rx.try_recv() {
                     Ok(item) => batch.push(item),
                     Err(_) => break,
                 }
             }
-            let (sets, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            match store.apply_batch(sets).await {
-                Ok(applied) => {
-                    for (a, reply) in applied.into_iter().zip(replies) {
-                        let _ = reply.send(a);
-                    }
-                }
-                Err(e) => {
-                    // The batch failed as a whole (the connection): every
-                    // result is retried; an internal error stays one.
-                    let unavailable = e.is_unavailable();
-                    let msg = error_chain(&e);
-                    for reply in replies {
-                        let err = if unavailable {
-                            crate::store::StoreError::Unavailable(format!(
-                                "the result batch failed: {msg}"
-                            ))
-                        } else {
-                            crate::store::StoreError::Failed(format!(
-                                "the result batch failed: {msg}"
-                            ))
-                        };
-                        let _ = reply.send(Err(err));
-                    }
-                }
-            }
+            let store = Arc::clone(&store);
+            writing.spawn(async move {
+                write_batch(store.as_ref(), batch).await;
+                drop(slot);
+            });
         }
+        while writing.join_next().await.is_some() {}
     });
     (tx, handle)
+}
+
+/// The largest batch when batches are written in parallel (PostgreSQL). A
+/// batch holds its requests' row locks until it commits, and two steps of one
+/// request finishing at once (on this daemon or another) queue behind the
+/// whole batch that locked their request first: small batches keep that wait
+/// short.
+const BATCH_MAX_PARALLEL: usize = 4;
+
+/// Apply one batch and answer each result's sender.
+async fn write_batch(
+    store: &dyn crate::store::Store,
+    batch: Vec<(
+        ChangeSet,
+        tokio::sync::oneshot::Sender<Result<Applied, crate::store::StoreError>>,
+    )>,
+) {
+    let (sets, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    match store.apply_batch(sets).await {
+        Ok(applied) => {
+            for (a, reply) in applied.into_iter().zip(replies) {
+                let _ = reply.send(a);
+            }
+        }
+        Err(e) => {
+            // The batch failed as a whole (the connection): every
+            // result is retried; an internal error stays one.
+            let unavailable = e.is_unavailable();
+            let msg = error_chain(&e);
+            for reply in replies {
+                let err = if unavailable {
+                    crate::store::StoreError::Unavailable(format!("the result batch failed: {msg}"))
+                } else {
+                    crate::store::StoreError::Failed(format!("the result batch failed: {msg}"))
+                };
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
 }
 
 fn log_task_result(

@@ -101,7 +101,8 @@ macro_rules! audit_sql_fns {
                 .bind(now)
                 .fetch_one(&mut *conn)
                 .await?;
-                let mut event_seq = 0;
+                // The chain's events in one multi-row statement (9 values a row).
+                let mut rows = Vec::with_capacity(evs.len());
                 for ev in evs {
                     chain_seq += 1;
                     let hash = event_hash(
@@ -116,23 +117,40 @@ macro_rules! audit_sql_fns {
                             detail: &ev.detail,
                         },
                     );
-                    let (seq,): (i64,) = sqlx::query_as(
+                    rows.push((chain_seq, ev, std::mem::replace(&mut prev, hash.clone()), hash));
+                }
+                let mut event_seq = 0;
+                for chunk in rows.chunks(100) {
+                    let values = (0..chunk.len())
+                        .map(|r| {
+                            let b = r * 9;
+                            format!(
+                                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                                b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let sql = format!(
                         "INSERT INTO events (chain, chain_seq, at, request_id, step_id, kind, detail, prev_hash, hash) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING seq",
-                    )
-                    .bind(&chain)
-                    .bind(chain_seq)
-                    .bind(now)
-                    .bind(&ev.request_id)
-                    .bind(ev.step_id)
-                    .bind(&ev.kind)
-                    .bind(ev.detail.to_string())
-                    .bind(&prev)
-                    .bind(&hash)
-                    .fetch_one(&mut *conn)
-                    .await?;
-                    event_seq = seq;
-                    prev = hash;
+                         VALUES {values} RETURNING seq"
+                    );
+                    let mut q = sqlx::query_as::<_, (i64,)>(&sql);
+                    for (seq_in_chain, ev, prev_hash, hash) in chunk {
+                        q = q
+                            .bind(&chain)
+                            .bind(*seq_in_chain)
+                            .bind(now)
+                            .bind(&ev.request_id)
+                            .bind(ev.step_id)
+                            .bind(&ev.kind)
+                            .bind(ev.detail.to_string())
+                            .bind(prev_hash)
+                            .bind(hash);
+                    }
+                    for (seq,) in q.fetch_all(&mut *conn).await? {
+                        event_seq = event_seq.max(seq);
+                    }
                 }
                 sqlx::query(
                     "UPDATE chain_heads SET chain_seq = $1, hash = $2, event_seq = $3, updated_at = $4, checkpointed = FALSE \

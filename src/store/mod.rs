@@ -63,6 +63,8 @@ pub mod requests;
 pub mod schema;
 pub mod sqlite;
 pub mod sweep;
+mod tx;
+pub use tx::WriteTx;
 
 use crate::domain::{Action, Outcome, Phase, RequestKind, RequestStatus, StepState};
 use chrono::{DateTime, TimeZone, Utc};

@@ -53,6 +53,9 @@ mod checkpoint_sql {
 /// expired by it, so a worker's skewed clock cannot steal a live step.
 const DB_NOW: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
 
+/// Result batches one process writes at once (of the pool's 16 connections).
+const WRITERS: usize = 8;
+
 /// PostgreSQL store.
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -85,16 +88,29 @@ impl PgStore {
 
 /// A write transaction (READ COMMITTED). No global lock: writers of
 /// different requests run in parallel; see the module docs for lock order.
-async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-    pool.begin().await
+async fn begin(pool: &PgPool) -> Result<super::WriteTx<sqlx::Postgres>, sqlx::Error> {
+    Ok(super::WriteTx::new(pool.begin().await?, None))
 }
 
+/// The claim in one statement, run after `refill` locked the limit rows: pick
+/// and lease the due steps, take a token per claimed step of a rated
+/// processor, and queue a `started` callback for each request whose first
+/// step this is (the same as SQLite's three statements).
 fn claim_sql() -> String {
     format!(
-        "{} UPDATE steps SET state = 'running', lease_owner = $1, lease_expires_at = {DB_NOW} + $2, attempts = steps.attempts + 1, \
-         lease_token = steps.lease_token + 1, started_at = COALESCE(steps.started_at, $3), updated_at = $3 FROM due \
-         WHERE steps.id = due.id AND steps.state IN {CLAIMABLE} RETURNING steps.*",
-        claim_pick("FOR UPDATE OF s SKIP LOCKED")
+        "{}, claimed AS (UPDATE steps SET state = 'running', lease_owner = $1, lease_expires_at = {DB_NOW} + $2, \
+         attempts = steps.attempts + 1, lease_token = steps.lease_token + 1, started_at = COALESCE(steps.started_at, $3), \
+         updated_at = $3 FROM due WHERE steps.id = due.id AND steps.state IN {CLAIMABLE} RETURNING steps.*), \
+         spent AS (UPDATE processor_limits l SET tokens = l.tokens - c.n * 1000000 \
+         FROM (SELECT processor, COUNT(*) AS n FROM claimed GROUP BY processor) c \
+         WHERE l.processor = c.processor AND l.rate_milli IS NOT NULL RETURNING 1), \
+         started AS (INSERT INTO outbox (request_id, url, protocol, event, status, created_at, run_at) \
+         SELECT cb.request_id, cb.url, cb.protocol, 'started', r.status, $3, $3 \
+         FROM request_callbacks cb JOIN requests r ON r.id = cb.request_id \
+         WHERE cb.request_id IN (SELECT request_id FROM claimed WHERE started_at = $3) \
+         AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.request_id = cb.request_id AND o.event = 'started') RETURNING 1) \
+         SELECT * FROM claimed",
+        claim_pick("FOR UPDATE OF s SKIP LOCKED").trim_end()
     )
 }
 
@@ -123,7 +139,7 @@ async fn after_shred(_pool: &PgPool) -> Result<(), super::StoreError> {
 
 super::schema::impl_schema_store!(PgStore, sqlx::migrate!("./migrations/postgres"));
 super::requests::impl_requests_store!(PgStore, begin);
-super::queue::impl_queue_store!(PgStore, begin, claim_sql);
+super::queue::impl_queue_store!(PgStore, begin, claim_sql, true, WRITERS);
 super::audit::impl_audit_store!(PgStore);
 super::checkpoints::impl_checkpoints_store!(PgStore, begin);
 super::holds::impl_holds_store!(PgStore, begin);

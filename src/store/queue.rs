@@ -18,6 +18,15 @@ use async_trait::async_trait;
 /// Claims, leases, change sets, limits, processor health, workers and timers.
 #[async_trait]
 pub trait QueueStore: Send + Sync {
+    /// How many result batches ([`apply_batch`](Self::apply_batch)) one
+    /// process may write at once. SQLite has one writer, so 1; PostgreSQL
+    /// writes batches in parallel (they lock their requests in id order, and
+    /// a deadlock or serialization failure is retried), so a round trip to
+    /// the server is not paid once per result in series.
+    fn write_concurrency(&self) -> usize {
+        1
+    }
+
     /// Lease up to `limit` steps due at `now` to `worker` for `lease_ms`,
     /// measured by the database's clock. Each claimed step gets a new lease
     /// token (fencing), returned in its row.
@@ -292,15 +301,12 @@ macro_rules! queue_sql_fns {
             // PostgreSQL's READ COMMITTED both could miss each other and the last
             // commit would leave a stale status. (SQLite is already serialised
             // by BEGIN IMMEDIATE; the statement is harmless there.)
-            sqlx::query("UPDATE requests SET updated_at = updated_at WHERE id = $1")
-                .bind(&cs.request_id)
-                .execute(&mut *conn)
-                .await?;
-            let cur: Option<(String, i64, Option<String>)> =
-                sqlx::query_as("SELECT status, cancelled, extended_reason FROM requests WHERE id = $1")
-                    .bind(&cs.request_id)
-                    .fetch_optional(&mut *conn)
-                    .await?;
+            let cur: Option<(String, i64, Option<String>)> = sqlx::query_as(
+                "UPDATE requests SET updated_at = updated_at WHERE id = $1 RETURNING status, cancelled, extended_reason",
+            )
+            .bind(&cs.request_id)
+            .fetch_optional(&mut *conn)
+            .await?;
             let Some((prev_status, cancelled, extended)) = cur else {
                 return Ok((Applied::NoRequest, false));
             };
@@ -419,7 +425,7 @@ macro_rules! queue_sql_fns {
                     .execute(&mut *conn)
                     .await?;
             }
-            if matches!(status, RequestStatus::Completed | RequestStatus::CompletedWithExceptions) {
+            if status != previous && matches!(status, RequestStatus::Completed | RequestStatus::CompletedWithExceptions) {
                 // The erasure is done: its identities' keyed hashes go on the
                 // suppression list in the same transaction (export requests have none).
                 sqlx::query("UPDATE suppression SET active = 1 WHERE request_id = $1 AND active = 0")
@@ -542,9 +548,13 @@ pub(super) use queue_sql_fns;
 
 /// Implement [`QueueStore`] for a backend struct with a `pool` field.
 macro_rules! impl_queue_store {
-    ($store:ty, $begin:path, $claim_sql:path) => {
+    ($store:ty, $begin:path, $claim_sql:path, $claim_does_all:expr, $writers:expr) => {
         #[async_trait::async_trait]
         impl $crate::store::queue::QueueStore for $store {
+            fn write_concurrency(&self) -> usize {
+                $writers
+            }
+
             async fn claim_due_by(
                 &self,
                 worker: &str,
@@ -572,8 +582,13 @@ macro_rules! impl_queue_store {
                         .into_iter()
                         .map($crate::store::common::RawStep::into_row)
                         .collect::<Result<Vec<_>, _>>()?;
-                    queue_sql::spend_tokens(&mut tx, &rated, &rows).await?;
-                    outbox_sql::enqueue_started(&mut tx, &rows, now).await?;
+                    // PostgreSQL's claim statement already spent the tokens
+                    // and queued the `started` callbacks (one round trip fewer
+                    // while the limit rows are locked).
+                    if !$claim_does_all {
+                        queue_sql::spend_tokens(&mut tx, &rated, &rows).await?;
+                        outbox_sql::enqueue_started(&mut tx, &rows, now).await?;
+                    }
                     tx.commit().await?;
                     Ok(rows)
                 })
@@ -647,6 +662,36 @@ macro_rules! impl_queue_store {
                 order.sort_by(|&a, &b| batch[a].request_id.cmp(&batch[b].request_id));
                 let pool = &self.pool;
                 $crate::store::common::retrying(|| async {
+                    // First without savepoints (two statements fewer per change
+                    // set): when every change set commits, as nearly always,
+                    // that is the batch. If one does not (a conflict, a failed
+                    // statement), nothing of this pass is kept: the batch runs
+                    // again below, each change set in its own savepoint.
+                    {
+                        let mut tx = $begin(pool).await?;
+                        let mut out = Vec::with_capacity(batch.len());
+                        let mut clean = true;
+                        for &i in &order {
+                            match queue_sql::apply_in(&mut tx, batch[i].clone()).await {
+                                Ok((applied, true)) => out.push((i, applied)),
+                                Ok((_, false)) => {
+                                    clean = false;
+                                    break;
+                                }
+                                Err(e) if e.is_contended() => return Err(e),
+                                Err(_) => {
+                                    clean = false;
+                                    break;
+                                }
+                            }
+                        }
+                        if clean {
+                            tx.commit().await?;
+                            out.sort_by_key(|(i, _)| *i);
+                            return Ok(out.into_iter().map(|(_, a)| Ok(a)).collect());
+                        }
+                        tx.rollback().await?;
+                    }
                     let mut tx = $begin(pool).await?;
                     let mut out: Vec<
                         Option<Result<$crate::store::Applied, $crate::store::StoreError>>,

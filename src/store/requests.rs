@@ -35,6 +35,10 @@ pub trait RequestStore: Send + Sync {
 
     /// A request by id.
     async fn get_request(&self, id: &str) -> Result<Option<RequestRow>, StoreError>;
+    /// The requests among `ids` that exist, each once, in no particular
+    /// order, read in one statement per 500 ids (the worker reads a claimed
+    /// batch's requests this way).
+    async fn get_requests(&self, ids: &[String]) -> Result<Vec<RequestRow>, StoreError>;
 
     /// A request by its intake form id.
     async fn find_by_external_id(
@@ -183,6 +187,26 @@ macro_rules! request_sql_fns {
             raw.map(RawRequest::into_row).transpose()
         }
 
+        pub(super) async fn get_requests(pool: &$pool, ids: &[String]) -> Result<Vec<RequestRow>, StoreError> {
+            let mut ids: Vec<&String> = ids.iter().collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let mut out = Vec::with_capacity(ids.len());
+            // One statement per 500 ids (well under either backend's bind limit).
+            for chunk in ids.chunks(500) {
+                let marks = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+                let sql = format!("SELECT {REQ_COLS} FROM requests WHERE id IN ({marks})");
+                let mut q = sqlx::query_as::<_, RawRequest>(&sql);
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                for raw in q.fetch_all(pool).await? {
+                    out.push(raw.into_row()?);
+                }
+            }
+            Ok(out)
+        }
+
         pub(super) async fn find_by_external_id(pool: &$pool, ext: &str) -> Result<Option<RequestRow>, StoreError> {
             let sql = format!("SELECT {REQ_COLS} FROM requests WHERE external_id = $1");
             let raw: Option<RawRequest> = sqlx::query_as(&sql).bind(ext).fetch_optional(pool).await?;
@@ -291,6 +315,13 @@ macro_rules! impl_requests_store {
                 id: &str,
             ) -> Result<Option<$crate::store::RequestRow>, $crate::store::StoreError> {
                 request_sql::get_request(&self.pool, id).await
+            }
+
+            async fn get_requests(
+                &self,
+                ids: &[String],
+            ) -> Result<Vec<$crate::store::RequestRow>, $crate::store::StoreError> {
+                request_sql::get_requests(&self.pool, ids).await
             }
 
             async fn find_by_external_id(

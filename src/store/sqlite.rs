@@ -87,8 +87,14 @@ impl SqliteStore {
     }
 }
 
-async fn begin(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-    pool.begin_with("BEGIN IMMEDIATE").await
+/// A write transaction: this process's turn to write the file (see
+/// [`WriteTx`](super::WriteTx)), then `BEGIN IMMEDIATE`.
+async fn begin(pool: &SqlitePool) -> Result<super::WriteTx<sqlx::Sqlite>, sqlx::Error> {
+    let turn = super::tx::sqlite_turn(pool.connect_options().get_filename())
+        .lock_owned()
+        .await;
+    let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    Ok(super::WriteTx::new(tx, Some(turn)))
 }
 
 fn claim_sql() -> String {
@@ -126,7 +132,7 @@ async fn after_shred(pool: &SqlitePool) -> Result<(), super::StoreError> {
 
 super::schema::impl_schema_store!(SqliteStore, sqlx::migrate!("./migrations/sqlite"));
 super::requests::impl_requests_store!(SqliteStore, begin);
-super::queue::impl_queue_store!(SqliteStore, begin, claim_sql);
+super::queue::impl_queue_store!(SqliteStore, begin, claim_sql, false, 1);
 super::audit::impl_audit_store!(SqliteStore);
 super::checkpoints::impl_checkpoints_store!(SqliteStore, begin);
 super::holds::impl_holds_store!(SqliteStore, begin);

@@ -104,6 +104,7 @@ fn cs(request_id: &str, now: i64, steps: Vec<StepChange>) -> ChangeSet {
 
 on_both_backends!(
     a_request_and_its_steps_round_trip,
+    a_batch_of_requests_is_read_at_once_and_unknown_ids_are_left_out,
     due_steps_are_claimed_once_and_future_ones_not_at_all,
     concurrent_claimers_never_take_the_same_step,
     a_later_wave_waits_for_the_earlier_one,
@@ -325,6 +326,35 @@ async fn a_request_and_its_steps_round_trip(b: Backend) {
     let ev = f.store.request_events("r1").await.unwrap();
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].kind, "request.created");
+}
+
+async fn a_batch_of_requests_is_read_at_once_and_unknown_ids_are_left_out(b: Backend) {
+    let f = fresh(b).await;
+    let mut made = Vec::new();
+    for i in 0..3 {
+        let id = format!("r{i}");
+        made.push(
+            f.store
+                .create_request(new_request(&id, 1000 + i), vec![step("a", 0, 1000)], 1000)
+                .await
+                .unwrap(),
+        );
+    }
+    let ids: Vec<String> = ["r2", "nope", "r0"].iter().map(|s| s.to_string()).collect();
+    let mut got = f.store.get_requests(&ids).await.unwrap();
+    got.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(got, vec![made[0].clone(), made[2].clone()]);
+    assert!(f.store.get_requests(&[]).await.unwrap().is_empty());
+    // More ids than one statement takes (500 a statement), with repeats: each
+    // request found once, wherever it falls.
+    let mut many: Vec<String> = (0..1200).map(|i| format!("unknown-{i}")).collect();
+    many[0] = "r0".into();
+    many[700] = "r1".into();
+    many[1199] = "r2".into();
+    many.push("r1".into());
+    let mut got = f.store.get_requests(&many).await.unwrap();
+    got.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(got, made);
 }
 
 async fn due_steps_are_claimed_once_and_future_ones_not_at_all(b: Backend) {
