@@ -189,6 +189,8 @@ struct Run {
     wall_s: f64,
     cpu_s: f64,
     peaks: Vec<(String, usize)>,
+    /// Claim to recorded result of each step, ms, sorted.
+    step_ms: Vec<i64>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -240,7 +242,10 @@ async fn run(
                 .arg(&config)
                 .arg("daemon")
                 .env("LETHE_KEY", &key)
-                .env("RUST_LOG", "error")
+                .env(
+                    "RUST_LOG",
+                    std::env::var("LETHE_BENCH_LOG").unwrap_or_else(|_| "error".into()),
+                )
                 .current_dir(dir.path())
                 .spawn()
                 .expect("spawn lethe daemon")
@@ -269,6 +274,7 @@ async fn run(
         let _ = c.wait();
     }
     let (mut first, mut last, mut steps) = (i64::MAX, i64::MIN, 0);
+    let mut step_ms = Vec::new();
     for id in &ids {
         let r = engine.request(id).await.expect("request");
         assert_eq!(r.status, RequestStatus::Completed, "request {id}");
@@ -276,6 +282,9 @@ async fn run(
             steps += 1;
             first = first.min(s.started_at.unwrap_or(i64::MAX));
             last = last.max(s.finished_at.unwrap_or(i64::MIN));
+            if let (Some(a), Some(b)) = (s.started_at, s.finished_at) {
+                step_ms.push(b - a);
+            }
         }
     }
     Run {
@@ -284,6 +293,10 @@ async fn run(
         wall_s: ((last - first).max(1) as f64) / 1000.0,
         cpu_s,
         peaks: fakes.peaks(),
+        step_ms: {
+            step_ms.sort_unstable();
+            step_ms
+        },
     }
 }
 
@@ -335,8 +348,14 @@ fn main() {
             // The first count (1 by default) is the baseline.
             let base_sps = *one.get_or_insert(sps);
             let worst = r.peaks.iter().map(|(_, p)| *p).max().unwrap_or(0);
+            let pct = |q: f64| {
+                r.step_ms
+                    .get(((r.step_ms.len() as f64 * q) as usize).min(r.step_ms.len().saturating_sub(1)))
+                    .copied()
+                    .unwrap_or(0)
+            };
             println!(
-                "{} daemon(s): {} steps in {:.2} s = {:.0} steps/s; {:.2}x the first; {:.0} steps per daemon CPU-second ({:.2} CPU-s); peak in flight per processor {} (limit {limit}){}",
+                "{} daemon(s): {} steps in {:.2} s = {:.0} steps/s; {:.2}x the first; {:.0} steps per daemon CPU-second ({:.2} CPU-s); claim to result p50 {} ms, p90 {} ms; peak in flight per processor {} (limit {limit}){}",
                 r.daemons,
                 r.steps,
                 r.wall_s,
@@ -344,6 +363,8 @@ fn main() {
                 sps / base_sps,
                 r.steps as f64 / r.cpu_s.max(1e-9),
                 r.cpu_s,
+                pct(0.5),
+                pct(0.9),
                 r.peaks.iter().map(|(k, p)| format!("{k}={p}")).collect::<Vec<_>>().join(" "),
                 if worst > limit as usize { "  LIMIT EXCEEDED" } else { "" }
             );

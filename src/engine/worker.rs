@@ -211,6 +211,15 @@ impl Engine {
         let mut tasks: JoinSet<Result<Option<Recorded>, EngineError>> = JoinSet::new();
         let (results, writer) = spawn_writer(Arc::clone(&self.store));
         let cap = self.config.worker.concurrency as usize;
+        // `worker.concurrency` bounds the calls in flight: a step gives its
+        // slot back as soon as its call is decided, so the next step's call
+        // starts while the result is still being written. Steps still
+        // writing count in the store as running, so a processor's
+        // cluster-wide limit stays exact; at most `cap` of them wait on the
+        // store besides the calls, so a slow store cannot pile them up.
+        let calls = Arc::new(tokio::sync::Semaphore::new(cap));
+        let freed = Arc::new(tokio::sync::Notify::new());
+        let max_tasks = cap * 2;
         let lease = self.config.worker.lease.get();
         let idle = self.config.worker.idle_poll.get();
         let mut stopping = false;
@@ -229,7 +238,10 @@ impl Engine {
                 record(&mut summary, observer, log_task_result(r)).await;
             }
             let store_up = store_down_until.is_none_or(|t| tokio::time::Instant::now() >= t);
-            if !stopping && tasks.len() < cap && store_up {
+            let room = calls
+                .available_permits()
+                .min(max_tasks.saturating_sub(tasks.len()));
+            if !stopping && room > 0 && store_up {
                 let now = Utc::now();
                 // Expired leases are rare: look for them about once a second, not on every claim.
                 if last_release.is_none_or(|t| t.elapsed() >= release_every) {
@@ -253,7 +265,7 @@ impl Engine {
                         ms(now),
                         until.unwrap_or(i64::MAX),
                         lease.as_millis() as i64,
-                        (cap - tasks.len()) as i64,
+                        room as i64,
                     )
                     .await
                 {
@@ -291,6 +303,12 @@ impl Engine {
                         let results = results.clone();
                         let req = requests.get(&step.request_id).cloned();
                         let held = Lease::until(before_claim + lease);
+                        // Never fails: only this loop takes slots, and it
+                        // claimed no more than were free.
+                        let slot = CallSlot {
+                            _permit: Arc::clone(&calls).try_acquire_owned().ok(),
+                            freed: Arc::clone(&freed),
+                        };
                         tasks.spawn(async move {
                             let req = match req {
                                 Some(r) => r,
@@ -301,7 +319,7 @@ impl Engine {
                                     .await?,
                                 ),
                             };
-                            me.process(step, req, results, held).await
+                            me.process(step, req, results, held, slot).await
                         });
                     }
                     continue;
@@ -379,6 +397,7 @@ impl Engine {
                 }
                 _ = tokio::time::sleep(sleep_for) => {}
                 _ = self.wake.notified() => {}
+                _ = freed.notified() => {}
                 _ = &mut shutdown, if !stopping => {
                     tracing::info!(in_flight = tasks.len(), "shutting down: no new claims; finishing in-flight steps");
                     stopping = true;
@@ -421,6 +440,7 @@ impl Engine {
         req: Arc<crate::store::RequestRow>,
         results: ResultSender,
         lease: Lease,
+        slot: CallSlot,
     ) -> Result<Option<Recorded>, EngineError> {
         let now0 = ms(Utc::now());
         let lost = CancellationToken::new();
@@ -430,6 +450,8 @@ impl Engine {
             _ = lost.cancelled() => None,
             d = lease.clone().scope(self.decide(&step, &req)) => Some(d),
         };
+        // The call is over: its slot goes to the next due step.
+        drop(slot);
         let Some(decision) = decision.filter(|_| !lease.is_lost()) else {
             heartbeat.abort();
             tracing::warn!(
@@ -1213,6 +1235,21 @@ fn spawn_writer(
         while writing.join_next().await.is_some() {}
     });
     (tx, handle)
+}
+
+/// A step's share of `worker.concurrency`, held while its call runs; giving
+/// it back wakes the claim loop.
+struct CallSlot {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    freed: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for CallSlot {
+    fn drop(&mut self) {
+        // Release the permit before waking, so the loop sees the free slot.
+        self._permit.take();
+        self.freed.notify_one();
+    }
 }
 
 /// The largest batch when batches are written in parallel (PostgreSQL). A
