@@ -701,8 +701,30 @@ impl Engine {
         req: &crate::store::RequestRow,
     ) -> Result<Decision, EngineError> {
         let policy = self.retry_policy(&req.workflow, &step.connector);
+        let now = ms(Utc::now());
+        // Holds are checked right before every erase call (below). The two
+        // reads do not depend on each other: over a network (a store that
+        // writes in parallel) they share one round trip's wait; on the
+        // embedded store, where a read costs CPU and no wait, one after the other.
+        let check_holds = step.phase == Phase::Act && step.action == Action::Erase;
+        let holds = async {
+            if check_holds {
+                self.store
+                    .active_holds(&req.subject_hash, now)
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (opened, adhoc) = if self.store.write_concurrency() > 1 {
+            tokio::join!(self.open_subject_and_changes(req), holds)
+        } else {
+            let opened = self.open_subject_and_changes(req).await;
+            (opened, holds.await)
+        };
         let (subject, changes) =
-            match self.open_subject_and_changes(req).await {
+            match opened {
                 Ok(Some(s)) => s,
                 Ok(None) => return Ok(failed(
                     step,
@@ -724,13 +746,11 @@ impl Engine {
                 None,
             ));
         };
-        let now = ms(Utc::now());
         // Holds: checked right before every erase call, so a hold added after
         // planning still stops it. No erase reaches a held processor.
-        if step.phase == Phase::Act && step.action == Action::Erase {
+        if let Some(adhoc) = adhoc? {
             let category = crate::connectors::Category::parse(&step.category)
                 .unwrap_or(crate::connectors::Category::Other);
-            let adhoc = self.store.active_holds(&req.subject_hash, now).await?;
             let spans = match self.config.workflows.by_name.get(&req.workflow) {
                 Some(wf) => super::planner::holds_for(
                     wf,

@@ -74,6 +74,8 @@ macro_rules! outbox_sql_fns {
 
         /// Queue a `started` callback for each request whose first step was just claimed
         /// (in the claim's transaction). Later claims of the same request add nothing.
+        // SQLite's claim; PostgreSQL's claim function does this in SQL.
+        #[allow(dead_code)]
         pub(super) async fn enqueue_started(conn: &mut $conn, claimed: &[StepRow], now: i64) -> Result<(), StoreError> {
             let mut first: Vec<&str> = claimed
                 .iter()

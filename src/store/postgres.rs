@@ -53,6 +53,10 @@ mod checkpoint_sql {
 /// expired by it, so a worker's skewed clock cannot steal a live step.
 const DB_NOW: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
 
+/// Statements may carry data-modifying CTEs (`WITH … INSERT … UPDATE`), so
+/// a write that would take two round trips under a row lock takes one.
+const DML_IN_CTE: bool = true;
+
 /// Result batches one process writes at once (of the pool's 16 connections).
 const WRITERS: usize = 8;
 
@@ -114,6 +118,78 @@ fn claim_sql() -> String {
     )
 }
 
+/// The claim as a server-side function: the refill that locks the limit
+/// rows and the claim statement run in one round trip, outside any
+/// client-held transaction, so the limit rows stay locked for the server's
+/// milliseconds, not for three network round trips — claims of many daemons
+/// queue on those rows. A VOLATILE PL/pgSQL function takes a new snapshot
+/// per statement (READ COMMITTED), so the claim counts the running steps of
+/// claims committed while it waited for the lock, as the two-statement
+/// transaction did. The name carries a hash of the body: a binary calls the
+/// function it created, so two versions of lethe on one database (a rolling
+/// upgrade) never run each other's claim.
+struct ClaimFunction {
+    create: String,
+    call: String,
+}
+
+fn claim_function() -> &'static ClaimFunction {
+    static F: std::sync::OnceLock<ClaimFunction> = std::sync::OnceLock::new();
+    F.get_or_init(|| {
+        use sha2::Digest;
+        let body = format!(
+            "BEGIN {}; RETURN QUERY {}; END",
+            queue_sql::refill_sql(),
+            claim_sql()
+        );
+        let hash = hex::encode(sha2::Sha256::digest(body.as_bytes()));
+        let name = format!("lethe_claim_{}", &hash[..16]);
+        ClaimFunction {
+            create: format!(
+                "CREATE OR REPLACE FUNCTION {name}(TEXT, BIGINT, BIGINT, BIGINT, BIGINT, BIGINT)                  RETURNS SETOF steps LANGUAGE plpgsql VOLATILE AS $lethe$ {body} $lethe$"
+            ),
+            call: format!("SELECT * FROM {name}($1, $2, $3, $4, $5, $6)"),
+        }
+    })
+}
+
+/// Claim due steps in one round trip (see [`ClaimFunction`]); the function
+/// is created the first time a database lacks it (SQLSTATE 42883).
+async fn claim(
+    pool: &PgPool,
+    worker: &str,
+    now: i64,
+    due_by: i64,
+    lease_ms: i64,
+    limit: i64,
+    candidates: i64,
+) -> Result<Vec<super::StepRow>, super::StoreError> {
+    let f = claim_function();
+    let call = || {
+        sqlx::query_as::<_, super::common::RawStep>(&f.call)
+            .bind(worker)
+            .bind(lease_ms)
+            .bind(now)
+            .bind(limit)
+            .bind(due_by)
+            .bind(candidates)
+            .fetch_all(pool)
+    };
+    let raw = match call().await {
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42883") => {
+            // Two daemons may create it at once; one wins and the call decides.
+            if let Err(e) = sqlx::query(&f.create).execute(pool).await {
+                tracing::debug!(error = %e, "creating the claim function");
+            }
+            call().await?
+        }
+        r => r?,
+    };
+    raw.into_iter()
+        .map(super::common::RawStep::into_row)
+        .collect()
+}
+
 /// Which limit rows a claim locks before it counts free slots: all of them,
 /// in name order (the same order in every claim, so claims cannot deadlock).
 const LIMITS_LOCK: &str =
@@ -139,7 +215,7 @@ async fn after_shred(_pool: &PgPool) -> Result<(), super::StoreError> {
 
 super::schema::impl_schema_store!(PgStore, sqlx::migrate!("./migrations/postgres"));
 super::requests::impl_requests_store!(PgStore, begin);
-super::queue::impl_queue_store!(PgStore, begin, claim_sql, true, WRITERS);
+super::queue::impl_queue_store!(PgStore, begin, claim, WRITERS);
 super::audit::impl_audit_store!(PgStore);
 super::checkpoints::impl_checkpoints_store!(PgStore, begin);
 super::holds::impl_holds_store!(PgStore, begin);

@@ -144,22 +144,32 @@ macro_rules! queue_sql_fns {
         /// Lock every processor's limit row (in name order, so two claims
         /// cannot deadlock) and refill the rated ones' buckets by the
         /// database's clock. Returns the rated processors.
+        // SQLite's claim; PostgreSQL's claim function does this in SQL.
+        #[allow(dead_code)]
         pub(super) async fn refill(conn: &mut $conn) -> Result<Vec<String>, StoreError> {
+            let sql = format!("{} RETURNING processor, rate_milli", refill_sql());
+            let rows: Vec<(String, Option<i64>)> = sqlx::query_as(&sql).fetch_all(&mut *conn).await?;
+            Ok(rows.into_iter().filter(|(_, r)| r.is_some()).map(|(p, _)| p).collect())
+        }
+
+        /// The statement of [`refill`], without its `RETURNING`.
+        #[allow(dead_code)]
+        pub(super) fn refill_sql() -> String {
             let now = $dbnow;
-            let sql = format!(
+            format!(
                 "UPDATE processor_limits SET tokens = CASE WHEN rate_milli IS NULL THEN tokens \
                  WHEN {now} <= refilled_at THEN tokens \
                  WHEN tokens + ({now} - refilled_at) * rate_milli >= burst * 1000000 THEN burst * 1000000 \
                  ELSE tokens + ({now} - refilled_at) * rate_milli END, \
                  refilled_at = CASE WHEN {now} > refilled_at THEN {now} ELSE refilled_at END \
-                 WHERE {} RETURNING processor, rate_milli",
+                 WHERE {}",
                 super::LIMITS_LOCK
-            );
-            let rows: Vec<(String, Option<i64>)> = sqlx::query_as(&sql).fetch_all(&mut *conn).await?;
-            Ok(rows.into_iter().filter(|(_, r)| r.is_some()).map(|(p, _)| p).collect())
+            )
         }
 
         /// Take one token per claimed step of a rated processor.
+        // SQLite's claim; PostgreSQL's claim function does this in SQL.
+        #[allow(dead_code)]
         pub(super) async fn spend_tokens(conn: &mut $conn, rated: &[String], claimed: &[StepRow]) -> Result<(), StoreError> {
             for p in rated {
                 let n = claimed.iter().filter(|s| &s.processor == p).count() as i64;
@@ -313,16 +323,35 @@ macro_rules! queue_sql_fns {
             let previous: RequestStatus =
                 prev_status.parse().map_err(|reason| StoreError::Corrupt { table: "requests", reason })?;
             let mut events = Vec::new();
-            for c in &cs.steps {
-                let r = sqlx::query(
-                    "UPDATE steps SET state = $1, phase = $2, outcome = $3, run_at = $4, attempts = COALESCE($5, attempts), \
-                     last_error = $6, error_class = $7, evidence = COALESCE($8, evidence), \
-                     hold_basis = COALESCE($9, hold_basis), hold_until = COALESCE($10, hold_until), \
-                     grace_until = COALESCE($11, grace_until), finished_at = COALESCE($12, finished_at), \
-                     lease_owner = NULL, lease_expires_at = NULL, updated_at = $13, \
-                     maybe_acted = CASE WHEN $18 = 1 THEN 1 ELSE maybe_acted END \
-                     WHERE id = $14 AND request_id = $15 AND state = $16 AND ($17 IS NULL OR lease_token = $17)",
-                )
+            // The request's step states after this change set, when the last
+            // step's update already read them (PostgreSQL).
+            let mut states_after: Option<Vec<String>> = None;
+            const UPDATE_STEP: &str = "UPDATE steps SET state = $1, phase = $2, outcome = $3, run_at = $4, attempts = COALESCE($5, attempts), \
+                 last_error = $6, error_class = $7, evidence = COALESCE($8, evidence), \
+                 hold_basis = COALESCE($9, hold_basis), hold_until = COALESCE($10, hold_until), \
+                 grace_until = COALESCE($11, grace_until), finished_at = COALESCE($12, finished_at), \
+                 lease_owner = NULL, lease_expires_at = NULL, updated_at = $13, \
+                 maybe_acted = CASE WHEN $18 = 1 THEN 1 ELSE maybe_acted END \
+                 WHERE id = $14 AND request_id = $15 AND state = $16 AND ($17 IS NULL OR lease_token = $17)";
+            let last = cs.steps.len().saturating_sub(1);
+            for (i, c) in cs.steps.iter().enumerate() {
+                // PostgreSQL: the last step's update also reads every step's
+                // state (the updated one from the update, the others from
+                // the statement's snapshot), one round trip fewer while the
+                // request row is locked.
+                let fuse = super::DML_IN_CTE && i == last;
+                let fused_sql;
+                let sql = if fuse {
+                    fused_sql = format!(
+                        "WITH u AS ({UPDATE_STEP} RETURNING id, state) \
+                         SELECT COALESCE(u.state, s.state) AS state, (SELECT COUNT(*) FROM u) AS updated \
+                         FROM steps s LEFT JOIN u ON u.id = s.id WHERE s.request_id = $15"
+                    );
+                    fused_sql.as_str()
+                } else {
+                    UPDATE_STEP
+                };
+                let q = sqlx::query(sql)
                 .bind(c.to.as_str())
                 .bind(c.phase.as_str())
                 .bind(c.outcome.map(|o| o.as_str()))
@@ -340,10 +369,17 @@ macro_rules! queue_sql_fns {
                 .bind(&cs.request_id)
                 .bind(c.from.as_str())
                 .bind(c.lease_token)
-                .bind(c.maybe_acted as i64)
-                .execute(&mut *conn)
-                .await?;
-                if r.rows_affected() != 1 {
+                .bind(c.maybe_acted as i64);
+                let updated = if fuse {
+                    use sqlx::Row;
+                    let rows = q.fetch_all(&mut *conn).await?;
+                    let updated = rows.first().map(|r| r.try_get::<i64, _>("updated")).transpose()?.unwrap_or(0);
+                    states_after = Some(rows.iter().map(|r| r.try_get::<String, _>("state")).collect::<Result<_, _>>()?);
+                    updated
+                } else {
+                    q.execute(&mut *conn).await?.rows_affected() as i64
+                };
+                if updated != 1 {
                     return Ok((Applied::Conflict { step_id: c.step_id }, false));
                 }
                 events.push(PendingEvent {
@@ -397,11 +433,16 @@ macro_rules! queue_sql_fns {
             for (kind, detail) in cs.events {
                 events.push(PendingEvent { request_id: Some(cs.request_id.clone()), step_id: None, kind, detail });
             }
-            let states: Vec<(String,)> =
-                sqlx::query_as("SELECT state FROM steps WHERE request_id = $1").bind(&cs.request_id).fetch_all(&mut *conn).await?;
+            let states = match states_after {
+                Some(s) => s,
+                None => sqlx::query_scalar("SELECT state FROM steps WHERE request_id = $1")
+                    .bind(&cs.request_id)
+                    .fetch_all(&mut *conn)
+                    .await?,
+            };
             let states = states
                 .into_iter()
-                .map(|(s,)| s.parse::<StepState>())
+                .map(|s| s.parse::<StepState>())
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|reason| StoreError::Corrupt { table: "steps", reason })?;
             let status = derive_status(cancelled, &states);
@@ -548,7 +589,7 @@ pub(super) use queue_sql_fns;
 
 /// Implement [`QueueStore`] for a backend struct with a `pool` field.
 macro_rules! impl_queue_store {
-    ($store:ty, $begin:path, $claim_sql:path, $claim_does_all:expr, $writers:expr) => {
+    ($store:ty, $begin:path, $claim:path, $writers:expr) => {
         #[async_trait::async_trait]
         impl $crate::store::queue::QueueStore for $store {
             fn write_concurrency(&self) -> usize {
@@ -563,34 +604,21 @@ macro_rules! impl_queue_store {
                 lease_ms: i64,
                 limit: i64,
             ) -> Result<Vec<$crate::store::StepRow>, $crate::store::StoreError> {
-                let sql = $claim_sql();
                 let pool = &self.pool;
+                // Look at a few more candidates than the claim's size: some
+                // may belong to a processor that is full.
+                let candidates = limit.saturating_mul(4).saturating_add(16);
                 $crate::store::common::retrying(|| async {
-                    let mut tx = $begin(pool).await?;
-                    // Limits first: this locks the limit rows until the commit.
-                    let rated = queue_sql::refill(&mut tx).await?;
-                    let raw: Vec<$crate::store::common::RawStep> = sqlx::query_as(&sql)
-                        .bind(worker)
-                        .bind(lease_ms)
-                        .bind(now)
-                        .bind(limit)
-                        .bind(due_by.min(now))
-                        .bind(limit.saturating_mul(4).saturating_add(16))
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    let rows = raw
-                        .into_iter()
-                        .map($crate::store::common::RawStep::into_row)
-                        .collect::<Result<Vec<_>, _>>()?;
-                    // PostgreSQL's claim statement already spent the tokens
-                    // and queued the `started` callbacks (one round trip fewer
-                    // while the limit rows are locked).
-                    if !$claim_does_all {
-                        queue_sql::spend_tokens(&mut tx, &rated, &rows).await?;
-                        outbox_sql::enqueue_started(&mut tx, &rows, now).await?;
-                    }
-                    tx.commit().await?;
-                    Ok(rows)
+                    $claim(
+                        pool,
+                        worker,
+                        now,
+                        due_by.min(now),
+                        lease_ms,
+                        limit,
+                        candidates,
+                    )
+                    .await
                 })
                 .await
             }

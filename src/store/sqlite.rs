@@ -106,6 +106,42 @@ fn claim_sql() -> String {
     )
 }
 
+/// Claim due steps: refill the buckets, pick and lease the steps, spend
+/// their tokens and queue `started` callbacks, in one write transaction.
+async fn claim(
+    pool: &SqlitePool,
+    worker: &str,
+    now: i64,
+    due_by: i64,
+    lease_ms: i64,
+    limit: i64,
+    candidates: i64,
+) -> Result<Vec<super::StepRow>, super::StoreError> {
+    let mut tx = begin(pool).await?;
+    let rated = queue_sql::refill(&mut tx).await?;
+    let raw: Vec<super::common::RawStep> = sqlx::query_as(&claim_sql())
+        .bind(worker)
+        .bind(lease_ms)
+        .bind(now)
+        .bind(limit)
+        .bind(due_by)
+        .bind(candidates)
+        .fetch_all(&mut *tx)
+        .await?;
+    let rows = raw
+        .into_iter()
+        .map(super::common::RawStep::into_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    queue_sql::spend_tokens(&mut tx, &rated, &rows).await?;
+    outbox_sql::enqueue_started(&mut tx, &rows, now).await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// SQLite has no data-modifying CTEs: those writes are two statements
+/// (each costs CPU, not a network round trip).
+const DML_IN_CTE: bool = false;
+
 /// Which limit rows a claim locks: none need locking, `BEGIN IMMEDIATE`
 /// already made the claim the only writer.
 const LIMITS_LOCK: &str = "1 = 1";
@@ -132,7 +168,7 @@ async fn after_shred(pool: &SqlitePool) -> Result<(), super::StoreError> {
 
 super::schema::impl_schema_store!(SqliteStore, sqlx::migrate!("./migrations/sqlite"));
 super::requests::impl_requests_store!(SqliteStore, begin);
-super::queue::impl_queue_store!(SqliteStore, begin, claim_sql, false, 1);
+super::queue::impl_queue_store!(SqliteStore, begin, claim, 1);
 super::audit::impl_audit_store!(SqliteStore);
 super::checkpoints::impl_checkpoints_store!(SqliteStore, begin);
 super::holds::impl_holds_store!(SqliteStore, begin);

@@ -150,3 +150,39 @@ on_both_backends!(
     concurrent_runs_keep_a_limit_exactly,
     a_killed_daemons_slots_come_back_after_its_leases_expire
 );
+
+/// On PostgreSQL a claim is one call of a server-side function whose name
+/// carries a hash of its body. A database that lacks this binary's function
+/// gets it at the first claim, and another version's function beside it (a
+/// rolling upgrade; here one that would fail every claim) is never called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_claim_creates_its_own_function_and_never_calls_another_versions() {
+    let rec = Arc::new(Recorder::default());
+    let env = env_with(Backend::Postgres, &rec, 10, 2).await;
+    let (engine, ids) = file_requests(&env, 4).await;
+    let pool = sqlx::PgPool::connect(&env.db_url).await.unwrap();
+    let ours = "SELECT COUNT(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                WHERE n.nspname = current_schema() AND p.proname LIKE 'lethe\\_claim\\_%'";
+    let before: i64 = sqlx::query_scalar(ours).fetch_one(&pool).await.unwrap();
+    assert_eq!(before, 0, "nothing has claimed yet");
+    sqlx::raw_sql(
+        "CREATE FUNCTION lethe_claim_0000000000000000(TEXT, BIGINT, BIGINT, BIGINT, BIGINT, BIGINT) \
+         RETURNS SETOF steps LANGUAGE plpgsql AS $f$ BEGIN RAISE EXCEPTION 'an older version''s claim'; END $f$",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let out = env
+        .command(&["run", "--until-idle", "--max-wait", "30s", "--json"])
+        .output()
+        .await
+        .expect("run");
+    assert!(out.status.success(), "{}", show(&out));
+    wait_all_completed(&engine, &ids, 10).await;
+    assert_eq!(rec.deleted.lock().unwrap().len(), 4);
+    let after: i64 = sqlx::query_scalar(ours).fetch_one(&pool).await.unwrap();
+    assert_eq!(
+        after, 2,
+        "this binary's claim function beside the other version's"
+    );
+}
