@@ -76,17 +76,50 @@ impl PgStore {
         let opts = PgConnectOptions::from_str(url)
             .map_err(|e| super::StoreError::Unavailable(format!("bad PostgreSQL URL: {e}")))?
             .options([("idle_in_transaction_session_timeout", "10s")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(opts)
-            .await?;
+        // A server that is restarting, failing over or out of connection
+        // slots answers again within seconds: a `run --until-idle` from cron
+        // or a daemon starting beside others waits for it (up to ~5 s)
+        // instead of failing at once. Anything else (bad credentials, a
+        // missing database) fails at once.
+        use backon::Retryable;
+        let pool = (|| {
+            PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts.clone())
+        })
+        .retry(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(2))
+                .with_total_delay(Some(Duration::from_secs(5)))
+                .with_max_times(usize::MAX)
+                .with_jitter(),
+        )
+        .when(connect_is_transient)
+        .notify(|e, after| {
+            tracing::warn!(error = %e, retry_in = ?after, "PostgreSQL refused the connection; retrying");
+        })
+        .await?;
         Ok(PgStore { pool })
     }
 
     /// The pool, for tests that need to reach past the trait (e.g. to tamper with a row).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+}
+
+/// A connection refused for a reason that passes: the server is down or
+/// restarting (an I/O error, SQLSTATE class 08, 57P03 "cannot connect now"),
+/// or out of connection slots (53300).
+fn connect_is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c == "53300" || c == "57P03" || c.starts_with("08")),
+        _ => false,
     }
 }
 
@@ -129,6 +162,7 @@ fn claim_sql() -> String {
 /// function it created, so two versions of lethe on one database (a rolling
 /// upgrade) never run each other's claim.
 struct ClaimFunction {
+    signature: String,
     create: String,
     call: String,
 }
@@ -144,13 +178,34 @@ fn claim_function() -> &'static ClaimFunction {
         );
         let hash = hex::encode(sha2::Sha256::digest(body.as_bytes()));
         let name = format!("lethe_claim_{}", &hash[..16]);
+        let signature = format!("{name}(text, bigint, bigint, bigint, bigint, bigint)");
         ClaimFunction {
             create: format!(
-                "CREATE OR REPLACE FUNCTION {name}(TEXT, BIGINT, BIGINT, BIGINT, BIGINT, BIGINT)                  RETURNS SETOF steps LANGUAGE plpgsql VOLATILE AS $lethe$ {body} $lethe$"
+                "CREATE OR REPLACE FUNCTION {signature} \
+                 RETURNS SETOF steps LANGUAGE plpgsql VOLATILE AS $lethe$ {body} $lethe$"
             ),
+            signature,
             call: format!("SELECT * FROM {name}($1, $2, $3, $4, $5, $6)"),
         }
     })
+}
+
+/// After the migrations: create this binary's claim function unless the
+/// database has it (one look per process start; the server logs no error for
+/// a missing function this way). Two daemons starting at once may both
+/// create it: the loser's error is ignored, the function is there.
+async fn ensure_claim_function(pool: &PgPool) -> Result<(), super::StoreError> {
+    let f = claim_function();
+    let present: bool = sqlx::query_scalar("SELECT to_regprocedure($1) IS NOT NULL")
+        .bind(&f.signature)
+        .fetch_one(pool)
+        .await?;
+    if !present {
+        if let Err(e) = sqlx::query(&f.create).execute(pool).await {
+            tracing::debug!(error = %e, "creating the claim function");
+        }
+    }
+    Ok(())
 }
 
 /// Claim due steps in one round trip (see [`ClaimFunction`]); the function
@@ -213,7 +268,11 @@ async fn after_shred(_pool: &PgPool) -> Result<(), super::StoreError> {
     Ok(())
 }
 
-super::schema::impl_schema_store!(PgStore, sqlx::migrate!("./migrations/postgres"));
+super::schema::impl_schema_store!(
+    PgStore,
+    sqlx::migrate!("./migrations/postgres"),
+    ensure_claim_function
+);
 super::requests::impl_requests_store!(PgStore, begin);
 super::queue::impl_queue_store!(PgStore, begin, claim, WRITERS);
 super::audit::impl_audit_store!(PgStore);

@@ -18,14 +18,15 @@ pub trait SchemaStore: Send + Sync {
 
 /// Implement [`SchemaStore`] for a backend struct with a `pool` field.
 macro_rules! impl_schema_store {
-    ($store:ty, $migrator:expr) => {
+    ($store:ty, $migrator:expr, $after:path) => {
         #[async_trait::async_trait]
         impl $crate::store::schema::SchemaStore for $store {
             async fn migrate(&self) -> Result<(), $crate::store::StoreError> {
                 $migrator
                     .run(&self.pool)
                     .await
-                    .map_err(|e| $crate::store::StoreError::Migrate(e.to_string()))
+                    .map_err(|e| $crate::store::StoreError::Migrate(e.to_string()))?;
+                $after(&self.pool).await
             }
 
             async fn ping(&self) -> Result<(), $crate::store::StoreError> {

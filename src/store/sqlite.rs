@@ -166,7 +166,16 @@ async fn after_shred(pool: &SqlitePool) -> Result<(), super::StoreError> {
     Ok(())
 }
 
-super::schema::impl_schema_store!(SqliteStore, sqlx::migrate!("./migrations/sqlite"));
+/// After the migrations: nothing more (the claim is plain SQL here).
+async fn after_migrate(_pool: &SqlitePool) -> Result<(), super::StoreError> {
+    Ok(())
+}
+
+super::schema::impl_schema_store!(
+    SqliteStore,
+    sqlx::migrate!("./migrations/sqlite"),
+    after_migrate
+);
 super::requests::impl_requests_store!(SqliteStore, begin);
 super::queue::impl_queue_store!(SqliteStore, begin, claim, 1);
 super::audit::impl_audit_store!(SqliteStore);

@@ -115,3 +115,45 @@ async fn a_command_that_cannot_reach_the_store_exits_3_naming_the_store_not_the_
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("store unavailable"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_started_while_the_store_refuses_connections_waits_for_it_and_completes_the_request()
+{
+    let rec = Arc::new(Recorder::default());
+    let (url, _srv) = recorder_server(rec.clone(), Duration::ZERO).await;
+    let body = format!(
+        "[[processor]]\nname = \"newsletter\"\nconnector = \"mailchimp\"\nbase_url = \"{url}/3.0\"\nsettings = {{ list_id = \"{LIST}\" }}\nsecrets = {{ api_key = \"MAILCHIMP_API_KEY\" }}\n"
+    );
+    let mut env = TestEnv::new(Backend::Postgres, "", &body).await;
+    env.set_env("MAILCHIMP_API_KEY", API_KEY);
+    let (engine, ids) = file_requests(&env, 1).await;
+    let proxy = Arc::new(Proxy::start(pg_addr(), Duration::ZERO).await);
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        text.replace(&env.db_url, &proxy.url(&env.db_url)),
+    )
+    .unwrap();
+    // A restart: connections refused for 1.5 s after the run starts.
+    proxy.cut();
+    let p = Arc::clone(&proxy);
+    let back = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        p.restore();
+    });
+    let started = Instant::now();
+    let out = env.lethe(&["run", "--until-idle"]).await;
+    back.await.unwrap();
+    assert!(out.status.success(), "{}", crate::helpers::show(&out));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "the run could not have reached the store before it came back"
+    );
+    assert!(proxy.accepted() >= 1, "the run connected after the restart");
+    wait_all_completed(&engine, &ids, 10).await;
+    assert_eq!(
+        rec.deleted.lock().unwrap().len(),
+        1,
+        "the member erased once"
+    );
+}
