@@ -4,6 +4,11 @@
 //! each other's rows and never take the same step. A claim first locks the
 //! `processor_limits` rows (in name order) and refills their token buckets, so
 //! two claims never count the same free slot of a processor's cluster-wide limit.
+//! The claim is one call of a server-side function (created after the
+//! migrations, named by a hash of its body), so those rows stay locked for the
+//! server's milliseconds, not for several network round trips.
+//! Connecting waits out a server that refuses for a few seconds (a restart,
+//! a failover, no free connection slot).
 //! There is no global lock:
 //! audit appends are serialised per chain, by the request row that `apply`
 //! locks first and by the chain's `chain_heads` row. Row locks are taken in a
