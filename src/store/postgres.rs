@@ -120,7 +120,9 @@ impl PgStore {
 /// or out of connection slots (53300).
 fn connect_is_transient(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        // Not `PoolTimedOut`: a server that accepts and then hangs already
+        // took the whole acquire timeout; the command reports it.
+        sqlx::Error::Io(_) => true,
         sqlx::Error::Database(d) => d
             .code()
             .is_some_and(|c| c == "53300" || c == "57P03" || c.starts_with("08")),
