@@ -238,6 +238,8 @@ impl Engine {
                 record(&mut summary, observer, log_task_result(r)).await;
             }
             let store_up = store_down_until.is_none_or(|t| tokio::time::Instant::now() >= t);
+            // Whether this turn's claim found nothing although slots were free.
+            let mut claimed_none = false;
             let room = calls
                 .available_permits()
                 .min(max_tasks.saturating_sub(tasks.len()));
@@ -279,7 +281,14 @@ impl Engine {
                     tracing::info!("the store answers again");
                 }
                 backoff = StoreBackoff::default();
+                claimed_none = claimed.is_empty();
                 if !claimed.is_empty() {
+                    // A step whose result committed while this claim ran (the
+                    // claim may have found its successor due) is told first.
+                    while let Some(r) = tasks.try_join_next() {
+                        summary.processed += 1;
+                        record(&mut summary, observer, log_task_result(r)).await;
+                    }
                     if let Some(o) = observer {
                         o.claimed(&claimed).await;
                     }
@@ -368,6 +377,11 @@ impl Engine {
                 Duration::from_secs(3600)
             } else if let Some(t) = store_down_until.filter(|t| *t > tokio::time::Instant::now()) {
                 t - tokio::time::Instant::now()
+            } else if room == 0 && !tasks.is_empty() {
+                // Every slot is taken: nothing can be claimed before one is
+                // given back or a task ends, and both wake this loop. No
+                // store round trip to learn the next `run_at` meanwhile.
+                idle
             } else {
                 let next = match next_wake {
                     Some(n) => n,
@@ -383,9 +397,23 @@ impl Engine {
                         }
                     },
                 };
+                // A claim that came back empty while steps are due found
+                // them held by a processor's cluster-wide limit (or being
+                // claimed by another daemon): wait a little for a slot to
+                // free anywhere, rather than asking again at once — every
+                // claim locks the limit rows, so spinning daemons would slow
+                // the ones that have work. This daemon's own slot or task
+                // ending still wakes it at once.
+                let floor = if claimed_none {
+                    BLOCKED_RETRY.min(idle).as_millis() as i64
+                } else {
+                    1
+                };
                 match next {
                     Some(at) => Duration::from_millis(
-                        (at - ms(Utc::now())).clamp(1, idle.as_millis() as i64) as u64,
+                        (at - ms(Utc::now()))
+                            .clamp(floor.max(1), (idle.as_millis() as i64).max(floor.max(1)))
+                            as u64,
                     ),
                     None => idle,
                 }
@@ -1271,6 +1299,10 @@ impl Drop for CallSlot {
         self.freed.notify_one();
     }
 }
+
+/// How long a daemon whose claim found every due step held by a limit waits
+/// before it claims again (unless one of its own slots frees first).
+const BLOCKED_RETRY: Duration = Duration::from_millis(25);
 
 /// The largest batch when batches are written in parallel (PostgreSQL). A
 /// batch holds its requests' row locks until it commits, and two steps of one

@@ -146,9 +146,45 @@ async fn a_killed_daemons_slots_come_back_after_its_leases_expire(b: Backend) {
     );
 }
 
+/// A run whose only processor is at its limit (1 call in flight, each
+/// taking 800 ms) has free slots but nothing it may claim: it waits for a slot
+/// instead of asking the store again and again. Counted from the run's own
+/// statement log: 4 calls of 800 ms are 3.2 s of waiting; a claim every
+/// millisecond or so (the loop before) made thousands of claims, one per
+/// 25 ms makes at most ~130 plus one per step.
+async fn a_run_held_by_a_full_processor_waits_instead_of_claiming_in_a_loop(b: Backend) {
+    let rec = Arc::new(Recorder::default());
+    let mut env = env_with(b, &rec, 800, 1).await;
+    let (engine, ids) = file_requests(&env, 4).await;
+    env.set_env("RUST_LOG", "warn,sqlx::query=debug");
+    let out = env
+        .command(&["run", "--until-idle", "--max-wait", "60s"])
+        .output()
+        .await
+        .expect("run");
+    assert!(out.status.success(), "{}", show(&out));
+    wait_all_completed(&engine, &ids, 10).await;
+    assert_eq!(rec.deleted.lock().unwrap().len(), 4);
+    assert_eq!(rec.max_in_flight.load(Ordering::SeqCst), 1);
+    let log = String::from_utf8_lossy(&out.stderr);
+    let claims = log
+        .lines()
+        .filter(|l| {
+            l.contains("sqlx::query")
+                && (l.contains("summary=\"WITH full_p") || l.contains("lethe_claim_"))
+        })
+        .count();
+    assert!(claims >= 4, "the statement log counts claims: {claims}");
+    assert!(
+        claims <= 250,
+        "{claims} claims in ~3 s while the processor was full"
+    );
+}
+
 on_both_backends!(
     concurrent_runs_keep_a_limit_exactly,
-    a_killed_daemons_slots_come_back_after_its_leases_expire
+    a_killed_daemons_slots_come_back_after_its_leases_expire,
+    a_run_held_by_a_full_processor_waits_instead_of_claiming_in_a_loop
 );
 
 /// On PostgreSQL a claim is one call of a server-side function whose name

@@ -341,7 +341,10 @@ async fn a_terminal_shows_live_progress_per_processor_and_how_the_run_ended() {
     ]);
     assert!(out.status.success(), "tmux: {}", show(&out));
 
-    // While crm's call is in flight, the terminal says so, per processor and overall.
+    // While crm's call is in flight, the terminal says so, per processor and
+    // overall. (The newsletter's line turns `done` when the worker has reaped
+    // its task, which may be a moment after crm was claimed: the screen is
+    // read until it shows both, for the 4 s crm's call lasts.)
     let mut live = None;
     let mut last = String::new();
     for _ in 0..300 {
@@ -349,22 +352,22 @@ async fn a_terminal_shows_live_progress_per_processor_and_how_the_run_ended() {
         if last.contains("EXIT=") {
             break;
         }
-        if last
+        let crm_in_flight = last
             .lines()
-            .any(|l| l.trim_start().starts_with("crm") && l.contains("in flight 1"))
-        {
+            .any(|l| l.trim_start().starts_with("crm") && l.contains("in flight 1"));
+        let newsletter_done = last.lines().any(|l| {
+            l.trim_start().starts_with("newsletter")
+                && l.contains("done 1 · waiting 0 · failed 0 · in flight 0")
+        });
+        if crm_in_flight && newsletter_done {
             live = Some(last.clone());
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let live = live.unwrap_or_else(|| panic!("no live progress seen; screen:\n{last}"));
-    assert!(
-        live.lines()
-            .any(|l| l.trim_start().starts_with("newsletter")
-                && l.contains("done 1 · waiting 0 · failed 0 · in flight 0")),
-        "{live}"
-    );
+    let live = live.unwrap_or_else(|| {
+        panic!("no screen showed crm in flight and the newsletter done; last screen:\n{last}")
+    });
     assert!(live.contains("step(s): done 1"), "the overall line: {live}");
 
     // Then it ends by itself and says how.
