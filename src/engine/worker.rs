@@ -405,16 +405,16 @@ impl Engine {
                 // the ones that have work. This daemon's own slot or task
                 // ending still wakes it at once.
                 let floor = if claimed_none {
-                    BLOCKED_RETRY.min(idle).as_millis() as i64
+                    BLOCKED_RETRY.min(idle)
                 } else {
-                    1
+                    Duration::ZERO
                 };
+                let floor = (floor.as_millis() as i64).max(1);
+                let ceiling = (idle.as_millis() as i64).max(floor);
                 match next {
-                    Some(at) => Duration::from_millis(
-                        (at - ms(Utc::now()))
-                            .clamp(floor.max(1), (idle.as_millis() as i64).max(floor.max(1)))
-                            as u64,
-                    ),
+                    Some(at) => {
+                        Duration::from_millis((at - ms(Utc::now())).clamp(floor, ceiling) as u64)
+                    }
                     None => idle,
                 }
             };

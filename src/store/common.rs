@@ -64,7 +64,7 @@ pub(super) fn suppression_row(
 /// candidate scan (`FOR UPDATE SKIP LOCKED` in PostgreSQL). Binds: `$4` the
 /// claim's size, `$5` due by, `$6` how many candidates to look at.
 ///
-/// The claim must run after `queue_sql::refill` in the same
+/// The claim must run after the refill (`queue_sql::refill_sql`) in the same
 /// transaction: that statement locks the limit rows, so no two claims count
 /// the same free slot.
 pub(super) fn claim_pick(lock: &str) -> String {

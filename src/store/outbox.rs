@@ -43,7 +43,7 @@ pub trait OutboxStore: Send + Sync {
 /// Sibling modules of the other concerns are reached as `super::<name>_sql`.
 macro_rules! outbox_sql_fns {
     ($conn:ty, $pool:ty, $dbnow:expr) => {
-        use $crate::store::{StepRow, StoreError};
+        use $crate::store::StoreError;
 
         /// Record a new request's callback destinations and queue a `created` callback to each.
         pub(super) async fn insert_callbacks(
@@ -69,36 +69,6 @@ macro_rules! outbox_sql_fns {
             .bind(now)
             .execute(&mut *conn)
             .await?;
-            Ok(())
-        }
-
-        /// Queue a `started` callback for each request whose first step was just claimed
-        /// (in the claim's transaction). Later claims of the same request add nothing.
-        // SQLite's claim; PostgreSQL's claim function does this in SQL.
-        #[allow(dead_code)]
-        pub(super) async fn enqueue_started(conn: &mut $conn, claimed: &[StepRow], now: i64) -> Result<(), StoreError> {
-            let mut first: Vec<&str> = claimed
-                .iter()
-                .filter(|s| s.started_at == Some(now))
-                .map(|s| s.request_id.as_str())
-                .collect();
-            first.sort_unstable();
-            first.dedup();
-            // One statement for the whole claim (up to 500 requests each).
-            for chunk in first.chunks(500) {
-                let marks = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ");
-                let sql = format!(
-                    "INSERT INTO outbox (request_id, url, protocol, event, status, created_at, run_at) \
-                     SELECT c.request_id, c.url, c.protocol, 'started', r.status, $1, $1 \
-                     FROM request_callbacks c JOIN requests r ON r.id = c.request_id WHERE c.request_id IN ({marks}) \
-                     AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.request_id = c.request_id AND o.event = 'started')"
-                );
-                let mut q = sqlx::query(&sql).bind(now);
-                for id in chunk {
-                    q = q.bind(*id);
-                }
-                q.execute(&mut *conn).await?;
-            }
             Ok(())
         }
 

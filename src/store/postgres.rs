@@ -199,8 +199,7 @@ fn claim_function() -> &'static ClaimFunction {
 
 /// After the migrations: create this binary's claim function unless the
 /// database has it (one look per process start; the server logs no error for
-/// a missing function this way). Two daemons starting at once may both
-/// create it: the loser's error is ignored, the function is there.
+/// a missing function this way).
 async fn ensure_claim_function(pool: &PgPool) -> Result<(), super::StoreError> {
     let f = claim_function();
     let present: bool = sqlx::query_scalar("SELECT to_regprocedure($1) IS NOT NULL")
@@ -208,11 +207,18 @@ async fn ensure_claim_function(pool: &PgPool) -> Result<(), super::StoreError> {
         .fetch_one(pool)
         .await?;
     if !present {
-        if let Err(e) = sqlx::query(&f.create).execute(pool).await {
-            tracing::debug!(error = %e, "creating the claim function");
-        }
+        create_claim_function(pool).await;
     }
     Ok(())
+}
+
+/// Create this binary's claim function. Two processes may create it at once:
+/// the loser's error is only logged, and the next call of the function
+/// decides (it exists, or that call fails and names why).
+async fn create_claim_function(pool: &PgPool) {
+    if let Err(e) = sqlx::query(&claim_function().create).execute(pool).await {
+        tracing::debug!(error = %e, "creating the claim function");
+    }
 }
 
 /// Claim due steps in one round trip (see [`ClaimFunction`]); the function
@@ -239,10 +245,7 @@ async fn claim(
     };
     let raw = match call().await {
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42883") => {
-            // Two daemons may create it at once; one wins and the call decides.
-            if let Err(e) = sqlx::query(&f.create).execute(pool).await {
-                tracing::debug!(error = %e, "creating the claim function");
-            }
+            create_claim_function(pool).await;
             call().await?
         }
         r => r?,

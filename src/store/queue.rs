@@ -139,21 +139,12 @@ macro_rules! queue_sql_fns {
     ($conn:ty, $pool:ty, $dbnow:expr) => {
         use $crate::domain::{derive_status, RequestStatus, StepState};
         use $crate::store::common::{closed, PendingEvent};
-        use $crate::store::{Applied, ChangeSet, StepRow, StoreError};
+        use $crate::store::{Applied, ChangeSet, StoreError};
 
-        /// Lock every processor's limit row (in name order, so two claims
-        /// cannot deadlock) and refill the rated ones' buckets by the
-        /// database's clock. Returns the rated processors.
-        // SQLite's claim; PostgreSQL's claim function does this in SQL.
-        #[allow(dead_code)]
-        pub(super) async fn refill(conn: &mut $conn) -> Result<Vec<String>, StoreError> {
-            let sql = format!("{} RETURNING processor, rate_milli", refill_sql());
-            let rows: Vec<(String, Option<i64>)> = sqlx::query_as(&sql).fetch_all(&mut *conn).await?;
-            Ok(rows.into_iter().filter(|(_, r)| r.is_some()).map(|(p, _)| p).collect())
-        }
-
-        /// The statement of [`refill`], without its `RETURNING`.
-        #[allow(dead_code)]
+        /// The refill: lock every processor's limit row (in name order, so
+        /// two claims cannot deadlock) and refill the rated ones' buckets by
+        /// the database's clock. SQLite runs it before its claim statement;
+        /// PostgreSQL's claim function runs it first.
         pub(super) fn refill_sql() -> String {
             let now = $dbnow;
             format!(
@@ -165,23 +156,6 @@ macro_rules! queue_sql_fns {
                  WHERE {}",
                 super::LIMITS_LOCK
             )
-        }
-
-        /// Take one token per claimed step of a rated processor.
-        // SQLite's claim; PostgreSQL's claim function does this in SQL.
-        #[allow(dead_code)]
-        pub(super) async fn spend_tokens(conn: &mut $conn, rated: &[String], claimed: &[StepRow]) -> Result<(), StoreError> {
-            for p in rated {
-                let n = claimed.iter().filter(|s| &s.processor == p).count() as i64;
-                if n > 0 {
-                    sqlx::query("UPDATE processor_limits SET tokens = tokens - $1 WHERE processor = $2")
-                        .bind(n * 1_000_000)
-                        .bind(p)
-                        .execute(&mut *conn)
-                        .await?;
-                }
-            }
-            Ok(())
         }
 
         pub(super) async fn set_limits(pool: &$pool, limits: &[$crate::store::LimitSpec]) -> Result<(), StoreError> {

@@ -118,7 +118,17 @@ async fn claim(
     candidates: i64,
 ) -> Result<Vec<super::StepRow>, super::StoreError> {
     let mut tx = begin(pool).await?;
-    let rated = queue_sql::refill(&mut tx).await?;
+    // The refill returns every limit row; the rated ones spend tokens below.
+    let limits: Vec<(String, Option<i64>)> = sqlx::query_as(&format!(
+        "{} RETURNING processor, rate_milli",
+        queue_sql::refill_sql()
+    ))
+    .fetch_all(&mut *tx)
+    .await?;
+    let rated: Vec<String> = limits
+        .into_iter()
+        .filter_map(|(p, rate)| rate.map(|_| p))
+        .collect();
     let raw: Vec<super::common::RawStep> = sqlx::query_as(&claim_sql())
         .bind(worker)
         .bind(lease_ms)
@@ -132,10 +142,66 @@ async fn claim(
         .into_iter()
         .map(super::common::RawStep::into_row)
         .collect::<Result<Vec<_>, _>>()?;
-    queue_sql::spend_tokens(&mut tx, &rated, &rows).await?;
-    outbox_sql::enqueue_started(&mut tx, &rows, now).await?;
+    spend_tokens(&mut tx, &rated, &rows).await?;
+    enqueue_started(&mut tx, &rows, now).await?;
     tx.commit().await?;
     Ok(rows)
+}
+
+/// Take one token per claimed step of a rated processor (PostgreSQL's claim
+/// function does this in its claim statement).
+async fn spend_tokens(
+    conn: &mut sqlx::SqliteConnection,
+    rated: &[String],
+    claimed: &[super::StepRow],
+) -> Result<(), super::StoreError> {
+    for p in rated {
+        let n = claimed.iter().filter(|s| &s.processor == p).count() as i64;
+        if n > 0 {
+            sqlx::query("UPDATE processor_limits SET tokens = tokens - $1 WHERE processor = $2")
+                .bind(n * 1_000_000)
+                .bind(p)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Queue a `started` callback for each request whose first step was just
+/// claimed (in the claim's transaction). Later claims of the same request add
+/// nothing. PostgreSQL's claim function does this in its claim statement.
+async fn enqueue_started(
+    conn: &mut sqlx::SqliteConnection,
+    claimed: &[super::StepRow],
+    now: i64,
+) -> Result<(), super::StoreError> {
+    let mut first: Vec<&str> = claimed
+        .iter()
+        .filter(|s| s.started_at == Some(now))
+        .map(|s| s.request_id.as_str())
+        .collect();
+    first.sort_unstable();
+    first.dedup();
+    // One statement for the whole claim (up to 500 requests each).
+    for chunk in first.chunks(500) {
+        let marks = (0..chunk.len())
+            .map(|i| format!("${}", i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO outbox (request_id, url, protocol, event, status, created_at, run_at) \
+             SELECT c.request_id, c.url, c.protocol, 'started', r.status, $1, $1 \
+             FROM request_callbacks c JOIN requests r ON r.id = c.request_id WHERE c.request_id IN ({marks}) \
+             AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.request_id = c.request_id AND o.event = 'started')"
+        );
+        let mut q = sqlx::query(&sql).bind(now);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// SQLite has no data-modifying CTEs: those writes are two statements

@@ -30,6 +30,17 @@ pub(crate) fn pg_addr() -> SocketAddr {
         .unwrap_or_else(|e| panic!("PostgreSQL address `{host}`: {e}"))
 }
 
+/// Point `env`'s config at the store through `proxy` (tests that reach the
+/// store directly keep `env.db_url`).
+fn reach_store_through(env: &TestEnv, proxy: &Proxy) {
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        text.replace(&env.db_url, &proxy.url(&env.db_url)),
+    )
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_daemons_ride_out_a_postgresql_outage_and_complete_every_request_once() {
     let rec = Arc::new(Recorder::default());
@@ -43,12 +54,7 @@ async fn two_daemons_ride_out_a_postgresql_outage_and_complete_every_request_onc
     // Filed (and checked) directly; the daemons reach the store through the proxy.
     let (engine, ids) = file_requests(&env, 40).await;
     let proxy = Proxy::start(pg_addr(), Duration::ZERO).await;
-    let text = std::fs::read_to_string(&env.config).unwrap();
-    std::fs::write(
-        &env.config,
-        text.replace(&env.db_url, &proxy.url(&env.db_url)),
-    )
-    .unwrap();
+    reach_store_through(&env, &proxy);
 
     let mut daemons: Vec<_> = (0..2)
         .map(|_| env.command(&["daemon"]).spawn().expect("daemon"))
@@ -103,12 +109,7 @@ async fn a_command_that_cannot_reach_the_store_exits_3_naming_the_store_not_the_
     // Create the schema, then cut the store off.
     let out = env.lethe(&["run", "--until-idle"]).await;
     assert!(out.status.success(), "{}", crate::helpers::show(&out));
-    let text = std::fs::read_to_string(&env.config).unwrap();
-    std::fs::write(
-        &env.config,
-        text.replace(&env.db_url, &proxy.url(&env.db_url)),
-    )
-    .unwrap();
+    reach_store_through(&env, &proxy);
     proxy.cut();
     let out = env.lethe(&["list", "--json"]).await;
     assert_eq!(out.status.code(), Some(3), "{}", crate::helpers::show(&out));
@@ -128,12 +129,7 @@ async fn a_run_started_while_the_store_refuses_connections_waits_for_it_and_comp
     env.set_env("MAILCHIMP_API_KEY", API_KEY);
     let (engine, ids) = file_requests(&env, 1).await;
     let proxy = Arc::new(Proxy::start(pg_addr(), Duration::ZERO).await);
-    let text = std::fs::read_to_string(&env.config).unwrap();
-    std::fs::write(
-        &env.config,
-        text.replace(&env.db_url, &proxy.url(&env.db_url)),
-    )
-    .unwrap();
+    reach_store_through(&env, &proxy);
     // A restart: connections refused for 1.5 s after the run starts.
     proxy.cut();
     let p = Arc::clone(&proxy);
